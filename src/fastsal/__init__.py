@@ -1,0 +1,48 @@
+"""fastsal: fast visual saliency prediction (where people look), built for CPUs.
+
+    import fastsal
+    predictor = fastsal.load()                  # shipped model, 192x256 input
+    density = predictor.predict("photo.jpg")    # (H, W) float32, sums to 1
+
+The heavy names (``load``, ``Predictor``, ...) are imported on first use, so ``import fastsal``
+and the command line start quickly without importing PyTorch.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": "fastsal.predict",
+    "Predictor": "fastsal.predict",
+    "to_png": "fastsal.predict",
+    "overlay": "fastsal.predict",
+    "colormap": "fastsal.predict",
+    "example_image": "fastsal.predict",
+    "list_models": "fastsal.models",
+    "ModelError": "fastsal.models",
+    "ImageError": "fastsal.images",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from fastsal.images import ImageError
+    from fastsal.models import ModelError, list_models
+    from fastsal.predict import Predictor, colormap, example_image, load, overlay, to_png
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastsal' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

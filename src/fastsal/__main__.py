@@ -1,0 +1,5 @@
+import sys
+
+from fastsal.cli import main
+
+sys.exit(main())

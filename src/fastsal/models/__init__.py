@@ -1,0 +1,24 @@
+"""Saliency models: backbones (MobileNetV2, EfficientNet-Lite0), the FastSal encoder and decoders."""
+from fastsal.models.fastsal import FastSal
+from fastsal.models.registry import (
+    DEFAULT_MODEL,
+    ModelError,
+    build,
+    list_models,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    shipped_weights,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "FastSal",
+    "ModelError",
+    "build",
+    "list_models",
+    "load_model",
+    "read_checkpoint",
+    "save_checkpoint",
+    "shipped_weights",
+]

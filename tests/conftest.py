@@ -1,0 +1,15 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+OSIE_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "osie"
+
+
+@pytest.fixture(scope="session")
+def osie_root() -> Path:
+    if not (OSIE_ROOT / "eye" / "fixations.mat").is_file():
+        pytest.skip("OSIE data (../shared/data/osie) not present")
+    return OSIE_ROOT

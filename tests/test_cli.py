@@ -1,0 +1,203 @@
+"""``fastsal predict`` end to end: outputs, mirrored names, bad files, exit codes, atomic writes."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastsal.cli import _atomic_write, _output_stems, main
+
+torch.set_num_threads(1)
+
+FAST = ["--threads", "1", "--quiet"]
+
+
+def make_jpg(path: Path, h: int = 45, w: int = 61, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def assert_no_temp_files(root: Path) -> None:
+    leftovers = [p for p in root.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """One good image in a subfolder, one corrupt file, one 0-byte .jpg."""
+    root = tmp_path / "in"
+    make_jpg(root / "sub" / "good.jpg")
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 10)
+    (root / "empty.jpg").write_bytes(b"")
+    return root
+
+
+def test_predict_bundled_example(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", "-o", str(out), *FAST]) == 0
+    captured = capsys.readouterr()
+    png = out / "example.png"
+    assert captured.out.strip() == str(png)
+    with Image.open(png) as img:
+        assert img.size == (800, 600) and img.mode == "L"
+    assert all_files(out) == ["example.png"]
+
+
+def test_summary_line(tmp_path, capsys):
+    make_jpg(tmp_path / "in" / "a.jpg")
+    make_jpg(tmp_path / "in" / "b.jpg")
+    assert main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # only a single input prints its path
+    assert captured.err.strip().splitlines()[-1] == f"2 maps written to {tmp_path / 'out'} (0 failed)"
+
+
+def test_bad_files_are_skipped_and_reported(messy_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(messy_folder), "-o", str(out), "--threads", "1"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    skipped = [line for line in err if line.startswith("fastsal: skipped ")]
+    assert len(skipped) == 2
+    assert any(str(messy_folder / "corrupt.jpg") in line for line in skipped)
+    assert any(str(messy_folder / "empty.jpg") in line and "empty" in line for line in skipped)
+    assert err[-1] == f"1 map written to {out} (2 failed)"
+    assert all_files(out) == ["sub/good.png"]
+    with Image.open(out / "sub" / "good.png") as img:
+        assert img.size == (61, 45)
+
+
+def test_strict_stops_at_first_bad_file(messy_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["predict", str(messy_folder), "-o", str(out), "--strict", *FAST])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastsal: error: ") and "corrupt.jpg" in err[0]
+    assert not (out / "corrupt.png").exists()
+
+
+def test_all_inputs_bad_is_a_failure(tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    assert main(["predict", str(bad), "-o", str(tmp_path / "out"), *FAST]) == 1
+    assert "fastsal: skipped" in capsys.readouterr().err
+
+
+def test_unknown_model_is_one_line_exit_2(tmp_path, capsys):
+    make_jpg(tmp_path / "a.jpg")
+    assert main(["predict", str(tmp_path / "a.jpg"), "--model", "nope", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fastsal: error: unknown model 'nope'")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "fastsal_c"], "no shipped weights"),
+    (["--weights", "missing.pt"], "not found"),
+])
+def test_model_errors_exit_2(tmp_path, capsys, args, message):
+    make_jpg(tmp_path / "a.jpg")
+    assert main(["predict", str(tmp_path / "a.jpg"), *args, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_empty_folder_and_missing_path_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    assert main(["predict", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fastsal: error: no images found")
+    assert main(["predict", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file or folder" in err
+
+
+def test_format_all(tmp_path, capsys):
+    make_jpg(tmp_path / "in" / "photo.v2.jpg", h=37, w=53)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--format", "all", *FAST]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "photo.v2.png")
+    assert all_files(out) == ["photo.v2.npy", "photo.v2.png", "photo.v2_overlay.jpg"]
+    density = np.load(out / "photo.v2.npy")
+    assert density.shape == (37, 53) and density.dtype == np.float32
+    assert density.sum(dtype=np.float64) == pytest.approx(1.0, abs=1e-5)
+    with Image.open(out / "photo.v2_overlay.jpg") as img:
+        assert img.size == (53, 37) and img.mode == "RGB"
+    with Image.open(out / "photo.v2.png") as img:
+        assert img.size == (53, 37)
+    assert_no_temp_files(out)
+
+
+def test_npy_matches_library(tmp_path):
+    import fastsal
+
+    src = make_jpg(tmp_path / "a.jpg", h=50, w=70)
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "-o", str(out), "--format", "npy", "--input-size", "96x128", *FAST]) == 0
+    expected = fastsal.load(input_size=(96, 128)).predict(src)
+    np.testing.assert_allclose(np.load(out / "a.npy"), expected, rtol=1e-5, atol=1e-10)
+
+
+def test_batching_and_mirrored_names(tmp_path, capsys):
+    root = tmp_path / "in"
+    for i, rel in enumerate(["a.jpg", "a.png", "d/e/f.webp", "d/g.bmp", "h.tiff"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20 + i, 30, 3), 40 * i, np.uint8)).save(root / rel)
+    out = tmp_path / "out"
+    assert main(["predict", str(root), "-o", str(out), "--batch-size", "2", *FAST]) == 0
+    # a.jpg and a.png keep their suffixes so neither overwrites the other
+    assert all_files(out) == ["a.jpg.png", "a.png.png", "d/e/f.png", "d/g.png", "h.png"]
+    with Image.open(out / "h.png") as img:
+        assert img.size == (30, 24)
+
+
+def test_output_folder_inside_input_is_not_reread(tmp_path):
+    root = tmp_path / "photos"
+    make_jpg(root / "a.jpg")
+    for _ in range(2):
+        assert main(["predict", str(root), "-o", str(root / "saliency"), *FAST]) == 0
+    assert all_files(root) == ["a.jpg", "saliency/a.png"]
+
+
+def test_output_stems_never_collide():
+    rels = [Path("x.jpg"), Path("x.png"), Path("y.jpg"), Path("y.jpg"), Path("s/y.jpg")]
+    assert [p.as_posix() for p in _output_stems(rels)] == ["x.jpg", "x.png", "y.jpg", "y.jpg-2", "s/y"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "o" / "x.png"
+
+    def boom(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        _atomic_write(target, boom)
+    assert list((tmp_path / "o").iterdir()) == []
+    old = os.umask(0o022)
+    try:
+        _atomic_write(target, lambda fh: fh.write(b"ok"))
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"ok"
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_console_entry_point(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "fastsal", "predict", "-o", str(out), "--threads", "1"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(out / "example.png")
+    assert "1 map written" in res.stderr

