@@ -36,6 +36,25 @@ def test_density_counts_repeated_fixations():
     assert with_counts[2, 2] == pytest.approx(2 / 3) and binary[2, 2] == pytest.approx(1 / 2)
 
 
+@pytest.mark.parametrize("counts", [True, False])
+def test_density_equals_blurred_fixation_histogram(counts):
+    """The fast separable sum equals scipy's Gaussian filter of the (count or binary) map."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    pts = np.concatenate([rng.uniform([-3, -3], [83, 63], (30, 2)), [[5.0, 5.0], [5.2, 4.9]]])
+    hist = np.zeros((60, 80))
+    xs = np.clip(np.rint(pts[:, 0]).astype(int), 0, 79)
+    ys = np.clip(np.rint(pts[:, 1]).astype(int), 0, 59)
+    if counts:
+        np.add.at(hist, (ys, xs), 1.0)
+    else:
+        hist[ys, xs] = 1.0
+    ref = ndimage.gaussian_filter(hist, sigma=6.0, mode="constant", truncate=4.0)
+    ref /= ref.sum()
+    assert np.allclose(fixation_density(pts, (60, 80), sigma=6.0, counts=counts), ref, rtol=0, atol=1e-15)
+
+
 def test_density_without_fixations_is_uniform():
     d = fixation_density(np.zeros((0, 2)), (4, 5))
     assert np.allclose(d, 1 / 20)

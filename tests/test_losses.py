@@ -112,12 +112,6 @@ def test_gradcheck_on_log_densities() -> None:
     assert torch.autograd.gradcheck(lambda x: L.log_likelihood(L.log_density(x), f), (logits,), eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="losses.cc takes sqrt before clamping: sqrt'(0) = inf times the clamp's 0 gives NaN for a "
-    "constant prediction (e.g. a zero-initialised head). Fix: denom = torch.sqrt(((a * a).sum(dim=1) "
-    "* (b * b).sum(dim=1)).clamp_min(EPS * EPS)); then drop this marker.",
-)
 def test_cc_gradient_is_finite_for_a_constant_prediction() -> None:
     # 0.25 is a power of two, so the mean is exact and the centred map is exactly zero.
     b = _batch(torch.float64)

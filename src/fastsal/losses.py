@@ -42,7 +42,7 @@ def cc(pred: Tensor, gt: Tensor) -> Tensor:
     b = _flat(gt)
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
-    denom = torch.sqrt((a * a).sum(dim=1) * (b * b).sum(dim=1)).clamp_min(EPS)
+    denom = torch.sqrt(((a * a).sum(dim=1) * (b * b).sum(dim=1)).clamp_min(EPS * EPS))  # clamp first: finite grads
     return (a * b).sum(dim=1) / denom
 
 
@@ -52,7 +52,7 @@ def nss(pred: Tensor, fixation_map: Tensor) -> Tensor:
     The standard deviation is the sample one (ddof=1), as MATLAB's ``std`` in the benchmark code.
     """
     s = _flat(pred)
-    f = _flat(fixation_map).to(s.dtype)
+    f = (_flat(fixation_map) > 0).to(s.dtype)  # fixated or not, as the benchmark's binary map
     s = (s - s.mean(dim=1, keepdim=True)) / s.std(dim=1, keepdim=True).clamp_min(EPS)
     return (s * f).sum(dim=1) / f.sum(dim=1).clamp_min(1.0)
 
@@ -72,7 +72,7 @@ def sim(pred: Tensor, gt: Tensor) -> Tensor:
 
 def log_likelihood(log_pred: Tensor, fixation_map: Tensor) -> Tensor:
     """Mean log-density at fixated pixels, in bits per fixation (Kümmerer et al., PNAS 2015)."""
-    f = _flat(fixation_map).to(log_pred.dtype)
+    f = (_flat(fixation_map) > 0).to(log_pred.dtype)
     return (_flat(log_pred) * f).sum(dim=1) / f.sum(dim=1).clamp_min(1.0) / math.log(2.0)
 
 

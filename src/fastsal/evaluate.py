@@ -1,0 +1,231 @@
+"""Score saliency predictions on a dataset split, always next to the baselines that frame them.
+
+A number alone says little: NSS 2 is excellent on one dataset and poor on another. So every
+evaluation reports the model beside the centre bias (fitted on the *train* split: what any model
+must beat), the uniform density (no information) and the human gold standard (each observer
+predicted from the others: the attainable ceiling). Information gain is measured against the
+centre bias, as on the MIT/Tübingen benchmark, so IG > 0 means knowledge about the image itself.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fastsal import baselines as B
+from fastsal import metrics as M
+from fastsal.data.datasets import DatasetError, Sample, load_osie
+from fastsal.data.fixations import OSIE_SIGMA_PX, fixation_density
+
+DATASETS: dict[str, Callable[..., list[Sample]]] = {"osie": load_osie}
+BASELINES = ("centre_bias", "uniform", "gold_standard")
+# The uniform weight mixed into the gold standard: bounds the log-likelihood cost of a fixation
+# that no other observer made (see baselines.gold_standard); AUC, NSS and CC are unaffected.
+GOLD_UNIFORM_WEIGHT = 0.01
+MAP_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+MapSource = Callable[[Sample], np.ndarray]
+
+
+def load_dataset(name: str, root: str | Path, split: str | None) -> list[Sample]:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name](root, split)
+
+
+def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource:
+    """Saliency maps of another model, saved as PNG/JPEG (grayscale) or .npy, matched by file stem.
+
+    Every sample must have a map; otherwise one error lists the missing stems, so a misnamed
+    folder is caught before minutes of scoring.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder of saliency maps; pass --maps DIR")
+    by_stem: dict[str, Path] = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.suffix.lower() in MAP_SUFFIXES:
+            by_stem.setdefault(f.stem, f)  # .npy sorts before .png: the lossless one wins
+    missing = [Path(s.name).stem for s in samples if Path(s.name).stem not in by_stem]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetError(f"{folder}: no saliency map for {len(missing)} of {len(samples)} images ({shown}); "
+                           "name maps after the image stems (e.g. 1002.png or 1002.npy)")
+
+    def read(sample: Sample) -> np.ndarray:
+        path = by_stem[Path(sample.name).stem]
+        try:
+            if path.suffix.lower() == ".npy":
+                arr = np.load(path, allow_pickle=False)
+            else:
+                with Image.open(path) as img:
+                    arr = np.asarray(img.convert("F") if img.mode not in ("RGB", "RGBA") else img.convert("L"),
+                                     dtype=np.float64)
+        except Exception as exc:
+            raise DatasetError(f"{path}: cannot read saliency map ({exc}); re-save it as PNG or .npy") from None
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2:
+            raise DatasetError(f"{path}: saliency map must be 2-D (H, W); got shape {arr.shape}")
+        return arr
+
+    return read
+
+
+def maps_from_predictor(predictor: Any) -> MapSource:
+    """Probability maps of a fastsal Predictor at each image's original size."""
+    return lambda sample: predictor.predict(sample.image_path)
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and standard error of the mean (ddof=1) over images, per metric."""
+    out = {}
+    for name in rows[0]:
+        vals = np.array([r[name] for r in rows], dtype=np.float64)
+        sem = float(vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else 0.0
+        out[name] = {"mean": float(vals.mean()), "sem": sem, "n": int(len(vals))}
+    return out
+
+
+def evaluate(
+    samples: Sequence[Sample],
+    models: dict[str, MapSource],
+    *,
+    train_samples: Sequence[Sample] | None = None,
+    baselines: Iterable[str] = BASELINES,
+    metrics: Sequence[str] | None = None,
+    sigma: float = OSIE_SIGMA_PX,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score each model (name -> map source) and the chosen baselines on ``samples``.
+
+    ``train_samples`` fit the centre bias (and IG needs it); without them centre bias and
+    information gain are left out. Per image, the ground-truth density blurs all observers'
+    fixations by ``sigma`` px; shuffled-AUC negatives are the fixations of 10 other images of the
+    split (seeded by the image index, so every model gets the same negatives).
+    Returns ``{"results": {name: {metric: {mean, sem, n}}}, "per_image": {...}, "config": {...}}``.
+    """
+    from tqdm import tqdm
+
+    metrics = list(M.METRICS if metrics is None else metrics)
+    unknown = [m for m in metrics if m not in M.METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(M.METRICS)}")
+    if not samples:
+        raise DatasetError("no images to evaluate; check the split")
+    baselines = [b for b in baselines]
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise ValueError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
+    cb_params = B.fit_centre_bias(train_samples) if train_samples else None
+    if cb_params is None:
+        baselines = [b for b in baselines if b != "centre_bias"]
+        metrics = [m for m in metrics if m != "information_gain"]
+
+    sources: dict[str, MapSource] = dict(models)
+    if "centre_bias" in baselines:
+        sources["centre bias"] = lambda s: B.centre_bias_density(cb_params, s.shape)
+    if "uniform" in baselines:
+        sources["uniform"] = lambda s: B.uniform_density(s.shape)
+    per_image: dict[str, list[dict[str, float]]] = {name: [] for name in sources}
+    if "gold_standard" in baselines:
+        per_image["gold standard"] = []
+
+    for i, s in enumerate(tqdm(samples, desc="evaluating", disable=not progress, leave=False)):
+        inputs = {
+            "fixations": s.fixations,
+            "shape": s.shape,
+            "gt_density": fixation_density(s.fixations, s.shape, sigma),
+            "baseline_density": B.centre_bias_density(cb_params, s.shape) if cb_params else None,
+            "other_fixations": B.other_image_fixations(samples, i, n_images=10, rng=i) if len(samples) > 1 else None,
+        }
+        wanted = [m for m in metrics if not (m == "auc_shuffled" and inputs["other_fixations"] is None)]
+        for name, source in sources.items():
+            per_image[name].append(M.score_all(source(s), metrics=wanted, rng=i, **inputs))
+        if "gold_standard" in baselines:
+            per_image["gold standard"].append(B.score_gold_standard(
+                s, sigma, metrics=wanted, baseline_density=inputs["baseline_density"],
+                other_fixations=inputs["other_fixations"], uniform_weight=GOLD_UNIFORM_WEIGHT, rng=i))
+
+    return {
+        "results": {name: _summary(rows) for name, rows in per_image.items()},
+        "per_image": {name: {s.name: row for s, row in zip(samples, rows)} for name, rows in per_image.items()},
+        "config": {"n_images": len(samples), "sigma_px": sigma, "metrics": metrics,
+                   "information_gain_baseline": "centre bias (fitted on train)" if cb_params else None,
+                   "centre_bias": cb_params.to_dict() if cb_params else None,
+                   "gold_standard_uniform_weight": GOLD_UNIFORM_WEIGHT},
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Rows = models and baselines, columns = metrics, cells = mean ± standard error."""
+    results = report["results"]
+    names = list(results)
+    metrics = [m for m in M.METRICS if any(m in r for r in results.values())]
+    head = {"auc_judd": "AUC-Judd", "auc_borji": "AUC-Borji", "auc_shuffled": "sAUC", "nss": "NSS",
+            "cc": "CC", "sim": "SIM", "kld": "KLD↓", "information_gain": "IG (bits)",
+            "log_likelihood": "LL (bits)"}
+    width = max(len(n) for n in names) + 2
+    cells = [[f"{results[n][m]['mean']:.3f} ± {results[n][m]['sem']:.3f}" if m in results[n] else "—"
+              for m in metrics] for n in names]
+    cw = [max(len(head[m]), *(len(row[j]) for row in cells)) + 2 for j, m in enumerate(metrics)]
+    lines = ["".ljust(width) + "".join(head[m].rjust(cw[j]) for j, m in enumerate(metrics))]
+    for n, row in zip(names, cells):
+        lines.append(n.ljust(width) + "".join(c.rjust(cw[j]) for j, c in enumerate(row)))
+    lines.append(f"({report['config']['n_images']} images; mean ± standard error; IG against the centre bias)")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    """Write the report atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(report, fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path, *, n: int = 4,
+                  sigma: float = OSIE_SIGMA_PX) -> Path:
+    """Grid of image | fixations | ground-truth density | prediction for the first ``n`` images."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'fastsal[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastsal.images import load_rgb
+
+    chosen = list(samples[:n])
+    fig, axes = plt.subplots(len(chosen), 4, figsize=(12, 2.4 * len(chosen)), squeeze=False)
+    for row, s in zip(axes, chosen):
+        img = load_rgb(s.image_path)
+        fx = s.fixations
+        panels = [("image", img), ("fixations", img), ("ground truth", fixation_density(fx, s.shape, sigma)),
+                  ("prediction", source(s))]
+        for ax, (title, data) in zip(row, panels):
+            ax.imshow(data, cmap=None if data.ndim == 3 else "inferno")
+            if title == "fixations":
+                ax.scatter(fx[:, 0], fx[:, 1], s=4, c="lime")
+            ax.set_title(f"{s.name}: {title}" if title == "image" else title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
