@@ -66,23 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     names = args.models or list_models()
     batches = sorted({1, args.batch})
+    h, w = args.size
+    header = f"{'model':<28} {'params':>8} " + " ".join(f"{f'b={b} ms/img':>12}" for b in batches)
+    print(f"eager PyTorch {torch.__version__}, {args.threads} thread(s), input {h}x{w}, median of {args.runs}")
+    print(header)
+    print("-" * len(header), flush=True)
     results = []
-    for name in names:
+    for name in names:  # rows print as they finish: a long run interrupted still shows something
         model = build(name).eval()
         params = sum(p.numel() for p in model.parameters())
         row = {"model": name, "params": params, "timings": []}
         for b in batches:
             row["timings"].append(time_model(model, b, args.size, args.warmup, args.runs))
         results.append(row)
-
-    h, w = args.size
-    header = f"{'model':<28} {'params':>8} " + " ".join(f"{f'b={b} ms/img':>12}" for b in batches)
-    print(f"eager PyTorch {torch.__version__}, {args.threads} thread(s), input {h}x{w}, median of {args.runs}")
-    print(header)
-    print("-" * len(header))
-    for row in results:
         cells = " ".join(f"{t['ms_per_image_median']:>12.1f}" for t in row["timings"])
-        print(f"{row['model']:<28} {row['params'] / 1e6:>7.2f}M {cells}")
+        print(f"{row['model']:<28} {row['params'] / 1e6:>7.2f}M {cells}", flush=True)
 
     report = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

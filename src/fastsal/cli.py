@@ -250,8 +250,59 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fastsal import evaluate as E
+
+    samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
+    train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
+    if args.maps:
+        name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
+    else:
+        from fastsal.predict import load
+
+        predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads)
+        name, source = predictor.name, E.maps_from_predictor(predictor)
+    baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
+    try:
+        report = E.evaluate(samples, {name: source}, train_samples=train, baselines=baselines,
+                            metrics=args.metrics, progress=not args.quiet)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    report["config"].update({"dataset": args.dataset, "split": args.split, "source": args.maps or args.weights or args.model})
+    print(E.format_table(report))
+    if args.json:
+        print(f"wrote {E.write_json(report, args.json)}")
+    if args.plot:
+        print(f"wrote {E.plot_examples(samples, source, args.plot)}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from fastsal.metrics import METRICS
+
+    p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
+                       description="Score on every standard metric (MIT benchmark conventions), next to the "
+                                   "centre bias (fitted on train), uniform and the human gold standard.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
+    src.add_argument("--weights", help="a fastsal checkpoint file")
+    src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the image stems")
+    p.add_argument("--dataset", default="osie", help="dataset reader (default: %(default)s)")
+    p.add_argument("--root", required=True, help="dataset folder (OSIE: stimuli/, eye/fixations.mat, splits.json)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+    p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
+    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", help="write the full report (per image too) here")
+    p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_predict, _add_models, _add_train]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_predict, _add_evaluate, _add_models, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

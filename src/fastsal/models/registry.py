@@ -170,6 +170,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
