@@ -11,7 +11,6 @@ decoding, resizing or post-processing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from fastsal.files import write_json
 from fastsal.models import build, list_models
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latency.json"
@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "results": results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(f".{args.json.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.json)
+    write_json(report, args.json)
     print(f"wrote {args.json}")
     return 0
 

@@ -8,7 +8,6 @@ so the figure shows exactly what users get. Rerun whenever the shipped weights c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import fastsal
+from fastsal.files import atomic_path
 from fastsal.images import load_rgb
 from fastsal.predict import example_image
 
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     fig, info = make_figure(args.weights, args.panel_width)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    fig.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        fig.save(tmp, format="PNG", optimize=True)
     print(f"wrote {args.out} ({fig.width}x{fig.height}) with {info['model']} from {info['weights']}")
     if info["placeholder"]:
         print("warning: these are PLACEHOLDER weights (random decoder): rerun once the trained weights ship",

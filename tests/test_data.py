@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from fastsal.data import fixation_density, fixation_map, load_osie, points_from_map, read_split, rescale_points
+from fastsal.data import (
+    fixation_density,
+    fixation_map,
+    load_osie,
+    points_from_map,
+    read_split,
+    rescale_points,
+)
 from fastsal.data.datasets import DatasetError
 
 

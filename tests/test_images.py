@@ -5,7 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fastsal.images import ImageError, as_rgb_array, find_images, load_image, load_rgb, resize_rgb, to_rgb
+from fastsal.images import (
+    ImageError,
+    as_rgb_array,
+    find_images,
+    load_image,
+    load_rgb,
+    resize_rgb,
+    to_rgb,
+)
 
 torch.set_num_threads(1)
 

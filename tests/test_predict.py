@@ -121,6 +121,7 @@ class ConstantBackend(Predictor):
     def __init__(self, logits_small: np.ndarray) -> None:
         self.logits_small = logits_small
         self.input_size = logits_small.shape
+        self.blur_sigma = 0.0
 
     def _logits(self, batch):
         assert batch.dtype == np.float32 and batch.shape[1:] == (3, *self.input_size)
@@ -215,3 +216,15 @@ def test_import_is_light_and_lazy():
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError):
         fastsal.no_such_name  # noqa: B018
+
+
+def test_blur_smooths_the_density_and_keeps_its_mass():
+    logits = np.full((24, 32), -30.0, np.float32)
+    logits[12, 16] = 10.0
+    sharp = ConstantBackend(logits)
+    blurred = ConstantBackend(logits)
+    blurred.blur_sigma = 2.0
+    a, b = sharp.predict(random_rgb(24, 32)), blurred.predict(random_rgb(24, 32))
+    assert_density(b, (24, 32))
+    assert b.max() < 0.2 * a.max()  # a sigma-2 Gaussian holds ~4 % of its mass in the peak pixel
+    assert np.unravel_index(np.argmax(b), b.shape) == (12, 16)

@@ -30,7 +30,14 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:
     from fastsal.images import ImageError
     from fastsal.models import ModelError, list_models
-    from fastsal.predict import Predictor, colormap, example_image, load, overlay, to_png
+    from fastsal.predict import (
+        Predictor,
+        colormap,
+        example_image,
+        load,
+        overlay,
+        to_png,
+    )
 
 
 def __getattr__(name: str) -> Any:

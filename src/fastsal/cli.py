@@ -6,9 +6,7 @@ with ``fastsal: error:`` and exit with status 2; nothing half-written is left be
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import IO, Callable
@@ -92,21 +90,11 @@ def _positive_int(text: str) -> int:
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file,
-    and an interrupted run leaves no partial output (the temporary is removed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp creates 0600; outputs should get the usual permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write via a temporary file in the same folder, then rename (see :mod:`fastsal.files`)."""
+    from fastsal.files import atomic_write
+
+    with atomic_write(path) as fh:
+        write(fh)
 
 
 def _output_stems(rels: list[Path]) -> list[Path]:
@@ -260,7 +248,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from fastsal.predict import load
 
-        predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads)
+        predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads,
+                         blur_sigma=args.blur)
         name, source = predictor.name, E.maps_from_predictor(predictor)
     baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
     try:
@@ -293,6 +282,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
     p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
+    p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
+                   help="override the model's post-processing blur (px at input size; 0 = none)")
     p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", help="write the full report (per image too) here")
@@ -301,8 +292,81 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fastsal.export import export
+    from fastsal.images import find_images
+    from fastsal.models import build, read_checkpoint
+    from fastsal.models.registry import shipped_weights
+
+    ckpt_path = Path(args.weights) if args.weights else shipped_weights(args.model)
+    ckpt = read_checkpoint(ckpt_path)
+    name = ckpt["model"]
+    model = build(name, weights=ckpt_path)
+    calib = None
+    if args.int8:
+        if args.osie_root:
+            from fastsal.data.datasets import read_split
+
+            calib = [Path(args.osie_root) / "stimuli" / n for n in read_split(args.osie_root, "train")]
+        else:
+            calib = [p for p, _ in find_images(args.calibrate or [])]
+        if not calib:
+            raise UsageError("--int8 needs calibration images: --osie-root ROOT (OSIE train split) or --calibrate PATH...")
+        calib = calib[: args.calibration_limit]
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    out = Path(args.out) if args.out else Path(f"{name}{'_int8' if args.int8 else ''}{suffix}")
+    path = export(model, name, out, format=args.format, input_size=args.input_size,
+                  dynamic_batch=args.dynamic_batch, int8=args.int8, calibration_images=calib,
+                  meta=dict(ckpt.get("meta") or {}))
+    print(f"wrote {path} and {path.name}.json")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (fp32/int8) or TorchScript, with a JSON sidecar")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
+    which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train`")
+    p.add_argument("-o", "--out", default=None, help="output file (default: <model>[_int8].onnx / .pt)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW", help="multiples of 32 (default: 192x256)")
+    p.add_argument("--dynamic-batch", action="store_true", help="free batch dimension (default: batch 1)")
+    p.add_argument("--int8", action="store_true", help="static int8 quantisation (ONNX only; needs calibration images)")
+    p.add_argument("--osie-root", metavar="ROOT", help="calibrate on the OSIE train split (stimuli/, splits.json)")
+    p.add_argument("--calibrate", nargs="+", metavar="PATH", help="calibration images or folders")
+    p.add_argument("--calibration-limit", type=_positive_int, default=200, metavar="N", help="default: 200")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from fastsal.cost import cost_table, format_table
+    from fastsal.files import write_json
+
+    rows = cost_table(args.models, args.input_size, backends=args.backends,
+                      measure_latency=not args.no_latency, threads=args.threads, runs=args.runs)
+    print(format_table(rows))
+    if args.json:
+        print(f"wrote {write_json(rows, args.json)}")
+    return 0
+
+
+def _add_cost(sub: argparse._SubParsersAction) -> None:
+    from fastsal.cost import BACKENDS
+
+    p = sub.add_parser("cost", help="parameters, GMACs, file sizes and CPU latency of models")
+    p.add_argument("models", nargs="*", default=["fastsal_a", "fastsal_c", "salgan", "deepgaze2"],
+                   help="FastSal names (see `fastsal models`) or salgan / deepgaze2 (random weights, for counting)")
+    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["torch"])
+    p.add_argument("--no-latency", action="store_true", help="count only (no timing)")
+    p.add_argument("--runs", type=_positive_int, default=5)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--json", help="write the rows here")
+    p.set_defaults(func=_cmd_cost)
+
+
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_predict, _add_evaluate, _add_models, _add_train]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_predict, _add_evaluate, _add_models, _add_train, _add_export, _add_cost]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,13 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from fastsal.data.datasets import DatasetError
+    from fastsal.export import ExportError
     from fastsal.images import ImageError
     from fastsal.models.registry import ModelError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ModelError, DatasetError, ImageError, FileNotFoundError) as exc:
+    except (UsageError, ModelError, DatasetError, ImageError, ExportError, FileNotFoundError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fastsal: error: {msg}", file=sys.stderr)
         return 2

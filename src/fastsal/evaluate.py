@@ -8,10 +8,7 @@ centre bias, as on the MIT/Tübingen benchmark, so IG > 0 means knowledge about 
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from fastsal import baselines as B
+from fastsal import files
 from fastsal import metrics as M
 from fastsal.data.datasets import DatasetError, Sample, load_osie
 from fastsal.data.fixations import OSIE_SIGMA_PX, fixation_density
@@ -186,13 +184,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Write the report atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(report, fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return files.write_json(report, path)
 
 
 def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path, *, n: int = 4,
@@ -221,11 +213,7 @@ def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path
             ax.set_title(f"{s.name}: {title}" if title == "image" else title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

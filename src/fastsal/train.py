@@ -21,7 +21,12 @@ import torch
 from torch import nn
 
 from fastsal.data.datasets import Sample, load_osie
-from fastsal.data.fixations import OSIE_SIGMA_PX, fixation_density, fixation_map, rescale_points
+from fastsal.data.fixations import (
+    OSIE_SIGMA_PX,
+    fixation_density,
+    fixation_map,
+    rescale_points,
+)
 from fastsal.images import load_rgb, resize_rgb
 from fastsal.losses import cc, kld, log_density, nss, saliency_loss
 from fastsal.models.registry import atomic_save, build, save_checkpoint

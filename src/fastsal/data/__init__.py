@@ -1,11 +1,11 @@
 """Eye-fixation data: fixation points, fixation maps, densities and dataset readers."""
+from fastsal.data.datasets import Sample, load_osie, read_split
 from fastsal.data.fixations import (
     fixation_density,
     fixation_map,
     points_from_map,
     rescale_points,
 )
-from fastsal.data.datasets import Sample, load_osie, read_split
 
 __all__ = [
     "Sample",

@@ -6,9 +6,6 @@ EfficientNet-Lite0 backbone. ``default`` names the shipped model.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from fastsal.files import atomic_write
 from fastsal.models.decoders import DECODERS
 from fastsal.models.efficientnet import efficientnet_lite0
 from fastsal.models.encoder import FastSalEncoder
@@ -164,24 +162,5 @@ def save_checkpoint(
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)

@@ -1,0 +1,281 @@
+"""What a model costs: parameters, multiply-accumulates, file sizes and CPU latency.
+
+    from fastsal.cost import cost_table, format_table
+    rows = cost_table(["fastsal_a", "fastsal_c", "salgan", "deepgaze2"])
+    print(format_table(rows))
+
+Models are built with random weights (cost does not depend on them): any registered FastSal name
+and the reference models of :mod:`fastsal.models.reference` (``salgan``, ``deepgaze2``).
+
+- ``params``: ``sum(p.numel() for p in model.parameters())`` of the model as built (unfused).
+- ``gmacs``: multiply-accumulates of one forward pass at ``input_size``, batch 1, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; MACs =
+  FLOPs / 2). Element-wise ops, pooling and interpolation are not counted. ``gmacs_fused`` is the
+  same count for :func:`fastsal.models.fuse.fuse` of the model (FastSal-C's fused head is
+  cheaper; elsewhere folding BatchNorm changes nothing countable).
+- ``size_fp32_mb`` / ``size_fp16_mb``: bytes of ``torch.save(state_dict)`` with float tensors in
+  fp32 / fp16 (MB = 1e6 bytes). ``size_int8_mb``: measured size of the int8 ONNX file when the
+  ``onnxruntime-int8`` backend is requested for a FastSal model (``size_int8_source`` says
+  "measured"), otherwise an estimate of 1 byte per parameter ("estimate").
+- ``latency_ms``: {backend: median ms per image at batch 1 over ``runs`` timed runs after
+  ``warmup``}. Backends: ``torch`` (eager), ``torch-fused`` (eager, fused model),
+  ``onnxruntime`` (fp32), ``onnxruntime-int8``, ``openvino`` / ``openvino-int8`` (the same
+  fp32 / int8 QDQ ONNX files compiled by OpenVINO's CPU plugin, if ``openvino`` is installed). The non-torch backends apply to FastSal models only (None for the references).
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+BACKENDS = ("torch", "torch-fused", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+
+
+def build_any(name: str) -> nn.Module:
+    """A FastSal model (registry name) or a reference model (``salgan``, ``deepgaze2``): random
+    weights, eval mode."""
+    from fastsal.models import build
+    from fastsal.models.reference import REFERENCES, build_reference
+
+    if name in REFERENCES:
+        return build_reference(name)
+    return build(name).eval()
+
+
+def is_fastsal(model: nn.Module) -> bool:
+    from fastsal.models import FastSal
+
+    return isinstance(model, FastSal)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int] = (192, 256), batch: int = 1) -> int:
+    """Multiply-accumulates of one forward pass (FlopCounterMode FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(batch, 3, *input_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def state_dict_bytes(model: nn.Module, half: bool = False) -> int:
+    """Size of ``torch.save(model.state_dict())``, float tensors cast to fp16 if ``half``."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.tell()
+
+
+def default_calibration_images() -> list[Path]:
+    """The packaged example image: enough to calibrate int8 ranges for *timing* random-weight
+    models. For a real int8 export calibrate on training images (see :mod:`fastsal.export`)."""
+    return [Path(__file__).resolve().parent / "assets" / "example.jpg"]
+
+
+def make_runner(
+    model: nn.Module,
+    name: str,
+    backend: str,
+    input_size: tuple[int, int] = (192, 256),
+    *,
+    threads: int | None = None,
+    workdir: str | Path | None = None,
+    calibration_images: Sequence[str | Path] | None = None,
+) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
+    """A callable running ``model`` on an (N, 3, H, W) float32 array with ``backend``, and info
+    about it (e.g. the exported file's size). ONNX-based backends export (dynamic batch) into
+    ``workdir`` (default: a temporary folder, removed once the session exists). ``threads`` sets torch's / onnxruntime's / OpenVINO's intra-op threads."""
+    info: dict[str, Any] = {}
+    if backend in ("torch", "torch-fused"):
+        from fastsal.models.fuse import fuse
+
+        net = fuse(model) if backend == "torch-fused" else model.eval()
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+
+        def run_torch(x: np.ndarray) -> Any:
+            with torch.inference_mode():
+                return net(torch.from_numpy(x))
+
+        return run_torch, info
+    if backend not in ONNX_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+    if not is_fastsal(model):
+        raise ValueError(f"backend {backend!r} is only available for FastSal models")
+    from fastsal.export import (
+        ExportError,
+        export,
+        onnx_session,
+        read_sidecar,
+        state_dict_sha256,
+    )
+
+    if workdir is None:  # sessions hold the model in memory: the file may go once they exist
+        with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
+            return make_runner(model, name, backend, input_size, threads=threads, workdir=tmp,
+                               calibration_images=calibration_images)
+    workdir = Path(workdir)
+    int8 = backend.endswith("-int8")
+    h, w = input_size
+    path = workdir / f"{name}_{h}x{w}_nchw{'_int8' if int8 else ''}.onnx"
+    try:  # reuse an export of these very weights (e.g. onnxruntime then openvino)
+        side = read_sidecar(path)
+        reuse = side["weights_sha256"] == state_dict_sha256(model) and side["input_size"] == [h, w] \
+            and side["dynamic_batch"] and side["precision"] == ("int8" if int8 else "fp32")
+    except ExportError:
+        reuse = False
+    if not reuse:
+        export(model, name, path, "onnx", input_size, dynamic_batch=True, int8=int8,
+               calibration_images=(calibration_images or default_calibration_images()) if int8 else None)
+    info["onnx_bytes"] = path.stat().st_size
+    if backend.startswith("openvino"):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ValueError("backend 'openvino' needs the openvino package: pip install openvino") from None
+        core = ov.Core()
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            compiled = core.compile_model(str(path), "CPU", config)
+        except RuntimeError as exc:  # e.g. OpenVINO 2026.4 cannot lower the int8 QDQ DepthToSpace
+            detail = next((ln.strip() for ln in str(exc).splitlines() if "CALLBACK" in ln or "failed" in ln), "")
+            raise ValueError(f"openvino could not compile {path.name}: {detail[:200]}") from None
+        request = compiled.create_infer_request()
+
+        def run_ov(x: np.ndarray) -> Any:
+            return request.infer({0: x})[compiled.output(0)]
+
+        return run_ov, info
+    sess = onnx_session(path, threads)
+
+    def run_ort(x: np.ndarray) -> Any:
+        return sess.run(None, {"image": x})[0]
+
+    return run_ort, info
+
+
+def time_runner(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int = 1, runs: int = 5) -> list[float]:
+    """Seconds per call of ``run(x)`` for ``runs`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def cost_table(
+    names: Iterable[str],
+    input_size: tuple[int, int] = (192, 256),
+    backends: Sequence[str] = ("torch",),
+    measure_latency: bool = True,
+    *,
+    threads: int | None = None,
+    warmup: int = 1,
+    runs: int = 5,
+    calibration_images: Sequence[str | Path] | None = None,
+    workdir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """One row per model name; see the module docstring for the fields."""
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
+    h, w = (int(v) for v in input_size)
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
+            return cost_table(names, (h, w), backends, measure_latency, threads=threads, warmup=warmup,
+                              runs=runs, calibration_images=calibration_images, workdir=tmp)
+    workdir = Path(workdir)
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    rows = []
+    for name in names:
+        model = build_any(name)
+        fastsal = is_fastsal(model)
+        params = count_params(model)
+        row: dict[str, Any] = {
+            "name": name,
+            "input_size": [h, w],
+            "params": params,
+            "gmacs": count_macs(model, (h, w)) / 1e9,
+            "gmacs_fused": None,
+            "size_fp32_mb": state_dict_bytes(model) / 1e6,
+            "size_fp16_mb": state_dict_bytes(model, half=True) / 1e6,
+            "size_int8_mb": params / 1e6,
+            "size_int8_source": "estimate: 1 byte/parameter",
+            "latency_ms": {},
+        }
+        if fastsal:
+            from fastsal.models.fuse import fuse
+
+            row["gmacs_fused"] = count_macs(fuse(model), (h, w)) / 1e9
+        for backend in backends:
+            if backend in ONNX_BACKENDS and not fastsal:
+                if measure_latency:
+                    row["latency_ms"][backend] = None
+                continue
+            if not (measure_latency or backend == "onnxruntime-int8"):
+                continue
+            try:
+                run, info = make_runner(model, name, backend, (h, w), threads=threads, workdir=workdir,
+                                        calibration_images=calibration_images)
+            except ValueError as exc:  # e.g. openvino not installed
+                if measure_latency:
+                    row["latency_ms"][backend] = None
+                row.setdefault("notes", []).append(str(exc))
+                continue
+            if backend == "onnxruntime-int8":
+                row["size_int8_mb"] = info["onnx_bytes"] / 1e6
+                row["size_int8_source"] = "measured: quantised ONNX file"
+            if measure_latency:
+                row["latency_ms"][backend] = statistics.median(time_runner(run, x, warmup, runs)) * 1000.0
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`cost_table` rows."""
+    backends: list[str] = []
+    for r in rows:
+        backends += [b for b in r["latency_ms"] if b not in backends]
+    head = ["model", "params", "GMACs", "GMACs fused", "fp32 MB", "fp16 MB", "int8 MB"] + [f"{b} ms" for b in backends]
+    lines = []
+    for r in rows:
+        cells = [
+            r["name"], f"{r['params']:,}", f"{r['gmacs']:.3f}",
+            "-" if r["gmacs_fused"] is None else f"{r['gmacs_fused']:.3f}",
+            f"{r['size_fp32_mb']:.1f}", f"{r['size_fp16_mb']:.1f}",
+            f"{r['size_int8_mb']:.1f}{'' if r['size_int8_source'].startswith('measured') else '*'}",
+        ]
+        for b in backends:
+            v = r["latency_ms"].get(b)
+            cells.append("-" if v is None else f"{v:.1f}")
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    fmt = "  ".join("{:<%d}" % widths[0] if i == 0 else "{:>%d}" % wd for i, wd in enumerate(widths))
+    out = [fmt.format(*head)] + [fmt.format(*c) for c in lines]
+    if any(not r["size_int8_source"].startswith("measured") for r in rows):
+        out.append("* int8 size estimated at 1 byte/parameter")
+    return "\n".join(out)
+
+
+__all__ = [
+    "BACKENDS", "build_any", "cost_table", "count_macs", "count_params", "format_table", "make_runner",
+    "state_dict_bytes", "time_runner",
+]
