@@ -7,16 +7,8 @@ from fastsal.models import build
 from fastsal.models.reference import build_reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
-def table(one_thread):
+def table():
     rows = cost_table(["fastsal_a", "fastsal_c", "salgan", "deepgaze2"], measure_latency=False)
     return {r["name"]: r for r in rows}
 

@@ -20,31 +20,19 @@ from fastsal.export import (  # noqa: E402
 from fastsal.models import build, read_checkpoint  # noqa: E402
 from fastsal.models.registry import shipped_weights  # noqa: E402
 
+from helpers import randomise as randomise_weights  # noqa: E402
+
 SIZE = (192, 256)
 LOGIT_TOL = 1e-3      # max |logit difference| between ONNX Runtime and eager PyTorch
 DENSITY_TOL = 1e-8    # max |density difference| (densities are ~1/49152 = 2e-5 per pixel)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and a head giving unit-scale logits: random-weight models
-    have a near-zero head, which would make output comparisons vacuous."""
+    """Random batch-norm statistics and head (see helpers.randomise), then unit-scale logits."""
+    randomise_weights(model, seed)
+    with torch.no_grad():  # a constant offset changes no density, but costs float32 precision
+        model.decoder.head.bias.zero_()
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 1.5 + 0.5)
-        head = model.decoder.head
-        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.05)
-    model.eval()
     return scale_logits(model, torch.rand(1, 3, *SIZE, generator=gen))
 
 

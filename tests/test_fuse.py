@@ -13,32 +13,9 @@ from fastsal.models.fuse import (
     head_as_phase_conv,
 )
 
+from helpers import randomise
+
 TOL = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and a head with unit-scale logits (the default head is
-    initialised near zero, which would make any comparison vacuous)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-        head = model.decoder.head if hasattr(model, "decoder") else model.head
-        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.05)
-        head.bias.copy_(torch.randn(head.bias.shape, generator=gen))
-    return model.eval()
 
 
 def random_feats(size, batch=2, seed=1):
