@@ -201,3 +201,22 @@ def test_console_entry_point(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out / "example.png")
     assert "1 map written" in res.stderr
+
+
+def test_cli_export_writes_model_and_sidecar(tmp_path):
+    from fastsal.cli import main as cli_main
+    from fastsal.export import read_sidecar
+
+    out = tmp_path / "m.onnx"
+    assert cli_main(["export", "--out", str(out)]) == 0
+    side = read_sidecar(out)
+    assert side["model"] == "fastsal_a_effnet_lite0" and side["meta"]["blur_sigma"] == 2.0
+    assert cli_main(["export", "--int8", "--out", str(tmp_path / "q.onnx")]) == 2  # no calibration images
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_cost_counts_parameters(tmp_path, capsys):
+    from fastsal.cli import main as cli_main
+
+    assert cli_main(["cost", "fastsal_a", "--no-latency", "--json", str(tmp_path / "c.json")]) == 0
+    assert "3,646,715" in capsys.readouterr().out
