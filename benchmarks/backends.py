@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastsal.cost import BACKENDS, make_runner, time_runner
+from fastsal.cost import BACKENDS, cpu_name, make_runner, time_runner
 from fastsal.files import write_json
 from fastsal.models import build
 
@@ -53,16 +53,6 @@ def calibration_images(n: int) -> list[Path]:
         names = json.loads(split.read_text())["train"][:n]
         return [OSIE / "stimuli" / f for f in names]
     return [Path(__file__).resolve().parents[1] / "src" / "fastsal" / "assets" / "example.jpg"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def version(module: str) -> str | None:

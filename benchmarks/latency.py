@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from fastsal.cost import cpu_name
 from fastsal.files import write_json
 from fastsal.models import build, list_models
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
-        "processor": _cpu_name(),
+        "processor": cpu_name(),
         "input_size": [h, w],
         "warmup": args.warmup,
         "runs": args.runs,
@@ -99,16 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     write_json(report, args.json)
     print(f"wrote {args.json}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

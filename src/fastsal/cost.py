@@ -25,6 +25,7 @@ and the reference models of :mod:`fastsal.models.reference` (``salgan``, ``deepg
 from __future__ import annotations
 
 import io
+import platform
 import statistics
 import tempfile
 import time
@@ -279,3 +280,14 @@ __all__ = [
     "BACKENDS", "build_any", "cost_table", "count_macs", "count_params", "format_table", "make_runner",
     "state_dict_bytes", "time_runner",
 ]
+
+
+def cpu_name() -> str:
+    """The processor's model name, for benchmark reports (latency means little without it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
