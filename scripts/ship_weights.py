@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fastsal.models import build, read_checkpoint, save_checkpoint
+from fastsal.models import load_model, save_checkpoint
 from fastsal.models.registry import SHIPPED, WEIGHTS_DIR
 
 
@@ -22,9 +22,8 @@ def main() -> None:
     parser.add_argument("--card", help="JSON with extra model-card fields (data, command, figures)")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
     args = parser.parse_args()
-    ckpt = read_checkpoint(args.checkpoint)
-    name, meta = ckpt["model"], dict(ckpt.get("meta") or {})
-    model = build(name, weights=args.checkpoint)
+    model, meta = load_model(args.checkpoint)
+    name = model.name
     meta = {k: v for k, v in meta.items() if k != "config"} | {"training_config": meta.get("config"),
                                                                "blur_sigma": args.blur}
     if args.card:

@@ -113,7 +113,7 @@ def test_checkpoint_round_trip(tmp_path, half):
         torch.nn.init.normal_(p, std=0.05)
     path = save_checkpoint(model, "fastsal_c", tmp_path / "m.pt", meta={"note": "x"}, half=half)
     loaded, meta = load_model(path)
-    assert meta == {"note": "x"}
+    assert meta == {"note": "x"} and loaded.name == "fastsal_c"
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         a, b = model(x), loaded(x)

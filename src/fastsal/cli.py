@@ -295,13 +295,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from fastsal.export import export
     from fastsal.images import find_images
-    from fastsal.models import build, read_checkpoint
+    from fastsal.models import load_model
     from fastsal.models.registry import shipped_weights
 
     ckpt_path = Path(args.weights) if args.weights else shipped_weights(args.model)
-    ckpt = read_checkpoint(ckpt_path)
-    name = ckpt["model"]
-    model = build(name, weights=ckpt_path)
+    model, meta = load_model(ckpt_path)
+    name = model.name
     calib = None
     if args.int8:
         if args.osie_root:
@@ -317,7 +316,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"{name}{'_int8' if args.int8 else ''}{suffix}")
     path = export(model, name, out, format=args.format, input_size=args.input_size,
                   dynamic_batch=args.dynamic_batch, int8=args.int8, calibration_images=calib,
-                  meta=dict(ckpt.get("meta") or {}))
+                  meta=meta)
     print(f"wrote {path} and {path.name}.json")
     return 0
 

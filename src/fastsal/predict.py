@@ -25,9 +25,8 @@ from fastsal.images import as_rgb_array, resize_rgb
 from fastsal.models import (
     FastSal,
     ModelError,
-    build,
     list_models,
-    read_checkpoint,
+    load_model,
     shipped_weights,
 )
 from fastsal.models.fuse import fuse
@@ -35,7 +34,6 @@ from fastsal.models.registry import (
     DEFAULT_INPUT_SIZE,
     DEFAULT_MODEL,
     SHIPPED,
-    _load_state,
 )
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -223,14 +221,11 @@ def load(
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(int(threads))
     path, expected = _resolve(name_or_path)
-    ckpt = read_checkpoint(path)
-    name = ckpt["model"]
-    if expected is not None and name != expected:
-        raise ModelError(f"{path}: holds a {name!r} model, not {expected!r}; reinstall fastsal")
-    model = build(name)
-    _load_state(model, ckpt["state_dict"], path)
-    return Predictor(model, name, input_size=input_size, device=device,
-                     meta=dict(ckpt.get("meta") or {}), weights_path=path, blur_sigma=blur_sigma)
+    model, meta = load_model(path)
+    if expected is not None and model.name != expected:
+        raise ModelError(f"{path}: holds a {model.name!r} model, not {expected!r}; reinstall fastsal")
+    return Predictor(model, model.name, input_size=input_size, device=device,
+                     meta=meta, weights_path=path, blur_sigma=blur_sigma)
 
 
 def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:

@@ -20,6 +20,8 @@ STRIDE = 32  # the encoder's output stride: inputs must be multiples of it
 class FastSal(nn.Module):
     """``forward(x)``: (N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) logits.
 
+    ``name`` is the registry name the model was built under (set by
+    :func:`fastsal.models.build`), so a loaded model says what it is without its checkpoint.
     Sizes that are not multiples of 32 are resized to the nearest multiple on the way in and the
     logits resized back, so any input size works (the map is then slightly smoother).
     """
@@ -32,6 +34,7 @@ class FastSal(nn.Module):
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
+        self.name = ""
         self.encoder = encoder
         self.decoder = decoder
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)

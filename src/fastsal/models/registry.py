@@ -88,6 +88,7 @@ def build(name: str, weights: str | Path | None = None, *, backbone_weights: str
     backbone = spec.build(backbone_weights if weights is None else None)
     encoder = FastSalEncoder(backbone.features, backbone.feature_strides)
     model = FastSal(encoder, DECODERS[decoder_name](encoder.out_channels), spec.mean, spec.std)
+    model.name = name
     if weights is not None:
         path = shipped_weights(name) if str(weights) == "shipped" else Path(weights)
         ckpt = read_checkpoint(path)
@@ -134,7 +135,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path) -> tuple[FastSal, dict[str, Any]]:
-    """Build the model a checkpoint names and load it; returns (model in eval mode, metadata)."""
+    """Build the model a checkpoint names and load it; returns (model in eval mode, metadata).
+
+    The checkpoint is read once; ``model.name`` tells which model it held.
+    """
     ckpt = read_checkpoint(path)
     model = build(ckpt["model"])
     _load_state(model, ckpt["state_dict"], Path(path))
