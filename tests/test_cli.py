@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastsal.cli import _atomic_write, _output_stems, main
+from fastsal.batch import _unique_stems
+from fastsal.cli import main
+from fastsal.files import atomic_write
 
 torch.set_num_threads(1)
 
@@ -24,7 +26,9 @@ def make_jpg(path: Path, h: int = 45, w: int = 61, seed: int = 0) -> Path:
 
 
 def all_files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """Files under root, without the run manifests (tested in test_batch.py)."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and not (p.name.startswith("manifest") and p.suffix == ".json"))
 
 
 def assert_no_temp_files(root: Path) -> None:
@@ -59,7 +63,7 @@ def test_summary_line(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--threads", "1"]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""  # only a single input prints its path
-    assert captured.err.strip().splitlines()[-1] == f"2 maps written to {tmp_path / 'out'} (0 failed)"
+    assert captured.err.strip().splitlines()[-1].startswith(f"2 maps written to {tmp_path / 'out'} (0 failed, 0 already done, ")
 
 
 def test_bad_files_are_skipped_and_reported(messy_folder, tmp_path, capsys):
@@ -70,7 +74,7 @@ def test_bad_files_are_skipped_and_reported(messy_folder, tmp_path, capsys):
     assert len(skipped) == 2
     assert any(str(messy_folder / "corrupt.jpg") in line for line in skipped)
     assert any(str(messy_folder / "empty.jpg") in line and "empty" in line for line in skipped)
-    assert err[-1] == f"1 map written to {out} (2 failed)"
+    assert err[-1].startswith(f"1 map written to {out} (2 failed, 0 already done")
     assert all_files(out) == ["sub/good.png"]
     with Image.open(out / "sub" / "good.png") as img:
         assert img.size == (61, 45)
@@ -171,7 +175,7 @@ def test_output_folder_inside_input_is_not_reread(tmp_path):
 
 def test_output_stems_never_collide():
     rels = [Path("x.jpg"), Path("x.png"), Path("y.jpg"), Path("y.jpg"), Path("s/y.jpg")]
-    assert [p.as_posix() for p in _output_stems(rels)] == ["x.jpg", "x.png", "y.jpg", "y.jpg-2", "s/y"]
+    assert [p.as_posix() for p in _unique_stems(rels)] == ["x.jpg", "x.png", "y.jpg", "y.jpg-2", "s/y"]
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -182,11 +186,13 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError):
-        _atomic_write(target, boom)
+        with atomic_write(target) as fh:
+            boom(fh)
     assert list((tmp_path / "o").iterdir()) == []
     old = os.umask(0o022)
     try:
-        _atomic_write(target, lambda fh: fh.write(b"ok"))
+        with atomic_write(target) as fh:
+            fh.write(b"ok")
     finally:
         os.umask(old)
     assert target.read_bytes() == b"ok"

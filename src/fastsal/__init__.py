@@ -25,7 +25,10 @@ _LAZY = {
     "ImageError": "fastsal.images",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # = ["__version__", *_LAZY], spelled out for linters
+    "__version__", "load", "Predictor", "to_png", "overlay", "colormap", "example_image", "list_models", "ModelError",
+    "ImageError",
+]
 
 if TYPE_CHECKING:
     from fastsal.images import ImageError

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 from fastsal import __version__
 
@@ -89,150 +88,126 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a temporary file in the same folder, then rename (see :mod:`fastsal.files`)."""
-    from fastsal.files import atomic_write
-
-    with atomic_write(path) as fh:
-        write(fh)
-
-
-def _output_stems(rels: list[Path]) -> list[Path]:
-    """Output path stems mirroring the inputs' relative paths, never two alike.
-
-    ``a/x.jpg`` -> ``a/x``; if ``a/x.jpg`` and ``a/x.png`` both exist they keep their suffix
-    (``a/x.jpg``, ``a/x.png``) so neither map overwrites the other; the same relative path under
-    two input folders is numbered (``x``, ``x-2``).
-    """
-    base = [r.with_suffix("") for r in rels]
-    counts = Counter(base)
-    stems = [r if counts[b] > 1 else b for r, b in zip(rels, base)]
-    seen: set[Path] = set()
-    result = []
-    for stem in stems:
-        cand, i = stem, 2
-        while cand in seen:
-            cand, i = stem.with_name(f"{stem.name}-{i}"), i + 1
-        seen.add(cand)
-        result.append(cand)
-    return result
-
-
-def _collect_inputs(paths: list[str], out: Path) -> list[tuple[Path, Path]]:
-    """Expand PATH arguments; skip folder contents inside OUT (earlier outputs are not inputs)."""
-    from fastsal.images import IMAGE_SUFFIXES, find_images
-
-    out_res = out.resolve()
-    items: list[tuple[Path, Path]] = []
-    for arg in paths:
-        p = Path(arg)
-        if not p.exists():
-            raise UsageError(f"{p}: no such file or folder")
-        found = find_images([p])
-        if p.is_dir():
-            found = [(f, rel) for f, rel in found if not f.resolve().is_relative_to(out_res)]
-        items += found
-    if not items:
-        kinds = "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
-        raise UsageError(f"no images found in {', '.join(map(str, paths))} (looked for {kinds} files)")
-    return items
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
-    import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
-    from fastsal.images import ImageError, load_rgb
-    from fastsal.predict import example_image, load, overlay, to_png
+    from fastsal import batch
+    from fastsal.backends import BackendNotice
+    from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.predict import example_image, load
+    from fastsal.video import VIDEO_SUFFIXES, is_video, predict_video
 
-    out = Path(args.out)
-    paths = args.paths or [str(example_image())]
-    items = _collect_inputs(paths, out)
-    kw = {"input_size": args.input_size} if args.input_size else {}
-    predictor = load(Path(args.weights) if args.weights else args.model, threads=args.threads, **kw)
+    out = Path(args.out or "saliency")
+    video_out = args.out is not None and is_video(out)  # -o clip.mp4: one video (or camera) to one file
+    if video_out and args.paths and (len(args.paths) != 1 or not is_video(args.paths[0])):
+        raise UsageError(f"-o {out}: a video file output takes exactly one video input (or --camera)")
+    if args.camera is None and not args.paths and not args.list:
+        args.paths = [str(example_image())]
+    if args.camera is not None and (args.paths or args.list):
+        raise UsageError("--camera takes no PATH or --list inputs")
+    index, count = batch.shard_spec(args.shard)
+    jobs: list[batch.Job] = []
+    if args.camera is None:
+        exclude = None if video_out else out
+        jobs = batch.shard(batch.collect(args.paths, args.list, exclude, IMAGE_SUFFIXES + VIDEO_SUFFIXES), index, count)
 
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BackendNotice)
+        kw = {"input_size": args.input_size} if args.input_size else {}
+        predictor = load(Path(args.weights) if args.weights else args.model, threads=args.threads,
+                         backend=args.backend, **kw)
+    notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
+    if args.backend == "auto" and predictor.backend == "torch":
+        notes.append("running on PyTorch; pip install 'fastsal[openvino]' for ~2x faster CPU inference")
+    for note in notes if not args.quiet else []:
+        print(f"fastsal: note: {note}", file=sys.stderr)
+    progress = not args.quiet and sys.stderr.isatty()
     formats = ("png", "overlay", "npy") if args.format == "all" else (args.format,)
-    stems = _output_stems([rel for _, rel in items])
-    written = failed = 0
-    last_primary: Path | None = None
+    formats = tuple(dict.fromkeys([*formats, *(["overlay"] if args.overlay else []), *(["npy"] if args.npy else [])]))
+    status = 0
 
-    def save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-        try:
-            _atomic_write(path, write)
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    def video(source: int | Path, target: Path | None) -> None:
+        stem = target.with_suffix("") if target is not None else out / f"camera{source}"
+        dest = target if target is not None else stem.with_suffix(".mp4")
+        npy = stem.with_suffix(".npy") if "npy" in formats else None
+        if not args.overwrite and dest.is_file() and (npy is None or npy.is_file()):
+            print(f"fastsal: {dest} exists; skipped (--overwrite to redo)", file=sys.stderr)
+            return
+        rep = predict_video(predictor, source, dest, overlay="overlay" in formats, npy=npy,
+                            smoothing=args.smoothing, batch_size=args.batch_size, max_frames=args.max_frames,
+                            progress=progress)
+        print(rep.out or rep.npy)
+        if not args.quiet:
+            stop = " (stopped by Ctrl-C)" if rep.interrupted else ""
+            print(f"{rep.frames} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
 
-    bar = tqdm(total=len(items), unit="img", file=sys.stderr, dynamic_ncols=True,
-               disable=args.quiet or not sys.stderr.isatty())
-    with warnings.catch_warnings(), bar:
-        # PIL warns (e.g. "Truncated File Read") on files that then fail to decode anyway; the
-        # one-line skip message says it better.
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-        for start in range(0, len(items), args.batch_size):
-            good: list[tuple[np.ndarray, Path]] = []
-            for (path, _), stem in zip(items[start:start + args.batch_size], stems[start:start + args.batch_size]):
-                try:
-                    good.append((load_rgb(path), stem))
-                except ImageError as exc:
-                    if args.strict:
-                        raise
-                    failed += 1
-                    bar.update(1)
-                    tqdm.write(f"fastsal: skipped {exc}", file=sys.stderr)
-            if not good:
-                continue
-            maps = predictor.predict_batch([rgb for rgb, _ in good], batch_size=len(good))
-            for (rgb, stem), prob in zip(good, maps):
-                outputs = []
-                if "png" in formats:
-                    target = out / stem.with_name(stem.name + ".png")
-                    img = Image.fromarray(to_png(prob))
-                    save(target, lambda fh, img=img: img.save(fh, format="PNG"))
-                    outputs.append(target)
-                if "overlay" in formats:
-                    target = out / stem.with_name(stem.name + "_overlay.jpg")
-                    img = Image.fromarray(overlay(rgb, prob))
-                    save(target, lambda fh, img=img: img.save(fh, format="JPEG", quality=90))
-                    outputs.append(target)
-                if "npy" in formats:
-                    target = out / stem.with_name(stem.name + ".npy")
-                    save(target, lambda fh, prob=prob: np.save(fh, prob))
-                    outputs.append(target)
-                written += 1
-                last_primary = outputs[0]
-                bar.update(1)
-
-    if len(items) == 1 and last_primary is not None:
-        print(last_primary)
-    if not args.quiet:
-        print(f"{written} map{'s' if written != 1 else ''} written to {out} ({failed} failed)", file=sys.stderr)
-    return 1 if written == 0 else 0
+    if args.camera is not None:
+        video(args.camera, out if video_out else None)
+        return 0
+    videos = [j for j in jobs if is_video(j.source)]
+    images = [j for j in jobs if not is_video(j.source)]
+    for job in videos:
+        video(job.source, out if video_out else out / job.stem.with_suffix(".mp4"))
+    if images:
+        rep = batch.run(predictor, images, out, formats, overwrite=args.overwrite, strict=args.strict,
+                        batch_size=args.batch_size, workers=args.workers, progress=progress,
+                        manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
+                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
+        written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
+        if len(jobs) == 1 and written == 1:
+            print(rep["written"][0]["outputs"][0])
+        if not args.quiet:
+            shard_note = f" [shard {index}/{count}]" if count > 1 else ""
+            rate = f", {written / rep['seconds']:.1f} img/s" if written and rep["seconds"] > 0 else ""
+            print(f"{written} map{'s' if written != 1 else ''} written to {out}{shard_note} ({failed} failed, "
+                  f"{skipped} already done{rate})", file=sys.stderr)
+        status = 1 if failed and not written and not skipped else 0
+    return status
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from fastsal.backends import AUTO, BACKENDS
+
     p = sub.add_parser(
-        "predict", help="saliency maps for images or folders",
-        description="Predict where people look. Writes, for each input, a map at the image's own size: "
+        "predict", help="saliency maps for images, folders, videos or a camera",
+        description="Predict where people look. Writes, for each input image, a map at the image's own size: "
                     "OUT/<relative path>.png (min-max scaled for viewing), <name>_overlay.jpg and/or "
-                    "<name>.npy (float32 probabilities summing to 1). With no PATH, runs on the bundled "
-                    "example image. Unreadable images are reported and skipped (see --strict).",
+                    "<name>.npy (float32 probabilities summing to 1); for each video a heat-map (or overlay) "
+                    "video and optionally the per-frame maps (.npy). With no input, runs on the bundled "
+                    "example image. Unreadable images are reported and skipped (see --strict). Reruns skip "
+                    "inputs whose outputs exist; --shard splits the inputs between processes or hosts.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="image files or folders (searched recursively for jpg/png/webp/bmp/tiff)")
-    p.add_argument("-o", "--out", default="saliency", help="output folder (default: saliency/)")
+                   help="images, videos or folders (searched recursively for jpg/png/webp/bmp/tiff and videos)")
+    p.add_argument("-o", "--out", default=None,
+                   help="output folder (default: saliency/), or a video file for a single video or --camera")
+    p.add_argument("--list", metavar="FILE", help="text file of image paths, one per line (relative to the file)")
+    p.add_argument("--camera", type=int, metavar="INDEX", help="read from a camera (0: the first) until Ctrl-C")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", default="default",
                        help="model with shipped weights (default: the shipped default; see `fastsal models`)")
     which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train` (e.g. runs/x/best.pt)")
+    p.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
+                   help="inference engine (default: auto = the fastest installed: openvino > onnxruntime > torch)")
     p.add_argument("--format", choices=("png", "overlay", "npy", "all"), default="png",
-                   help="what to write (default: png)")
+                   help="what to write for images (default: png); videos: overlay/all blend the map onto the "
+                        "frames, npy/all also store the maps")
+    p.add_argument("--overlay", action="store_true", help="also write overlays (videos: an overlay video)")
+    p.add_argument("--npy", action="store_true", help="also write .npy maps (videos: (T, h, w) at input size)")
+    p.add_argument("--smoothing", type=float, default=0.0, metavar="A",
+                   help="videos: temporal smoothing in [0, 1), an EMA of log-densities (default: 0 = off)")
+    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="videos/camera: stop after N")
     p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
                    help="network input size (default: 192x256, the training size)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="images per forward pass (default: 8)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: PyTorch's)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="threads decoding and writing beside the network (default: 2; 0 = none)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the network")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_predict)
@@ -249,7 +224,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from fastsal.predict import load
 
         predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads,
-                         blur_sigma=args.blur)
+                         blur_sigma=args.blur, backend=args.backend)
         name, source = predictor.name, E.maps_from_predictor(predictor)
     baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
     try:
@@ -267,6 +242,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from fastsal.backends import AUTO, BACKENDS
     from fastsal.metrics import METRICS
 
     p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
@@ -286,6 +262,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="override the model's post-processing blur (px at input size; 0 = none)")
     p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
+                   help="inference engine (default: auto = the fastest installed)")
     p.add_argument("--json", help="write the full report (per image too) here")
     p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -378,15 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fastsal.batch import BatchError
     from fastsal.data.datasets import DatasetError
     from fastsal.export import ExportError
     from fastsal.images import ImageError
     from fastsal.models.registry import ModelError
+    from fastsal.video import VideoError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ModelError, DatasetError, ImageError, ExportError, FileNotFoundError) as exc:
+    except (UsageError, ModelError, DatasetError, ImageError, ExportError, BatchError, VideoError,
+            FileNotFoundError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fastsal: error: {msg}", file=sys.stderr)
         return 2

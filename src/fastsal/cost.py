@@ -116,13 +116,7 @@ def make_runner(
         raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
     if not is_fastsal(model):
         raise ValueError(f"backend {backend!r} is only available for FastSal models")
-    from fastsal.export import (
-        ExportError,
-        export,
-        onnx_session,
-        read_sidecar,
-        state_dict_sha256,
-    )
+    from fastsal.export import ExportError, cached_export, onnx_runner, openvino_runner
 
     if workdir is None:  # sessions hold the model in memory: the file may go once they exist
         with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
@@ -131,43 +125,15 @@ def make_runner(
     workdir = Path(workdir)
     int8 = backend.endswith("-int8")
     h, w = input_size
-    path = workdir / f"{name}_{h}x{w}_nchw{'_int8' if int8 else ''}.onnx"
-    try:  # reuse an export of these very weights (e.g. onnxruntime then openvino)
-        side = read_sidecar(path)
-        reuse = side["weights_sha256"] == state_dict_sha256(model) and side["input_size"] == [h, w] \
-            and side["dynamic_batch"] and side["precision"] == ("int8" if int8 else "fp32")
-    except ExportError:
-        reuse = False
-    if not reuse:
-        export(model, name, path, "onnx", input_size, dynamic_batch=True, int8=int8,
-               calibration_images=(calibration_images or default_calibration_images()) if int8 else None)
+    # the same file serves onnxruntime and openvino
+    path = cached_export(model, name, workdir, (h, w), int8=int8,
+                         calibration_images=(calibration_images or default_calibration_images()) if int8 else None)
     info["onnx_bytes"] = path.stat().st_size
-    if backend.startswith("openvino"):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise ValueError("backend 'openvino' needs the openvino package: pip install openvino") from None
-        core = ov.Core()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads is not None:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        try:
-            compiled = core.compile_model(str(path), "CPU", config)
-        except RuntimeError as exc:  # e.g. OpenVINO 2026.4 cannot lower the int8 QDQ DepthToSpace
-            detail = next((ln.strip() for ln in str(exc).splitlines() if "CALLBACK" in ln or "failed" in ln), "")
-            raise ValueError(f"openvino could not compile {path.name}: {detail[:200]}") from None
-        request = compiled.create_infer_request()
-
-        def run_ov(x: np.ndarray) -> Any:
-            return request.infer({0: x})[compiled.output(0)]
-
-        return run_ov, info
-    sess = onnx_session(path, threads)
-
-    def run_ort(x: np.ndarray) -> Any:
-        return sess.run(None, {"image": x})[0]
-
-    return run_ort, info
+    try:
+        run = openvino_runner(path, threads) if backend.startswith("openvino") else onnx_runner(path, threads)
+    except ExportError as exc:  # e.g. openvino not installed
+        raise ValueError(str(exc)) from None
+    return run, info
 
 
 def time_runner(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int = 1, runs: int = 5) -> list[float]:

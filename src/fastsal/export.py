@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -48,7 +49,7 @@ from fastsal.files import atomic_path, atomic_write, file_sha256
 
 SIDECAR_FORMAT = "fastsal-export/1"
 ONNX_OPSET = 17
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "openvino", "torchscript")
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 POSTPROCESS = (
@@ -127,7 +128,8 @@ def export(
 ) -> Path:
     """Export ``model`` (registered as ``name``) to ``path``; writes ``<path>.json`` beside it.
 
-    ``format``: ``"onnx"`` or ``"torchscript"``. ``input_size``: (H, W), multiples of 32.
+    ``format``: ``"onnx"``, ``"openvino"`` (IR: ``.xml`` + ``.bin``, converted from the ONNX graph;
+    ``int8`` gives the QDQ graph, which OpenVINO runs with int8 kernels) or ``"torchscript"``. ``input_size``: (H, W), multiples of 32.
     ``dynamic_batch``: a free batch dimension (otherwise batch 1). ``int8`` (ONNX only) needs
     ``calibration_images``: image paths (e.g. the OSIE training images). ``fuse_model`` (default
     True) exports :func:`fastsal.models.fuse.fuse` of the model. ``meta``: JSON-serialisable
@@ -149,8 +151,8 @@ def export(
         raise ExportError(f"input size must be positive multiples of 32; got {h}x{w}")
     calibration = [Path(p) for p in calibration_images] if calibration_images is not None else []
     if int8:
-        if format != "onnx":
-            raise ExportError("int8 export is only available for format='onnx'")
+        if format == "torchscript":
+            raise ExportError("int8 export is only available for format='onnx' or 'openvino'")
         if not calibration:
             raise ExportError("int8 export needs calibration_images (a list of image paths, e.g. OSIE train images)")
         missing = [str(p) for p in calibration if not p.is_file()]
@@ -161,8 +163,17 @@ def export(
     net = _Graph(fuse(model) if fuse_model else copy.deepcopy(model).eval())  # the caller's model is untouched
     dummy = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
+    extra_files: dict[str, str] = {}
     if format == "onnx":
         _export_onnx(net, path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w))
+    elif format == "openvino":
+        if path.suffix != ".xml":
+            raise ExportError(f"{path}: OpenVINO IR files end in .xml (the weights go to {path.stem}.bin beside it)")
+        with tempfile.TemporaryDirectory() as work:
+            onnx_path = Path(work) / "model.onnx"
+            _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w))
+            _save_openvino_ir(onnx_path, path)
+        extra_files[path.with_suffix(".bin").name] = file_sha256(path.with_suffix(".bin"))
     else:
         _export_torchscript(net, path, dummy)
 
@@ -171,6 +182,7 @@ def export(
         "model": name,
         "file": path.name,
         "file_sha256": file_sha256(path),
+        "extra_files": extra_files,
         "export_format": format,
         "precision": "int8" if int8 else "fp32",
         "input_size": [h, w],
@@ -197,7 +209,7 @@ def export(
         "fused": bool(fuse_model),
         "fastsal_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
-        "opset": opset if format == "onnx" else None,
+        "opset": opset if format != "torchscript" else None,
         "meta": dict(meta or {}),
     }
     if int8:
@@ -212,6 +224,38 @@ def export(
     with atomic_write(sidecar_path(path), "w") as fh:
         fh.write(json.dumps(sidecar, indent=2) + "\n")
     return path
+
+
+def cached_export(
+    model: nn.Module,
+    name: str,
+    folder: str | Path,
+    input_size: tuple[int, int],
+    *,
+    int8: bool = False,
+    calibration_images: Iterable[str | Path] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """A dynamic-batch ONNX export of ``model`` in ``folder``, made only if not already there.
+
+    The file name carries the first 16 hex digits of :func:`state_dict_sha256`, the size and the
+    precision, and an existing file is reused only if its sidecar confirms all three (and its
+    SHA-256): changed weights can never be served a stale graph. Export is deterministic and
+    atomic, so two processes racing to fill the cache both end with the same valid file.
+    """
+    sha = state_dict_sha256(model)
+    h, w = (int(v) for v in input_size)
+    precision = "int8" if int8 else "fp32"
+    path = Path(folder) / f"{name}-{sha[:16]}-{h}x{w}-{precision}.onnx"
+    try:
+        side = read_sidecar(path)
+        if side["weights_sha256"] == sha and side["input_size"] == [h, w] and side["dynamic_batch"] \
+                and side["precision"] == precision and side.get("meta", {}) == dict(meta or {}):
+            return path
+    except ExportError:
+        pass
+    return export(model, name, path, "onnx", (h, w), dynamic_batch=True, int8=int8,
+                  calibration_images=calibration_images, meta=meta)
 
 
 class _Graph(nn.Module):
@@ -238,7 +282,9 @@ def _export_onnx(
     try:
         import onnx
     except ImportError:
-        raise ExportError("ONNX export needs the 'onnx' package: pip install 'fastsal[onnx]'") from None
+        if calibration is not None:
+            raise ExportError("int8 export needs the 'onnx' package: pip install 'fastsal[onnx]'") from None
+        onnx = None
     with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work:
         float_path = Path(work) / "float.onnx" if calibration is not None else tmp
         axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if dynamic_batch else None
@@ -252,7 +298,8 @@ def _export_onnx(
                 net, (dummy,), str(float_path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
             )
-        onnx.checker.check_model(str(float_path))
+        if onnx is not None:  # the checker is optional; onnxruntime / OpenVINO validate on load anyway
+            onnx.checker.check_model(str(float_path))
         if calibration is not None:
             try:
                 from onnxruntime.quantization import (
@@ -271,6 +318,25 @@ def _export_onnx(
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 op_types_to_quantize=_int8_op_types(),
             )
+
+
+def _save_openvino_ir(onnx_path: Path, xml_path: Path) -> None:
+    """ONNX file -> OpenVINO IR (``.xml`` graph + ``.bin`` weights, fp32 kept) beside ``xml_path``.
+
+    Both files are written under temporary names and renamed, weights first: a reader that finds
+    the ``.xml`` finds its ``.bin``.
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ExportError("OpenVINO export needs openvino: pip install 'fastsal[openvino]'") from None
+    bin_path = xml_path.with_suffix(".bin")
+    with atomic_path(xml_path) as tmp_xml, atomic_path(bin_path) as tmp_bin:  # inner (.bin) lands first
+        with tempfile.TemporaryDirectory(dir=xml_path.parent) as work:
+            staged = Path(work) / "model.xml"
+            ov.save_model(ov.convert_model(str(onnx_path)), str(staged), compress_to_fp16=False)
+            os.replace(staged.with_suffix(".bin"), tmp_bin)
+            os.replace(staged, tmp_xml)
 
 
 def _int8_op_types() -> list[str] | None:
@@ -332,6 +398,12 @@ def read_sidecar(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
             raise ExportError(f"{model_file}: exported model file missing (named by {side.name})")
         if file_sha256(model_file) != data["file_sha256"]:
             raise ExportError(f"{model_file}: SHA-256 does not match its sidecar; the file changed, re-export it")
+        for extra, sha in (data.get("extra_files") or {}).items():
+            extra_file = side.with_name(extra)
+            if not extra_file.is_file():
+                raise ExportError(f"{extra_file}: file missing (named by {side.name}); re-export the model")
+            if file_sha256(extra_file) != sha:
+                raise ExportError(f"{extra_file}: SHA-256 does not match its sidecar; the file changed, re-export it")
     return data
 
 
@@ -377,20 +449,77 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def load_exported(path: str | Path, threads: int | None = None, *, verify: bool = True) -> ExportedModel:
-    """Load an exported model (ONNX via onnxruntime, TorchScript via torch.jit) and its sidecar."""
+def openvino_model(path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None):
+    """An OpenVINO CPU ``CompiledModel`` for an ONNX or IR (``.xml``) file.
+
+    Latency hint (inference one request at a time), ``threads`` inference threads (None: all
+    cores). ``cache_dir`` turns on OpenVINO's model cache: the compiled blob is stored there,
+    keyed by OpenVINO on the model and the configuration, and later loads skip compilation.
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ExportError("running models with OpenVINO needs openvino: pip install 'fastsal[openvino]'") from None
+    core = ov.Core()
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if cache_dir is not None:
+        config["CACHE_DIR"] = str(cache_dir)
+    try:
+        return core.compile_model(str(path), "CPU", config)
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        raise ExportError(f"{path}: OpenVINO cannot compile this model ({detail[:200]})") from None
+
+
+def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(x) -> logits`` for an ONNX file on onnxruntime's CPU provider."""
+    sess = onnx_session(path, threads)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    return run
+
+
+def openvino_runner(
+    path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(x) -> logits`` for an ONNX or IR file on OpenVINO's CPU plugin (one infer request:
+    not for concurrent calls from several threads)."""
+    compiled = openvino_model(path, threads, cache_dir)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return request.infer({0: x})[output]  # share_outputs=False (default): a fresh array per call
+
+    return run
+
+
+def load_exported(
+    path: str | Path, threads: int | None = None, *, verify: bool = True, backend: str | None = None,
+) -> ExportedModel:
+    """Load an exported model and its sidecar, ready to run.
+
+    ONNX files run on onnxruntime (``backend="onnxruntime"``, the default) or OpenVINO
+    (``backend="openvino"``), OpenVINO IR files on OpenVINO, TorchScript files on torch.jit.
+    """
     path = Path(path)
     if path.suffix == ".json":
         path = path.with_suffix("")
     side = read_sidecar(path, verify=verify)
     model_file = sidecar_path(path).with_name(side["file"])
-    if side["export_format"] == "onnx":
-        sess = onnx_session(model_file, threads)
-
-        def run(x: np.ndarray) -> np.ndarray:
-            return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-
-        return ExportedModel(run, side, "onnxruntime")
+    kind = side["export_format"]
+    allowed = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "torchscript": ("torchscript",)}[kind]
+    backend = backend or allowed[0]
+    if backend not in allowed:
+        raise ExportError(f"{model_file}: a {kind} export runs on {' or '.join(allowed)}, not {backend!r}")
+    if backend == "onnxruntime":
+        return ExportedModel(onnx_runner(model_file, threads), side, backend)
+    if backend == "openvino":
+        return ExportedModel(openvino_runner(model_file, threads), side, backend)
     if threads is not None:
         torch.set_num_threads(int(threads))
     with warnings.catch_warnings():
@@ -405,6 +534,7 @@ def load_exported(path: str | Path, threads: int | None = None, *, verify: bool 
 
 
 __all__ = [
-    "ExportError", "ExportedModel", "export", "load_exported", "onnx_session", "preprocess_image",
+    "ExportError", "ExportedModel", "cached_export", "export", "load_exported", "onnx_runner", "onnx_session", "openvino_model",
+    "openvino_runner", "preprocess_image",
     "read_sidecar", "sidecar_path", "state_dict_sha256",
 ]

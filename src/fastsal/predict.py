@@ -3,8 +3,9 @@
 A :class:`Predictor` wraps a trained model with everything needed to use it on real images:
 decoding (:mod:`fastsal.images`, so odd files behave the same as in training), resizing to the
 model's input size, batching, and the FastSal authors' post-processing back to the image's own
-size. The model call sits in one method, :meth:`Predictor._logits`, so another backend (ONNX
-Runtime) can replace it without touching the pre- or post-processing.
+size. The model call sits in one method, :meth:`Predictor._logits`, which runs the network on the
+chosen backend (OpenVINO, ONNX Runtime or PyTorch: :mod:`fastsal.backends`); pre- and
+post-processing are the same for all.
 
 Output maps are probability distributions over pixels: non-negative, float32, summing to 1. That
 is what a saliency map *means* (the chance that a fixation lands on each pixel), it is the form the
@@ -13,6 +14,7 @@ metrics expect, and unlike min-max-scaled images it can be compared across image
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
@@ -21,6 +23,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from fastsal.backends import AUTO, BACKENDS, BackendNotice, Logits, logits_runner, resolve_backend
 from fastsal.images import as_rgb_array, resize_rgb
 from fastsal.models import (
     FastSal,
@@ -64,8 +67,6 @@ class Predictor:
     quadratic cost; sizes need not be multiples of 32 (the model adapts internally).
     """
 
-    backend = "torch"
-
     def __init__(
         self,
         model: FastSal,
@@ -76,10 +77,17 @@ class Predictor:
         meta: dict[str, Any] | None = None,
         weights_path: str | Path | None = None,
         blur_sigma: float | None = None,
+        backend: str = "torch",
+        threads: int | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.device = torch.device(device)
-        # Inference runs an exactly equivalent rewrite: batch norm folded into convolutions and
-        # FastSal-C's concatenation decoder reduced before upsampling (~10x faster for C).
+        self.backend = backend
+        self.threads = threads
+        self._source = model.eval()  # as trained: what graph runtimes export (and their cache key)
+        # The torch backend runs an exactly equivalent rewrite: batch norm folded into convolutions
+        # and FastSal-C's concatenation decoder reduced before upsampling (~10x faster for C).
         self.model = fuse(model.eval()).to(self.device)
         self.name = name
         self.meta = dict(meta or {})
@@ -89,6 +97,7 @@ class Predictor:
         if self.blur_sigma < 0:
             raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
         self.weights_path = Path(weights_path) if weights_path is not None else None
+        self._runners: dict[tuple[int, int], Logits] = {}
         self.input_size = input_size
 
     @property
@@ -108,17 +117,22 @@ class Predictor:
 
     def __repr__(self) -> str:
         h, w = self.input_size
-        return f"Predictor(model={self.name!r}, input_size={h}x{w}, backend={self.backend!r}, device={str(self.device)!r})"
+        return (f"Predictor(model={self.name!r}, input_size={h}x{w}, backend={self.backend!r}, "
+                f"device={str(self.device)!r})")
 
     # -- the backend-specific part ------------------------------------------------------------
     def _logits(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) float32 RGB in [0, 1] -> (N, 1, H, W) float32 logits.
+        """(N, 3, H, W) float32 RGB in [0, 1] -> (N, 1, H, W) float32 logits on ``self.backend``.
 
-        The only method that touches the model: a different backend overrides just this.
+        Graph runtimes get one compiled model per input size, built on first use (and cached on
+        disk, see :mod:`fastsal.backends`).
         """
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return self.model(x).float().cpu().numpy()
+        size = self.input_size
+        run = self._runners.get(size)
+        if run is None:
+            run = self._runners[size] = logits_runner(self._source, self.backend, size, threads=self.threads,
+                                                      fused=self.model)
+        return run(batch)
 
     # -- pre- and post-processing -------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
@@ -158,14 +172,23 @@ class Predictor:
         return (prob / np.float32(total)).astype(np.float32, copy=False)
 
     # -- public API ---------------------------------------------------------------------------
-    def predict_batch(self, images: Iterable[ImageLike], batch_size: int = 8) -> list[np.ndarray]:
+    def predict_batch(
+        self, images: Iterable[ImageLike], batch_size: int = 8, sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> list[np.ndarray]:
         """Maps for many images, ``batch_size`` at a time through the network.
 
         Each image may be a path, a PIL image or an (H, W[, 3|4]) array; each map has its image's
-        size. Batching only changes speed, not results. A file that cannot be decoded raises
+        size, or ``sizes[i]`` = (H, W) when given: pass images already reduced to the input size
+        (:func:`fastsal.images.load_resized`, much faster to decode) with their original sizes.
+        Batching only changes speed, not results. A file that cannot be decoded raises
         :class:`fastsal.images.ImageError` naming it (the CLI skips such files instead).
         """
-        return [self._to_original(ls, size) for ls, size in self._log_densities(images, batch_size)]
+        if sizes is None:
+            return [self._to_original(ls, size) for ls, size in self._log_densities(images, batch_size)]
+        images, sizes = list(images), [(int(h), int(w)) for h, w in sizes]
+        if len(sizes) != len(images):
+            raise ValueError(f"got {len(sizes)} sizes for {len(images)} images")
+        return [self._to_original(ls, size) for (ls, _), size in zip(self._log_densities(images, batch_size), sizes)]
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """(H, W) float32 fixation-probability map at the image's original size; sums to 1."""
@@ -204,6 +227,7 @@ def load(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     blur_sigma: float | None = None,
+    backend: str = AUTO,
 ) -> Predictor:
     """A ready :class:`Predictor`: ``fastsal.load().predict("photo.jpg")``.
 
@@ -212,20 +236,33 @@ def load(
     A ``Path`` is always taken as a file. Names without shipped weights raise
     :class:`~fastsal.models.ModelError`: random weights would give meaningless maps silently.
 
-    ``threads`` sets ``torch.set_num_threads`` (process-wide): fewer threads when running several
-    predictors side by side, None to keep PyTorch's default. ``blur_sigma`` overrides the
-    post-processing blur stored with the weights (pixels at the input size; 0 turns it off).
+    ``backend``: ``"auto"`` (default: the fastest installed CPU runtime, OpenVINO > ONNX Runtime
+    > PyTorch; PyTorch on GPUs), or ``"openvino"``, ``"onnxruntime"``, ``"torch"``. All give the
+    same maps to float precision; a named backend that is not installed falls back with a
+    :class:`~fastsal.backends.BackendNotice` warning. The graph runtimes compile the model once
+    per input size and cache it on disk (:mod:`fastsal.backends`).
+
+    ``threads``: CPU threads for the backend (torch: ``torch.set_num_threads``, process-wide);
+    fewer when running several predictors side by side, None for the runtime's default.
+    ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
+    input size; 0 turns it off).
     """
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+    chosen, notice = resolve_backend(backend, device)
+    if notice:
+        warnings.warn(notice, BackendNotice, stacklevel=2)
+    if chosen == "torch" and threads is not None:
         torch.set_num_threads(int(threads))
     path, expected = _resolve(name_or_path)
     model, meta = load_model(path)
     if expected is not None and model.name != expected:
         raise ModelError(f"{path}: holds a {model.name!r} model, not {expected!r}; reinstall fastsal")
-    return Predictor(model, model.name, input_size=input_size, device=device,
-                     meta=meta, weights_path=path, blur_sigma=blur_sigma)
+    predictor = Predictor(model, model.name, input_size=input_size, device=device, meta=meta, weights_path=path,
+                          blur_sigma=blur_sigma, backend=chosen, threads=threads)
+    predictor._logits(np.zeros((1, 3, *predictor.input_size), np.float32))  # compile now: errors surface at load
+    return predictor
 
 
 def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:

@@ -17,6 +17,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 32  # the encoder's output stride: inputs must be multiples of it
 
 
+def network_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The size the network actually runs at for an input of ``size`` (H, W): each side rounded to
+    the nearest multiple of the stride (at least one stride)."""
+    return tuple(max(STRIDE, int(round(int(s) / STRIDE)) * STRIDE) for s in size)  # type: ignore[return-value]
+
+
 class FastSal(nn.Module):
     """``forward(x)``: (N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) logits.
 
@@ -44,7 +50,7 @@ class FastSal(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected RGB input of shape (N, 3, H, W); got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        th, tw = (max(STRIDE, int(round(s / STRIDE)) * STRIDE) for s in (h, w))
+        th, tw = network_size((h, w))
         resized = (th, tw) != (h, w)
         if resized:
             x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)

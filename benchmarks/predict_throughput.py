@@ -1,0 +1,129 @@
+"""End-to-end folder prediction vs the network alone: does decoding and writing hide behind it?
+
+    python benchmarks/predict_throughput.py                       # 100 OSIE val JPEGs, default + torch
+    python benchmarks/predict_throughput.py --backends openvino onnxruntime torch --workers 0 2
+
+For each backend, in one run on the same 100 JPEGs (800x600 OSIE ``val`` images, or copies of the
+bundled example when OSIE is absent) with the shipped model:
+
+- ``model_s``: the network alone, batches of ``--batch-size`` already-preprocessed inputs
+  (the floor: what a perfect pipeline would cost);
+- ``e2e_s[w]``: ``fastsal.batch.run`` writing PNG maps with ``w`` worker threads (0: decode,
+  network and writing one after another on one thread; 2: the ``fastsal predict`` default);
+- ``naive_s``: full-resolution decode + ``Predictor.predict_batch`` + PNG writes, serially (what
+  a straightforward script does).
+
+Reports seconds, images/s and ``e2e / model`` ratios (goal: <= 1.5 with workers) and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import fastsal
+from fastsal import batch
+from fastsal.cost import cpu_name
+from fastsal.files import write_json
+from fastsal.images import load_resized, load_rgb
+from fastsal.predict import example_image, to_png
+
+OSIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "osie"
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "predict_throughput.json"
+
+
+def make_folder(folder: Path, n: int) -> str:
+    """n JPEGs in ``folder``: OSIE val images when present, else flipped/cropped example copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    split = OSIE / "splits.json"
+    if split.is_file():
+        names = json.loads(split.read_text())["val"][:n]
+        for name in names:
+            shutil.copy(OSIE / "stimuli" / name, folder / name)
+        return f"OSIE val ({len(names)} images, 800x600 JPEG)"
+    base = Image.open(example_image()).convert("RGB")
+    for i in range(n):
+        img = base.transpose(Image.FLIP_LEFT_RIGHT) if i % 2 else base
+        img.save(folder / f"{i:04d}.jpg", quality=90)
+    return f"bundled example x{n} (800x600 JPEG)"
+
+
+def model_seconds(predictor, paths: list[Path], batch_size: int) -> float:
+    x = [predictor.preprocess(load_resized(p, predictor.input_size)[0]) for p in paths]
+    predictor._logits(np.stack(x[:batch_size]))  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        predictor._logits(np.stack(x[i:i + batch_size]))
+    return time.perf_counter() - t0
+
+
+def naive_seconds(predictor, paths: list[Path], out: Path, batch_size: int) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for i in range(0, len(paths), batch_size):
+        chunk = paths[i:i + batch_size]
+        maps = predictor.predict_batch([load_rgb(p) for p in chunk], batch_size=len(chunk))
+        for p, m in zip(chunk, maps):
+            Image.fromarray(to_png(m)).save(out / (p.stem + ".png"))
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", nargs="+", default=["auto", "torch"])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--note", default="")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    args = ap.parse_args(argv)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fastsal-bench-") as tmp:
+        tmp = Path(tmp)
+        source = make_folder(tmp / "in", args.images)
+        paths = sorted((tmp / "in").glob("*.jpg"))
+        jobs = batch.collect([tmp / "in"])
+        for backend in args.backends:
+            predictor = fastsal.load(backend=backend, threads=args.threads)
+            row = {"backend": predictor.backend, "requested": backend, "images": len(paths)}
+            row["model_s"] = model_seconds(predictor, paths, args.batch_size)
+            row["naive_s"] = naive_seconds(predictor, paths, tmp / f"naive-{backend}", args.batch_size)
+            row["e2e_s"] = {}
+            for w in args.workers:
+                out = tmp / f"out-{backend}-{w}"
+                t0 = time.perf_counter()
+                batch.run(predictor, jobs, out, ("png",), batch_size=args.batch_size, workers=w, progress=False)
+                row["e2e_s"][str(w)] = time.perf_counter() - t0
+                shutil.rmtree(out)
+            rows.append(row)
+            e2e = "  ".join(f"w{w}: {s:.2f} s ({s / row['model_s']:.2f}x)" for w, s in row["e2e_s"].items())
+            print(f"{backend:>12} -> {row['backend']:<12} model {row['model_s']:.2f} s "
+                  f"({len(paths) / row['model_s']:.1f} img/s)  naive {row['naive_s']:.2f} s "
+                  f"({row['naive_s'] / row['model_s']:.2f}x)  e2e {e2e}", flush=True)
+
+    report = {
+        "benchmark": "predict_throughput",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
+        "source": source, "batch_size": args.batch_size, "input_size": list(predictor.input_size),
+        "note": args.note, "rows": rows,
+    }
+    write_json(report, args.json)
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Prediction over many images: resumable, shardable across processes and hosts, pipelined.
+
+    jobs = collect(["photos/"])                       # or collect([], list_file="all.txt")
+    mine = shard(jobs, *shard_spec("1/4"))            # this process's quarter (RANK/WORLD_SIZE too)
+    report = run(predictor, mine, "maps/", ("png",), manifest=manifest_path("maps/", 1, 4))
+
+Three properties make a run over millions of images practical:
+
+- **Deterministic jobs.** Inputs are expanded and sorted, and output names are fixed from the whole
+  list *before* sharding, so every process agrees on which output belongs to which input.
+  :func:`shard` takes every n-th job (round robin, so folders spread evenly over shards); shards
+  are disjoint and together complete whatever the number of hosts.
+- **Resumable.** Outputs are written atomically (temporary file + rename), so an output that exists
+  is complete; a rerun skips inputs whose outputs all exist (unless ``overwrite``). Kill a run at any
+  point and start it again.
+- **Pipelined.** Worker threads decode and resize the next images (JPEGs decoded at a reduced DCT
+  scale, :func:`fastsal.images.load_resized`) and encode and write finished maps while the main
+  thread runs the network, so the total time approaches the network's own.
+
+Each run writes a manifest (JSON, atomically; also when interrupted or failing): the shard, model,
+backend, settings, counts, every written input with its outputs and every failure with its reason.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from fastsal.files import atomic_write, write_json
+from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_resized, load_rgb
+
+FORMATS = ("png", "overlay", "npy")
+MANIFEST_FORMAT = "fastsal-manifest/1"
+
+
+class BatchError(ValueError):
+    """Unusable batch input (no images, a bad list file or shard); one line naming the fix."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and the output stem (relative to the output folder, without suffix) it maps to."""
+
+    source: Path
+    stem: Path
+
+
+def output_paths(out: str | Path, stem: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """{format: file} for one input: ``<stem>.png``, ``<stem>_overlay.jpg``, ``<stem>.npy``."""
+    suffix = {"png": ".png", "overlay": "_overlay.jpg", "npy": ".npy"}
+    return {f: Path(out) / stem.with_name(stem.name + suffix[f]) for f in formats}
+
+
+def read_list(list_file: str | Path) -> list[Path]:
+    """Paths in a list file: one per line, ``#`` comments and blank lines ignored; relative paths
+    are relative to the list file's folder, so a list travels with the data it names."""
+    list_file = Path(list_file)
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchError(f"{list_file}: cannot read list file ({exc}); pass a UTF-8 text file, one path per line") \
+            from None
+    paths = [Path(ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not paths:
+        raise BatchError(f"{list_file}: list file names no images; put one image path per line")
+    return [p if p.is_absolute() else list_file.parent / p for p in paths]
+
+
+def collect(
+    paths: Iterable[str | Path], list_file: str | Path | None = None, exclude: str | Path | None = None,
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+) -> list[Job]:
+    """Jobs for files and folders (searched recursively, sorted) and the entries of ``list_file``.
+
+    Output stems mirror each input's path below its folder argument; list entries mirror their
+    path below the entries' common folder. Folder contents inside ``exclude`` (the output folder:
+    earlier outputs are not inputs) are left out. Files in a list need not exist yet: a missing
+    one is reported when it is reached, like any unreadable image, so one bad line cannot stop a
+    million-image run.
+    """
+    found: list[tuple[Path, Path]] = []
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    for arg in map(Path, paths):
+        if not arg.exists():
+            raise BatchError(f"{arg}: no such file or folder")
+        items = find_images([arg], suffixes)
+        if arg.is_dir() and excluded is not None:
+            items = [(f, rel) for f, rel in items if not f.resolve().is_relative_to(excluded)]
+        found += items
+    if list_file is not None:
+        listed = [p.absolute() for p in read_list(list_file)]
+        root = Path(os.path.commonpath([p.parent for p in listed]))
+        found += [(p, p.relative_to(root)) for p in listed]
+    if not found:
+        kinds = "/".join(s.lstrip(".") for s in suffixes)
+        where = ", ".join([*map(str, paths), *([str(list_file)] if list_file else [])])
+        raise BatchError(f"no images found in {where} (looked for {kinds} files)")
+    stems = _unique_stems([rel for _, rel in found])
+    return [Job(src, stem) for (src, _), stem in zip(found, stems)]
+
+
+def _unique_stems(rels: list[Path]) -> list[Path]:
+    """Output stems mirroring the inputs' relative paths, never two alike.
+
+    ``a/x.jpg`` -> ``a/x``; if ``a/x.jpg`` and ``a/x.png`` both exist they keep their suffix
+    (``a/x.jpg``, ``a/x.png``) so neither map overwrites the other; the same relative path under
+    two input folders is numbered (``x``, ``x-2``).
+    """
+    from collections import Counter
+
+    base = [r.with_suffix("") for r in rels]
+    counts = Counter(base)
+    stems = [r if counts[b] > 1 else b for r, b in zip(rels, base)]
+    seen: set[Path] = set()
+    result = []
+    for stem in stems:
+        cand, i = stem, 2
+        while cand in seen:
+            cand, i = stem.with_name(f"{stem.name}-{i}"), i + 1
+        seen.add(cand)
+        result.append(cand)
+    return result
+
+
+def shard_spec(text: str | None = None) -> tuple[int, int]:
+    """(index, count) from ``"i/n"`` (0-based: ``0/2`` and ``1/2``), else from torchrun's
+    ``RANK`` / ``WORLD_SIZE`` environment, else ``(0, 1)`` (everything)."""
+    if text is None:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            text = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
+        else:
+            return 0, 1
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise BatchError(f"shard must be INDEX/COUNT such as 0/4 (0-based), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise BatchError(f"shard index must be in 0..COUNT-1 (0-based), got {text!r}")
+    return i, n
+
+
+def shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    """Every ``count``-th job starting at ``index``: disjoint shards whose union is all jobs."""
+    return list(jobs[index::count])
+
+
+def manifest_path(out: str | Path, index: int = 0, count: int = 1) -> Path:
+    """``OUT/manifest.json``, or ``OUT/manifest-<i>-of-<n>.json`` for one of several shards."""
+    return Path(out) / ("manifest.json" if count == 1 else f"manifest-{index}-of-{count}.json")
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    small: np.ndarray | None = None      # (h, w, 3) uint8 at the input size
+    size: tuple[int, int] = (0, 0)       # the image's own (H, W)
+    full: np.ndarray | None = None       # the full image, only when an overlay is wanted
+    error: ImageError | None = None
+
+
+def run(
+    predictor: Any,
+    jobs: Sequence[Job],
+    out: str | Path,
+    formats: Sequence[str] = ("png",),
+    *,
+    overwrite: bool = False,
+    strict: bool = False,
+    batch_size: int = 8,
+    workers: int = 2,
+    progress: bool = True,
+    manifest: str | Path | None = None,
+    shard_info: tuple[int, int] = (0, 1),
+    on_skip: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Predict ``jobs`` with ``predictor`` and write ``formats`` under ``out``; returns the manifest.
+
+    ``overwrite=False`` skips inputs whose outputs all exist. An unreadable input is recorded
+    and skipped (``on_skip`` gets the one-line reason), or raises with ``strict``. ``workers``
+    threads decode ahead and write behind the network (0: everything on the calling thread).
+    """
+    from tqdm import tqdm
+
+    from fastsal.predict import overlay, to_png
+
+    for f in formats:
+        if f not in FORMATS:
+            raise BatchError(f"unknown output format {f!r}; choose from: {', '.join(FORMATS)}")
+    if batch_size < 1 or workers < 0:
+        raise BatchError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    out = Path(out)
+    todo = [j for j in jobs if overwrite or not all(p.is_file() for p in output_paths(out, j.stem, formats).values())]
+    report: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "shard": list(shard_info),
+        "model": predictor.name,
+        "backend": predictor.backend,
+        "input_size": list(predictor.input_size),
+        "formats": list(formats),
+        "out": str(out),
+        "assigned": len(jobs),
+        "skipped_existing": len(jobs) - len(todo),
+        "written": [],
+        "failed": [],
+        "complete": False,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    need_full = "overlay" in formats
+    size = predictor.input_size
+
+    def decode(job: Job) -> _Decoded:
+        try:
+            if need_full:
+                full = load_rgb(job.source)
+                return _Decoded(job, full=full, size=full.shape[:2])
+            small, original = load_resized(job.source, size)
+            return _Decoded(job, small=small, size=original)
+        except ImageError as exc:
+            return _Decoded(job, error=exc)
+
+    def write(job: Job, prob: np.ndarray, full: np.ndarray | None) -> list[str]:
+        paths = output_paths(out, job.stem, formats)
+        for fmt, path in paths.items():
+            if fmt == "png":
+                _save(path, lambda fh: _png(to_png(prob), fh))
+            elif fmt == "overlay":
+                _save(path, lambda fh: _jpeg(overlay(full, prob), fh))
+            else:
+                _save(path, lambda fh: np.save(fh, prob))
+        return [str(p) for p in paths.values()]
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+    writes: deque[tuple[Job, Future]] = deque()
+
+    def finish_writes(keep: int) -> None:
+        while len(writes) > keep:
+            job, fut = writes.popleft()
+            report["written"].append({"input": str(job.source), "outputs": fut.result()})
+            bar.update(1)
+
+    try:
+        decoded = _ordered(pool, decode, todo, ahead=2 * batch_size)
+        while True:
+            chunk = [d for _, d in zip(range(batch_size), decoded)]
+            if not chunk:
+                break
+            good = []
+            for d in chunk:
+                if d.error is None:
+                    good.append(d)
+                    continue
+                if strict:
+                    raise d.error
+                report["failed"].append({"input": str(d.job.source), "error": str(d.error)})
+                bar.update(1)
+                if on_skip is not None:
+                    on_skip(str(d.error))
+            if not good:
+                continue
+            images = [d.full if d.full is not None else d.small for d in good]
+            maps = predictor.predict_batch(images, batch_size=len(good), sizes=[d.size for d in good])
+            for d, prob in zip(good, maps):
+                if pool is None:
+                    done: Future = Future()
+                    done.set_result(write(d.job, prob, d.full))
+                else:
+                    done = pool.submit(write, d.job, prob, d.full)
+                writes.append((d.job, done))
+            finish_writes(keep=4 * batch_size)  # bounded: maps waiting to be written hold memory
+        finish_writes(keep=0)
+        report["complete"] = True
+    finally:
+        # On an error or Ctrl-C: maps already computed are still written (each write is atomic
+        # and quick) and recorded, so the manifest matches the files on disk; decoding stops.
+        wait([fut for _, fut in writes])
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for job, fut in writes:
+            if fut.exception() is None:
+                report["written"].append({"input": str(job.source), "outputs": fut.result()})
+        bar.close()
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if manifest is not None:
+            write_json(report, manifest)
+    return report
+
+
+def _ordered(pool: ThreadPoolExecutor | None, fn: Callable[[Job], _Decoded], jobs: Sequence[Job], ahead: int):
+    """``map(fn, jobs)`` in order, with up to ``ahead`` calls running in ``pool`` in advance."""
+    if pool is None:
+        yield from map(fn, jobs)
+        return
+    queue: deque[Future] = deque()
+    it = iter(jobs)
+    for job in it:
+        queue.append(pool.submit(fn, job))
+        if len(queue) >= ahead:
+            break
+    while queue:
+        result = queue.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            queue.append(pool.submit(fn, nxt))
+        yield result
+
+
+def _save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    try:
+        with atomic_write(path) as fh:
+            write(fh)
+    except OSError as exc:
+        raise BatchError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _png(values: np.ndarray, fh: IO[bytes]) -> None:
+    from PIL import Image
+
+    Image.fromarray(values).save(fh, format="PNG", compress_level=1)  # 1: ~5x faster, ~10 % larger
+
+
+def _jpeg(rgb: np.ndarray, fh: IO[bytes]) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(fh, format="JPEG", quality=90)
+
+
+__all__ = [
+    "BatchError", "FORMATS", "Job", "collect", "manifest_path", "output_paths", "read_list", "run", "shard",
+    "shard_spec",
+]
