@@ -1,4 +1,5 @@
 """Export: ONNX / TorchScript match eager PyTorch; sidecar; dynamic batch; int8 calibration."""
+import importlib.util
 import json
 
 import numpy as np
@@ -154,9 +155,10 @@ def test_bad_requests(tmp_path):
 
 
 def test_int8_density_correlates_with_fp32(tmp_path, osie_root):
+    """int8 stays close to fp32 on onnxruntime and, from the same QDQ file, on OpenVINO."""
     splits = json.loads((osie_root / "splits.json").read_text())
     train = [osie_root / "stimuli" / f for f in splits["train"]]
-    calib, held = train[:4], train[4:7]
+    calib, held = train[:8], train[100:104]  # calibration and held-out images never overlap
     name = "fastsal_a_effnet_lite0"
     model = build(name, weights="shipped").eval()
     if read_checkpoint(shipped_weights(name)).get("meta", {}).get("placeholder"):
@@ -165,11 +167,15 @@ def test_int8_density_correlates_with_fp32(tmp_path, osie_root):
     fp32 = export(model, name, tmp_path / "m.onnx")
     int8 = export(model, name, tmp_path / "m_int8.onnx", int8=True, calibration_images=calib)
     side = read_sidecar(int8)
-    assert side["precision"] == "int8" and side["quantization"]["calibration_images"] == 4
+    assert side["precision"] == "int8" and side["quantization"]["calibration_images"] == 8
     assert int8.stat().st_size < fp32.stat().st_size / 2.5
     x = np.stack([preprocess_image(p, SIZE) for p in held])
-    d32, d8 = density(load_exported(fp32, threads=1)(x)), density(load_exported(int8, threads=1)(x))
-    ccs = [np.corrcoef(a, b)[0, 1] for a, b in zip(d32, d8)]
-    # With the trained model, plain static int8 (MinMax, 4-32 calibration images) gives density CC
-    # 0.91-0.99 per image (mean ~0.96): usable, not yet lossless; a broken quantisation gives ~0.
-    assert min(ccs) > 0.85 and np.mean(ccs) > 0.9, ccs
+    d32 = density(load_exported(fp32, threads=1)(x))
+    runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for backend in runtimes:
+        d8 = density(load_exported(int8, threads=1, backend=backend)(x))
+        ccs = [np.corrcoef(a, b)[0, 1] for a, b in zip(d32, d8)]
+        # The recipe (float stem and first blocks, 7-bit weights) gives per-image CC >= 0.99 with
+        # fp32 on OSIE (100 val images, 100 calibration images); plain int8 gave 0.89 on this
+        # CPU, and a broken quantisation gives ~0. 8 calibration images keep the test quick.
+        assert min(ccs) > 0.98, (backend, ccs)

@@ -290,7 +290,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not calib:
             raise UsageError("--int8 needs calibration images: --osie-root ROOT (OSIE train split) or --calibrate PATH...")
         calib = calib[: args.calibration_limit]
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     out = Path(args.out) if args.out else Path(f"{name}{'_int8' if args.int8 else ''}{suffix}")
     path = export(model, name, out, format=args.format, input_size=args.input_size,
                   dynamic_batch=args.dynamic_batch, int8=args.int8, calibration_images=calib,
@@ -305,13 +305,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train`")
     p.add_argument("-o", "--out", default=None, help="output file (default: <model>[_int8].onnx / .pt)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx",
+                   help="onnx (default), openvino (IR .xml + .bin) or torchscript")
     p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW", help="multiples of 32 (default: 192x256)")
     p.add_argument("--dynamic-batch", action="store_true", help="free batch dimension (default: batch 1)")
-    p.add_argument("--int8", action="store_true", help="static int8 quantisation (ONNX only; needs calibration images)")
+    p.add_argument("--int8", action="store_true",
+                   help="static int8 quantisation (onnx / openvino; needs calibration images)")
     p.add_argument("--osie-root", metavar="ROOT", help="calibrate on the OSIE train split (stimuli/, splits.json)")
     p.add_argument("--calibrate", nargs="+", metavar="PATH", help="calibration images or folders")
-    p.add_argument("--calibration-limit", type=_positive_int, default=200, metavar="N", help="default: 200")
+    p.add_argument("--calibration-limit", type=_positive_int, default=100, metavar="N", help="default: 100")
     p.set_defaults(func=_cmd_export)
 
 
