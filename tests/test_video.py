@@ -215,3 +215,23 @@ def test_ctrl_c_file_leaves_nothing(predictor: Predictor, clip: Path, tmp_path: 
         predict_video(_Interrupting(predictor, at=2), clip, tmp_path / "x.mp4", npy=tmp_path / "x.npy",
                       batch_size=2, progress=False)
     assert leftovers(tmp_path, set()) == []
+
+
+def test_cli_video_round_trip_and_resume(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from fastsal.cli import main
+
+    out = tmp_path / "sal.mp4"
+    args = ["predict", str(clip), "-o", str(out), "--overlay", "--npy", "--smoothing", "0.5", "--threads", "1"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert len(decode(out)) == T and decode(out)[0].shape == (H, W, 3)
+    maps = np.load(tmp_path / "sal.npy")
+    assert maps.shape[0] == T and np.allclose(maps.sum(axis=(1, 2)), 1.0, atol=1e-4)
+    stamp = out.stat().st_mtime_ns
+    assert main(args) == 0  # outputs exist: skipped, not redone
+    assert out.stat().st_mtime_ns == stamp and "skipped" in capsys.readouterr().err
+    # a folder output mirrors the video's name; a video file output needs exactly one video input
+    assert main(["predict", str(clip), "-o", str(tmp_path / "folder"), "--threads", "1", "-q"]) == 0
+    assert (tmp_path / "folder" / (clip.stem + ".mp4")).is_file()
+    assert main(["predict", str(clip), str(clip), "-o", str(tmp_path / "x.mp4"), "-q"]) == 2
+    assert "exactly one video" in capsys.readouterr().err

@@ -225,7 +225,8 @@ def run(
         except ImageError as exc:
             return _Decoded(job, error=exc)
 
-    def write(job: Job, prob: np.ndarray, full: np.ndarray | None) -> list[str]:
+    def write(job: Job, log_small: np.ndarray, original: tuple[int, int], full: np.ndarray | None) -> list[str]:
+        prob = predictor._to_original(log_small, original)  # resizing runs here, off the network's thread
         paths = output_paths(out, job.stem, formats)
         for fmt, path in paths.items():
             if fmt == "png":
@@ -266,14 +267,14 @@ def run(
                     on_skip(str(d.error))
             if not good:
                 continue
-            images = [d.full if d.full is not None else d.small for d in good]
-            maps = predictor.predict_batch(images, batch_size=len(good), sizes=[d.size for d in good])
-            for d, prob in zip(good, maps):
+            x = np.stack([predictor.preprocess(d.full if d.full is not None else d.small) for d in good])
+            logs = predictor._log_density_small(x)  # what Predictor.predict_batch does, minus the resize
+            for d, log_small in zip(good, logs):
                 if pool is None:
                     done: Future = Future()
-                    done.set_result(write(d.job, prob, d.full))
+                    done.set_result(write(d.job, log_small, d.size, d.full))
                 else:
-                    done = pool.submit(write, d.job, prob, d.full)
+                    done = pool.submit(write, d.job, log_small, d.size, d.full)
                 writes.append((d.job, done))
             finish_writes(keep=4 * batch_size)  # bounded: maps waiting to be written hold memory
         finish_writes(keep=0)
