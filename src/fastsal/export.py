@@ -463,25 +463,37 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def openvino_model(path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None):
-    """An OpenVINO CPU ``CompiledModel`` for an ONNX or IR (``.xml``) file.
-
-    Latency hint (inference one request at a time), ``threads`` inference threads (None: all
-    cores). ``cache_dir`` turns on OpenVINO's model cache: the compiled blob is stored there,
-    keyed by OpenVINO on the model and the configuration, and later loads skip compilation.
-    """
+def _openvino_core_config(threads: int | None, cache_dir: str | Path | None) -> tuple[Any, dict[str, Any]]:
     try:
         import openvino as ov
     except ImportError:
         raise ExportError("running models with OpenVINO needs openvino: pip install 'fastsal[openvino]'") from None
-    core = ov.Core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     if cache_dir is not None:
         config["CACHE_DIR"] = str(cache_dir)
+    return ov.Core(), config
+
+
+def openvino_model(path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None,
+                   batch: int | None = None):
+    """An OpenVINO CPU ``CompiledModel`` for an ONNX or IR (``.xml``) file.
+
+    Latency hint (inference one request at a time), ``threads`` inference threads (None: all
+    cores). ``cache_dir`` turns on OpenVINO's model cache: the compiled blob is stored there,
+    keyed by OpenVINO on the model and the configuration, and later loads skip compilation.
+    ``batch`` fixes a dynamic batch dimension: static shapes compile to faster kernels (FastSal-A
+    batch 1: 14.6 ms against 16.0 ms with a dynamic batch on 2 cores).
+    """
+    core, config = _openvino_core_config(threads, cache_dir)
     try:
-        return core.compile_model(str(path), "CPU", config)
+        model = core.read_model(str(path))
+        if batch is not None and model.input(0).get_partial_shape()[0].is_dynamic:
+            shape = model.input(0).get_partial_shape()
+            shape[0] = int(batch)
+            model.reshape({model.input(0): shape})
+        return core.compile_model(model, "CPU", config)
     except RuntimeError as exc:
         detail = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
         raise ExportError(f"{path}: OpenVINO cannot compile this model ({detail[:200]})") from None
@@ -500,13 +512,18 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[np.nd
 def openvino_runner(
     path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``run(x) -> logits`` for an ONNX or IR file on OpenVINO's CPU plugin (one infer request:
-    not for concurrent calls from several threads)."""
-    compiled = openvino_model(path, threads, cache_dir)
-    request = compiled.create_infer_request()
-    output = compiled.output(0)
+    """``run(x) -> logits`` for an ONNX or IR file on OpenVINO's CPU plugin (not for concurrent
+    calls from several threads). A dynamic-batch model is compiled once per batch size met (static
+    shapes run faster; with ``cache_dir`` each compilation is cached on disk)."""
+    first = openvino_model(path, threads, cache_dir, batch=1)  # errors surface here, not at the first call
+    compiled: dict[int, Any] = {1: (first.create_infer_request(), first.output(0))}
 
     def run(x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if n not in compiled:
+            model = openvino_model(path, threads, cache_dir, batch=n)
+            compiled[n] = (model.create_infer_request(), model.output(0))
+        request, output = compiled[n]
         return request.infer({0: x})[output]  # share_outputs=False (default): a fresh array per call
 
     return run
