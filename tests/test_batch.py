@@ -141,3 +141,28 @@ def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeyp
     assert report["complete"] is False and len(report["written"]) == 2
     assert len(list((tmp_path / "out").rglob("*.png"))) == 2
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (37, 53)])
+def test_gray_png_decodes_to_the_same_pixels(shape):
+    import io
+
+    from fastsal.files import gray_png
+
+    values = np.random.default_rng(shape[0] * 100 + shape[1]).integers(0, 256, shape, dtype=np.uint8)
+    values[0, 0], values[-1, -1] = 0, 255  # 'Up' differences must wrap modulo 256
+    with Image.open(io.BytesIO(gray_png(values))) as img:  # PIL as the reference decoder (checks CRCs too)
+        assert img.mode == "L" and img.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.asarray(img), values)
+    with pytest.raises(ValueError, match="uint8"):
+        gray_png(values.astype(np.float32))
+
+
+def test_png_output_is_the_scaled_npy_map(tmp_path):
+    make_tree(tmp_path / "in", n=3)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--format", "png", "--npy", *FAST]) == 0
+    for npy in out.rglob("*.npy"):
+        prob = np.load(npy)
+        with Image.open(npy.with_suffix(".png")) as img:
+            np.testing.assert_array_equal(np.asarray(img), fastsal.to_png(prob))

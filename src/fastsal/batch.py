@@ -33,7 +33,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from fastsal.files import atomic_write, write_json
+from fastsal.files import atomic_write, gray_png, write_json
 from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_resized, load_rgb
 
 FORMATS = ("png", "overlay", "npy")
@@ -324,9 +324,7 @@ def _save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def _png(values: np.ndarray, fh: IO[bytes]) -> None:
-    from PIL import Image
-
-    Image.fromarray(values).save(fh, format="PNG", compress_level=1)  # 1: ~5x faster, ~10 % larger
+    fh.write(gray_png(values))
 
 
 def _jpeg(rgb: np.ndarray, fh: IO[bytes]) -> None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 
 def _default_mode() -> int:
@@ -66,3 +70,28 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def gray_png(values: np.ndarray, level: int = 1) -> bytes:
+    """(H, W) uint8 -> the bytes of an 8-bit greyscale PNG.
+
+    Why not PIL: its encoder tries a filter per row and costs about twice as long, and saving
+    maps is a large share of folder prediction once the network is fast. Saliency maps are
+    smooth, so the same 'Up' filter (difference to the row above) on every row compresses them
+    as well as PIL's choice; zlib level 1 is ~5x faster than the default and only ~10 % larger.
+    """
+    v = np.asarray(values)
+    if v.ndim != 2 or v.dtype != np.uint8 or 0 in v.shape:
+        raise ValueError(f"expected a non-empty (H, W) uint8 array, got {v.dtype} {v.shape}")
+    h, w = v.shape
+    rows = np.empty((h, w + 1), dtype=np.uint8)
+    rows[:, 0] = 2  # filter type 2 = Up
+    rows[0, 1:] = v[0]  # the row above the first is zeros
+    np.subtract(v[1:], v[:-1], out=rows[1:, 1:])  # wraps modulo 256, as PNG defines it
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit, greyscale, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+            + chunk(b"IEND", b""))

@@ -57,7 +57,7 @@ def load_resized(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, t
     less than the model's own error (DCT scaling is itself a proper low-pass reduction).
     """
     img, original = _decode(path, tuple(size))
-    return resize_rgb(np.asarray(img), size), original
+    return resize_rgb(img, size), original
 
 
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
@@ -113,12 +113,18 @@ def as_rgb_array(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 image to ``size`` = (H, W) with antialiased bilinear filtering."""
+def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image (or an RGB PIL image) to ``size`` = (H, W) as (H, W, 3) uint8.
+
+    Antialiased bilinear filtering. A PIL image is resized as it is: converting it to an array
+    and back first costs as much as the resize itself.
+    """
     h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR, reducing_gap=None))
+    if not isinstance(image, Image.Image):
+        if image.shape[:2] == (h, w):
+            return image
+        image = Image.fromarray(image)
+    return np.asarray(image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR, reducing_gap=None))
 
 
 def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:

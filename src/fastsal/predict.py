@@ -165,11 +165,12 @@ class Predictor:
         prob = np.exp(log_small).astype(np.float32)
         if prob.shape != (h, w):
             prob = np.asarray(Image.fromarray(prob).resize((w, h), Image.BICUBIC), dtype=np.float32)
-        prob = np.maximum(prob, 0.0, dtype=np.float32)
+        prob = np.maximum(prob, np.float32(0.0))  # a writable copy (PIL's array is read-only) ...
         total = float(prob.sum(dtype=np.float64))
         if not np.isfinite(total) or total <= 0.0:  # cannot happen with finite logits; stay defined anyway
             return np.full((h, w), 1.0 / (h * w), dtype=np.float32)
-        return (prob / np.float32(total)).astype(np.float32, copy=False)
+        prob *= np.float32(1.0 / total)  # ... scaled in place: this runs per image at full resolution
+        return prob
 
     # -- public API ---------------------------------------------------------------------------
     def predict_batch(
