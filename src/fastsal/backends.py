@@ -20,6 +20,7 @@ import importlib.util
 import os
 import tempfile
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -122,13 +123,11 @@ def logits_runner(
     if folder is None:
         warnings.warn(f"cache folder {cache_dir()} is not writable (set FASTSAL_CACHE_DIR); "
                       "exporting to a temporary folder on every load", BackendNotice, stacklevel=2)
-        with tempfile.TemporaryDirectory(prefix="fastsal-") as tmp:  # runtimes hold the model in memory
-            path = cached_export(model, model.name, tmp, size)
-            inner = onnx_runner(path, threads) if backend == "onnxruntime" else openvino_runner(path, threads)
-    else:
-        path = cached_export(model, model.name, folder, size)
+    # runtimes hold the model in memory, so a temporary folder may go once they are built
+    with nullcontext(folder) if folder is not None else tempfile.TemporaryDirectory(prefix="fastsal-") as where:
+        path = cached_export(model, model.name, where, size)
         inner = (onnx_runner(path, threads) if backend == "onnxruntime"
-                 else openvino_runner(path, threads, cache_dir=folder / "openvino"))
+                 else openvino_runner(path, threads, cache_dir=folder / "openvino" if folder is not None else None))
     if size == tuple(input_size):
         return lambda x: inner(np.ascontiguousarray(x, dtype=np.float32))
 

@@ -230,7 +230,7 @@ def run(
         paths = output_paths(out, job.stem, formats)
         for fmt, path in paths.items():
             if fmt == "png":
-                _save(path, lambda fh: _png(to_png(prob), fh))
+                _save(path, lambda fh: fh.write(gray_png(to_png(prob))))
             elif fmt == "overlay":
                 _save(path, lambda fh: _jpeg(overlay(full, prob), fh))
             else:
@@ -321,10 +321,6 @@ def _save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(fh)
     except OSError as exc:
         raise BatchError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _png(values: np.ndarray, fh: IO[bytes]) -> None:
-    fh.write(gray_png(values))
 
 
 def _jpeg(rgb: np.ndarray, fh: IO[bytes]) -> None:

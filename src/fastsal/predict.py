@@ -184,12 +184,14 @@ class Predictor:
         Batching only changes speed, not results. A file that cannot be decoded raises
         :class:`fastsal.images.ImageError` naming it (the CLI skips such files instead).
         """
-        if sizes is None:
-            return [self._to_original(ls, size) for ls, size in self._log_densities(images, batch_size)]
-        images, sizes = list(images), [(int(h), int(w)) for h, w in sizes]
-        if len(sizes) != len(images):
-            raise ValueError(f"got {len(sizes)} sizes for {len(images)} images")
-        return [self._to_original(ls, size) for (ls, _), size in zip(self._log_densities(images, batch_size), sizes)]
+        if sizes is not None:
+            images, sizes = list(images), [(int(h), int(w)) for h, w in sizes]
+            if len(sizes) != len(images):
+                raise ValueError(f"got {len(sizes)} sizes for {len(images)} images")
+        logs = self._log_densities(images, batch_size)  # (log-density, the given image's size) pairs
+        if sizes is not None:
+            logs = ((ls, size) for (ls, _), size in zip(logs, sizes))
+        return [self._to_original(ls, size) for ls, size in logs]
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """(H, W) float32 fixation-probability map at the image's original size; sums to 1."""
