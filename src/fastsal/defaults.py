@@ -1,0 +1,35 @@
+"""The defaults every entry point shares: the command line, ``TrainConfig`` and the library read
+them from here, so a changed default changes everywhere at once.
+
+Imports nothing heavy: the command line reads it to build ``--help`` without loading PyTorch.
+"""
+from __future__ import annotations
+
+#: The model ``fastsal.load()`` and ``fastsal predict`` use (shipped weights, no download).
+MODEL = "fastsal_a_effnet_lite0"
+#: (H, W) the network sees: the training size, OSIE's 4:3 aspect.
+INPUT_SIZE: tuple[int, int] = (192, 256)
+
+#: Inference engines, fastest first on CPUs (``benchmarks/backends.py``); ``auto`` tries them in this order.
+ENGINES: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
+AUTO = "auto"
+#: Numerical precision of the network. ``fp32`` (the default) gives PyTorch's maps on every engine
+#: and CPU; ``bf16`` and ``int8`` are faster where the CPU supports them, at a measured accuracy cost.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+PRECISION = "fp32"
+#: Relative tolerance (of the map's peak) within which every fp32 engine reproduces PyTorch's map.
+FP32_MAP_RTOL = 1e-4
+
+#: Image outputs of ``fastsal predict``: viewable PNG, overlay JPEG, float32 ``.npy`` probabilities.
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "overlay", "npy")
+OUTPUT_FORMAT = "png"
+BATCH_SIZE = 8
+WORKERS = 2
+
+#: Canonical dataset splits; never train or tune on ``test``.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+EVAL_SPLIT = "test"
+
+#: Training loss: KLD - CC - NSS_WEIGHT * NSS (also the validation score that selects checkpoints).
+NSS_WEIGHT = 0.1
+LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 1.0, NSS_WEIGHT)

@@ -1,0 +1,19 @@
+"""One base class for every error a user can fix, so callers (and ``fastsal``'s command line)
+catch one type.
+
+Each module keeps its own subclass (``ImageError``, ``ModelError``, ...) whose message is one line
+naming the file or argument and the fix. They also derive from ``ValueError`` for code written
+against earlier releases. A plain ``ValueError`` or ``TypeError`` raised inside the library is a
+bug, not a user mistake: the command line lets it show as a traceback instead of disguising it.
+
+This module imports nothing, so the command line can use it before it decides whether to load
+PyTorch.
+"""
+from __future__ import annotations
+
+
+class FastSalError(Exception):
+    """An error the user can fix; ``str(error)`` is one line naming the file or argument and the fix."""
+
+
+__all__ = ["FastSalError"]
