@@ -22,6 +22,8 @@ backend, settings, counts, every written input with its outputs and every failur
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 import os
 import time
 from collections import deque
@@ -40,7 +42,7 @@ FORMATS = ("png", "overlay", "npy")
 MANIFEST_FORMAT = "fastsal-manifest/1"
 
 
-class BatchError(ValueError):
+class BatchError(FastSalError, ValueError):
     """Unusable batch input (no images, a bad list file or shard); one line naming the fix."""
 
 

@@ -5,6 +5,8 @@ with ``fastsal: error:`` and exit with status 2; nothing half-written is left be
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 import argparse
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Callable
 from fastsal import __version__
 
 
-class UsageError(ValueError):
+class UsageError(FastSalError, ValueError):
     """An error the user can fix; printed as one line."""
 
 

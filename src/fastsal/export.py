@@ -36,6 +36,8 @@ never leaves a half-written model or sidecar.
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 import copy
 import hashlib
 import json
@@ -64,7 +66,7 @@ POSTPROCESS = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(FastSalError, ValueError):
     """Export impossible as asked, or an exported file / sidecar that cannot be used."""
 
 

@@ -7,6 +7,8 @@ converted, and 16-bit or float images are scaled to 8 bits.
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
-class ImageError(ValueError):
+class ImageError(FastSalError, ValueError):
     """An input image cannot be used; the message names the file and what to do."""
 
 

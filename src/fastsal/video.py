@@ -21,6 +21,8 @@ call :func:`is_video` to route its inputs.
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 import sys
 import time
 from contextlib import ExitStack
@@ -44,7 +46,7 @@ DEFAULT_FPS = 30.0
 VideoSource = Union[str, Path, int]
 
 
-class VideoError(ValueError):
+class VideoError(FastSalError, ValueError):
     """A video that cannot be read or written; the message is one line naming the file and the fix."""
 
 

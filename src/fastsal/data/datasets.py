@@ -5,6 +5,8 @@ a malformed fixation file otherwise surfaces much later as a silently wrong scor
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(FastSalError, ValueError):
     """A dataset file is missing or malformed; the message names the file and the fix."""
 
 

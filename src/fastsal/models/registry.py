@@ -6,6 +6,8 @@ EfficientNet-Lite0 backbone. ``default`` names the shipped model.
 """
 from __future__ import annotations
 
+from fastsal.errors import FastSalError
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +27,7 @@ CHECKPOINT_FORMAT = "fastsal-checkpoint/1"
 DEFAULT_INPUT_SIZE = (192, 256)
 
 
-class ModelError(ValueError):
+class ModelError(FastSalError, ValueError):
     """Unknown model name or unusable weights file; the message says how to fix it."""
 
 
