@@ -125,7 +125,7 @@ def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeyp
     make_tree(tmp_path / "in", n=4)
     jobs = batch.collect([tmp_path / "in"])
     calls = {"n": 0}
-    real = predictor._log_density_small
+    real = predictor.small_log_density
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -133,7 +133,7 @@ def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(predictor, "_log_density_small", flaky)
+    monkeypatch.setattr(predictor, "small_log_density", flaky)
     manifest = tmp_path / "out" / "manifest.json"
     with pytest.raises(KeyboardInterrupt):
         batch.run(predictor, jobs, tmp_path / "out", ("png",), batch_size=2, progress=False, manifest=manifest)

@@ -1,4 +1,5 @@
 """``fastsal predict`` end to end: outputs, mirrored names, bad files, exit codes, atomic writes."""
+import json
 import os
 import subprocess
 import sys
@@ -217,8 +218,12 @@ def test_cli_export_writes_model_and_sidecar(tmp_path):
     assert cli_main(["export", "--out", str(out)]) == 0
     side = read_sidecar(out)
     assert side["model"] == "fastsal_a_effnet_lite0" and side["meta"]["blur_sigma"] == 2.0
-    assert cli_main(["export", "--int8", "--out", str(tmp_path / "q.onnx")]) == 2  # no calibration images
-    assert not (tmp_path / "q.onnx").exists()
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["export", "--int8", "--calibrate", str(tmp_path / "empty"), "--out", str(tmp_path / "q.onnx")]) == 2
+    assert not (tmp_path / "q.onnx").exists()  # no calibration images: nothing written
+    assert cli_main(["export", "--int8", "--calibration-limit", "4", "--out", str(tmp_path / "q.onnx")]) == 0
+    side = read_sidecar(tmp_path / "q.onnx")  # calibrated on the shipped OSIE set by default
+    assert side["precision"] == "int8" and side["quantization"]["calibration_images"] == 4
 
 
 def test_cli_cost_counts_parameters(tmp_path, capsys):
@@ -226,3 +231,90 @@ def test_cli_cost_counts_parameters(tmp_path, capsys):
 
     assert cli_main(["cost", "fastsal_a", "--no-latency", "--json", str(tmp_path / "c.json")]) == 0
     assert "3,646,715" in capsys.readouterr().out
+
+
+def _modules_after(argv: list[str]) -> tuple[int, set[str]]:
+    code = ("import sys\nfrom fastsal.cli import main\n"
+            f"try:\n    rc = main({argv!r})\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print(rc, ' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'openvino', 'onnxruntime'))))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    rc, _, mods = res.stdout.strip().splitlines()[-1].partition(" ")
+    return int(rc), set(mods.split())
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["predict", "--help"], ["evaluate", "--help"],
+                                  ["cost", "--help"], ["predict", "--input-size", "100000x100000"],
+                                  ["predict", "--smoothing", "1.5"], ["evaluate", "--root", "x", "--blur", "nan"],
+                                  ["predict", "--precision", "fp8"], ["nonsense"]])
+def test_cli_starts_without_torch(argv):
+    rc, mods = _modules_after(argv)
+    assert rc in (0, 2)
+    assert not mods, f"fastsal {' '.join(argv)} imported {sorted(mods)[:3]}"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["predict", "--input-size", "100000x100000"], "between 16 and 2048"),
+    (["predict", "--smoothing", "1.5"], "in [0, 1)"),
+    (["predict", "--smoothing", "nan"], "in [0, 1)"),
+    (["evaluate", "--root", "x", "--blur", "-1"], "in [0, 50]"),
+    (["evaluate", "--root", "x", "--blur", "inf"], "in [0, 50]"),
+    (["predict", "--precision", "fp8"], "invalid choice"),
+    (["predict", "--workers", "-1"], "integer >= 0"),
+])
+def test_cli_numeric_options_are_bounded(argv, message, capsys):
+    from fastsal.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_single_file_output_and_verbose(tmp_path, capsys):
+    from fastsal.cli import main as cli_main
+    from fastsal.predict import example_image
+
+    target = tmp_path / "x.png"
+    assert cli_main(["predict", str(example_image()), "-o", str(target), "-v", "--threads", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert target.is_file() and not (tmp_path / "x.png").is_dir() and out.strip() == str(target)
+    assert "precision fp32" in err and "engine" in err
+    with Image.open(target) as img:
+        assert img.size == (800, 600)
+    npy = tmp_path / "x.npy"
+    assert cli_main(["predict", str(example_image()), "-o", str(npy), "--threads", "1"]) == 0
+    assert np.load(npy).shape == (600, 800)
+    assert cli_main(["predict", str(example_image()), str(example_image()), "-o", str(tmp_path / "y.png")]) == 2
+    assert "exactly one input image" in capsys.readouterr().err
+
+
+def test_cli_rerun_with_other_settings_refuses_then_overwrites(tmp_path, capsys):
+    from fastsal.cli import main as cli_main
+    from fastsal.predict import example_image
+
+    out = tmp_path / "maps"
+    base = ["predict", str(example_image()), "-o", str(out), "-q", "--threads", "1"]
+    assert cli_main(base) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32"
+    assert set(manifest["settings"]) >= {"model", "weights_sha256", "input_size", "precision", "blur_sigma"}
+    before = (out / "example.png").read_bytes()
+    assert cli_main([*base, "--input-size", "96x128"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "--overwrite" in err and "input_size" in err
+    assert (out / "example.png").read_bytes() == before  # nothing touched
+    assert cli_main([*base, "--input-size", "96x128", "--overwrite"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["settings"]["input_size"] == [96, 128]
+
+
+def test_cli_library_bug_is_not_reported_as_a_user_error(monkeypatch):
+    """A plain ValueError from inside the library is a bug: it propagates (traceback), not exit 2."""
+    from fastsal import cli
+
+    def buggy(args):
+        raise ValueError("internal inconsistency")
+
+    monkeypatch.setattr(cli, "_cmd_models", buggy)
+    with pytest.raises(ValueError, match="internal"):
+        cli.main(["models"])

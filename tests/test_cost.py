@@ -60,10 +60,10 @@ def test_sizes(table):
 
 def test_latency_and_measured_int8_size(tmp_path):
     rows = cost_table(["fastsal_bare", "salgan"], input_size=(64, 96),
-                      backends=("torch", "torch-fused", "onnxruntime", "onnxruntime-int8"),
+                      backends=("eager", "torch", "onnxruntime", "onnxruntime-int8"),
                       warmup=0, runs=1, threads=1, workdir=tmp_path)
     bare, salgan = rows
-    for backend in ("torch", "torch-fused", "onnxruntime", "onnxruntime-int8"):
+    for backend in ("eager", "torch", "onnxruntime", "onnxruntime-int8"):
         assert bare["latency_ms"][backend] > 0
     assert bare["size_int8_source"].startswith("measured")
     assert bare["size_int8_mb"] < bare["size_fp32_mb"] / 2

@@ -10,10 +10,10 @@ from torch import nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from fastsal.backends import BackendError, load_runner  # noqa: E402
 from fastsal.export import (  # noqa: E402
     ExportError,
     export,
-    load_exported,
     preprocess_image,
     read_sidecar,
     sidecar_path,
@@ -63,7 +63,7 @@ def test_onnx_matches_pytorch(name, tmp_path):
     torch.manual_seed(0)
     model = randomise(build(name))
     path = export(model, name, tmp_path / f"{name}.onnx")
-    run = load_exported(path, threads=1)
+    run = load_runner(path, threads=1)
     x = np.random.default_rng(1).random((1, 3, *SIZE), dtype=np.float32)
     ref, out = eager(model, x), run(x)
     assert out.shape == ref.shape == (1, 1, *SIZE) and out.dtype == np.float32
@@ -113,7 +113,7 @@ def test_dynamic_batch(tmp_path):
     model = randomise(build("fastsal_a"))
     path = export(model, "fastsal_a", tmp_path / "a.onnx", input_size=(64, 96), dynamic_batch=True)
     assert read_sidecar(path)["input"]["shape"][0] == "N"
-    run = load_exported(path, threads=1)
+    run = load_runner(path, threads=1)
     for n in (1, 3):
         x = np.random.default_rng(n).random((n, 3, 64, 96), dtype=np.float32)
         out = run(x)
@@ -123,10 +123,10 @@ def test_dynamic_batch(tmp_path):
 
 def test_static_batch_export_runs_any_batch_and_checks_size(tmp_path):
     model = build("fastsal_bare").eval()
-    run = load_exported(export(model, "fastsal_bare", tmp_path / "b.onnx", input_size=(64, 96)), threads=1)
+    run = load_runner(export(model, "fastsal_bare", tmp_path / "b.onnx", input_size=(64, 96)), threads=1)
     x = np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32)
     assert np.abs(run(x) - eager(model, x)).max() < LOGIT_TOL
-    with pytest.raises(ExportError, match="expects"):
+    with pytest.raises(BackendError, match="expects"):
         run(np.zeros((1, 3, 64, 64), np.float32))
 
 
@@ -136,7 +136,7 @@ def test_torchscript_round_trip(tmp_path):
     path = export(model, "fastsal_c", tmp_path / "c.pt", format="torchscript", input_size=(64, 96))
     side = read_sidecar(path)
     assert side["export_format"] == "torchscript" and side["opset"] is None
-    run = load_exported(path)
+    run = load_runner(path)
     x = np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32)
     assert np.abs(run(x) - eager(model, x)).max() < 1e-4
 
@@ -170,10 +170,10 @@ def test_int8_density_correlates_with_fp32(tmp_path, osie_root):
     assert side["precision"] == "int8" and side["quantization"]["calibration_images"] == 8
     assert int8.stat().st_size < fp32.stat().st_size / 2.5
     x = np.stack([preprocess_image(p, SIZE) for p in held])
-    d32 = density(load_exported(fp32, threads=1)(x))
+    d32 = density(load_runner(fp32, threads=1)(x))
     runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
     for backend in runtimes:
-        d8 = density(load_exported(int8, threads=1, backend=backend)(x))
+        d8 = density(load_runner(int8, threads=1, backend=backend)(x))
         ccs = [np.corrcoef(a, b)[0, 1] for a, b in zip(d32, d8)]
         # The recipe (float stem and first blocks, 7-bit weights) gives per-image CC >= 0.99 with
         # fp32 on OSIE (100 val images, 100 calibration images); plain int8 gave 0.89 on this

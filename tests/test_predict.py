@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 import fastsal
+import fastsal.backends
 from fastsal.images import ImageError
 from fastsal.models import ModelError, build, save_checkpoint
-from fastsal.backends import resolve_backend
+from fastsal.backends import candidates
 from fastsal.predict import Predictor, colormap, example_image, load, overlay, to_png
 
 torch.set_num_threads(1)
@@ -44,9 +45,9 @@ def assert_density(m: np.ndarray, shape: tuple[int, int]) -> None:
 
 def test_load_default(predictor):
     assert predictor.name == fastsal.models.DEFAULT_MODEL
-    assert predictor.backend == resolve_backend("auto")[0]  # the fastest installed runtime
+    assert predictor.backend == candidates("auto")[0][0]  # the fastest installed runtime
+    assert predictor.precision == "fp32"
     assert predictor.input_size == (192, 256)
-    assert not predictor.model.training
     assert predictor.weights_path is not None and predictor.weights_path.is_file()
     assert "Predictor(" in repr(predictor)
 
@@ -114,20 +115,26 @@ def test_input_size_is_settable():
             p.input_size = bad
 
 
-class ConstantBackend(Predictor):
-    """Stands in for another backend: only ``_logits`` is replaced."""
+class ConstantRunner:
+    """Stands in for an engine: any object with the Runner protocol's attributes and call."""
 
     backend = "constant"
+    precision = "fp32"
 
     def __init__(self, logits_small: np.ndarray) -> None:
         self.logits_small = logits_small
         self.input_size = logits_small.shape
-        self.blur_sigma = 0.0
 
-    def _logits(self, batch):
+    def __call__(self, batch):
         assert batch.dtype == np.float32 and batch.shape[1:] == (3, *self.input_size)
         assert 0.0 <= batch.min() and batch.max() <= 1.0
         return np.broadcast_to(self.logits_small, (batch.shape[0], 1, *self.input_size)).copy()
+
+
+def ConstantBackend(logits_small: np.ndarray) -> Predictor:
+    runner = ConstantRunner(logits_small)
+    assert isinstance(runner, fastsal.backends.Runner)
+    return Predictor(runner, "constant", blur_sigma=0.0)
 
 
 def test_post_processing_uniform_logits_give_uniform_map():

@@ -187,11 +187,11 @@ class _Interrupting:
         self.real, self.at, self.calls = real, at, 0
         self.preprocess = real.preprocess
 
-    def _log_density_small(self, batch: np.ndarray) -> np.ndarray:
+    def small_log_density(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1
         if self.calls == self.at:
             raise KeyboardInterrupt
-        return self.real._log_density_small(batch)
+        return self.real.small_log_density(batch)
 
 
 def test_ctrl_c_camera_keeps_output(monkeypatch: pytest.MonkeyPatch, predictor: Predictor, clip: Path,

@@ -1,75 +1,167 @@
-"""Where the network runs: OpenVINO, ONNX Runtime or PyTorch, behind one ``logits(batch)`` call.
+"""Where the network runs: one :class:`Runner` protocol, three engines (OpenVINO, ONNX Runtime,
+PyTorch), three precisions (fp32, bf16, int8).
 
-On CPUs the graph runtimes are 2-3x faster than eager PyTorch for the same model and the same
-numbers (``benchmarks/backends.py``: FastSal-A 192x256 batch 1 on 2 cores, eager 38.6 ms, fused
-eager 29.3, ONNX Runtime 18.3, OpenVINO 15.6), so prediction uses the fastest one installed
-(``backend="auto"``): OpenVINO, then ONNX Runtime, then PyTorch. PyTorch stays the backend for
-training and GPUs.
+A runner is called on an (N, 3, H, W) float32 RGB batch in [0, 1] at its ``input_size`` and
+returns (N, 1, H, W) float32 saliency logits; it names its ``backend`` (the engine) and its
+``precision``. Everything above it (pre- and post-processing in :mod:`fastsal.predict`, folders in
+:mod:`fastsal.batch`, video, the cost table and the benchmarks) is the same for every engine.
 
-The graph runtimes need the model as a file: it is exported once (ONNX, dynamic batch, fused) into
-the user cache folder and reused. The file name and sidecar carry the weights' SHA-256, the input
-size and the precision, so changed weights or another size give a new file, never a stale one;
-writes are atomic, so concurrent processes cannot corrupt the cache. OpenVINO additionally keeps
-its compiled blob there (its own ``CACHE_DIR`` mechanism). The cache is
-``$FASTSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastsal``, else ``~/.cache/fastsal``; deleting it
-is always safe.
+**The numerical contract.** By default every engine computes in fp32 and reproduces PyTorch's
+maps within :data:`fastsal.defaults.FP32_MAP_RTOL` of the peak on every x86 CPU. This has to be
+asked for: OpenVINO computes in bfloat16 by default on CPUs with AVX512_BF16 or AMX, which moves
+the maps by 2-5 % of the peak, so it is compiled with ``INFERENCE_PRECISION_HINT=f32`` and the
+compiled model's hint is checked. ONNX Runtime's CPU provider computes in fp32 unless a graph is
+quantised. Reduced precision is a choice (``precision="bf16"`` or ``"int8"``) with a measured cost
+(README): bf16 runs on OpenVINO and PyTorch where the CPU has native bf16 (refused elsewhere,
+where it would only be emulated); int8 runs the calibrated QDQ graph of :mod:`fastsal.export` on
+ONNX Runtime or OpenVINO.
+
+**Choosing an engine.** ``auto`` takes the fastest installed engine that offers the precision
+(OpenVINO, then ONNX Runtime, then PyTorch); when one cannot prepare the model (a missing package,
+a conversion or compile failure) the next one is tried and a one-line note says why and what would
+fix it. A named engine that is not installed falls back the same way. Devices other than the CPU
+run on PyTorch.
+
+**The cache.** Graph engines need the model as a file: OpenVINO IR converted straight from the
+PyTorch module (no ``onnx`` package needed), ONNX for ONNX Runtime and for int8. Files are made
+once per weights (SHA-256 of the state_dict), input size and precision, written atomically, and
+kept in ``$FASTSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastsal``, else ``~/.cache/fastsal``
+(safe to delete); OpenVINO also keeps its compiled blobs there. An unwritable cache falls back
+to a temporary folder, with a notice.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import tempfile
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastsal.models.fastsal import network_size
+from fastsal import defaults
+from fastsal.cpu import cpu_features, supports_bf16
+from fastsal.errors import FastSalError
 
-BACKENDS = ("openvino", "onnxruntime", "torch")  # fastest first on CPUs (benchmarks/backends.py)
-AUTO = "auto"
+ENGINES: tuple[str, ...] = defaults.ENGINES
+BACKENDS = ENGINES  # the name earlier releases used
+AUTO = defaults.AUTO
+PRECISIONS: tuple[str, ...] = defaults.PRECISIONS
+
+#: Which precisions each engine offers.
+ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = defaults.ENGINE_PRECISIONS
 _PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime", "torch": "torch"}
 _EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
+# OpenVINO's name for each precision's INFERENCE_PRECISION_HINT (int8 graphs keep their float
+# parts in f32: the QDQ nodes decide what is int8, nothing else may be reduced)
+_OV_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
-Logits = Callable[[np.ndarray], np.ndarray]
+
+class BackendError(FastSalError, ValueError):
+    """An engine, precision or device that cannot be used here; the message says what to use instead."""
 
 
 class BackendNotice(UserWarning):
-    """A requested backend is not installed and another one is used instead."""
+    """Another engine than the one asked for is used (not installed, or it could not prepare the model)."""
 
 
-def installed(backend: str) -> bool:
-    """Whether ``backend``'s runtime package can be imported (without importing it)."""
-    return importlib.util.find_spec(_PACKAGES[backend]) is not None
+@runtime_checkable
+class Runner(Protocol):
+    """The network on one engine: ``runner(batch) -> logits``.
 
-
-def resolve_backend(requested: str = AUTO, device: str | torch.device = "cpu") -> tuple[str, str | None]:
-    """(backend to use, one-line notice or None) for a request of ``auto`` or a backend name.
-
-    ``auto`` takes the fastest installed CPU runtime, silently. A named backend that is not
-    installed falls back to the next one installed, with a notice saying what to install. Devices
-    other than the CPU (CUDA, MPS) run on PyTorch.
+    ``batch``: (N, 3, H, W) float32 RGB in [0, 1] with (H, W) = ``input_size``; returns (N, 1, H, W)
+    float32 logits (density = softmax over the H*W pixels). Not for concurrent calls from several
+    threads.
     """
-    if requested != AUTO and requested not in BACKENDS:
-        raise ValueError(f"unknown backend {requested!r}; choose one of: {AUTO}, {', '.join(BACKENDS)}")
+
+    backend: str
+    precision: str
+    input_size: tuple[int, int]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+# -- engines and precisions -------------------------------------------------------------------
+def installed(engine: str) -> bool:
+    """Whether ``engine``'s runtime package can be imported (without importing it)."""
+    return importlib.util.find_spec(_PACKAGES[engine]) is not None
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if this CPU can run it, else :class:`BackendError` saying what to use."""
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not supports_bf16():
+        have = ", ".join(cpu_features()) or "no AVX"
+        raise BackendError(f"precision 'bf16' needs a CPU with AVX512_BF16 or AMX (this one has: {have}); "
+                           f"use --precision int8 for speed or fp32")
+    return precision
+
+
+def candidates(requested: str = AUTO, precision: str = defaults.PRECISION,
+               device: str | torch.device = "cpu") -> tuple[list[str], list[str]]:
+    """(engines to try in order, notes) for a request of ``auto`` or an engine name.
+
+    ``auto``: the installed engines offering ``precision``, fastest first. A named engine that is
+    not installed is followed by the installed ones after it (with a note naming the extra to
+    install); one that lacks the precision is an error. Non-CPU devices: PyTorch only.
+    """
+    if requested != AUTO and requested not in ENGINES:
+        raise BackendError(f"unknown backend {requested!r}; choose one of: {AUTO}, {', '.join(ENGINES)}")
+    check_device(device)
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if torch.device(device).type != "cpu":
         if requested not in (AUTO, "torch"):
-            raise ValueError(f"backend {requested!r} runs on the CPU only; use backend='torch' for device {device}")
-        return "torch", None
+            raise BackendError(f"backend {requested!r} runs on the CPU only; use --backend torch for device {device}")
+        if precision == "int8":
+            raise BackendError(f"precision 'int8' runs on the CPU engines only; use fp32 or bf16 on device {device}")
+        return ["torch"], []
+    check_precision(precision)
+    offering = [e for e in ENGINES if precision in ENGINE_PRECISIONS[e]]
     if requested == AUTO:
-        return next(b for b in BACKENDS if installed(b)), None
+        found = [e for e in offering if installed(e)]
+        if not found:
+            raise BackendError(f"no installed engine runs precision {precision!r}: pip install 'fastsal[openvino]'")
+        return found, []
+    if precision not in ENGINE_PRECISIONS[requested]:
+        raise BackendError(f"backend {requested!r} has no {precision} mode; use --backend "
+                           f"{' or '.join(offering)} for {precision}")
     if installed(requested):
-        return requested, None
-    chosen = next(b for b in BACKENDS[BACKENDS.index(requested):] if installed(b))
-    return chosen, (f"backend {requested!r} is not installed; using {chosen!r} instead "
-                    f"(pip install 'fastsal[{_EXTRAS[requested]}]')")
+        return [requested], []
+    rest = [e for e in offering[offering.index(requested) + 1:] if installed(e)]
+    if not rest:
+        raise BackendError(f"backend {requested!r} is not installed and no other engine runs {precision}: "
+                           f"pip install 'fastsal[{_EXTRAS[requested]}]'")
+    return rest, [f"backend {requested!r} is not installed; using {rest[0]!r} instead "
+                  f"(pip install 'fastsal[{_EXTRAS[requested]}]')"]
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device if it exists here, else :class:`BackendError` in one line."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BackendError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(f"device {str(device)!r}: no CUDA GPU is available to this PyTorch build; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s); "
+                               f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise BackendError(f"device {str(device)!r} is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise BackendError(f"device {str(device)!r} is not supported; use cpu or cuda")
+    return dev
+
+
+# -- the cache ----------------------------------------------------------------------------------
 def cache_dir() -> Path:
     """The folder for exported and compiled models (see the module docstring)."""
     if os.environ.get("FASTSAL_CACHE_DIR"):
@@ -78,7 +170,8 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "fastsal"
 
 
-def _writable_cache() -> Path | None:
+def writable_cache() -> Path | None:
+    """:func:`cache_dir`, created if needed, or None where it cannot be written."""
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -87,58 +180,395 @@ def _writable_cache() -> Path | None:
     return folder if os.access(folder, os.W_OK | os.X_OK) else None
 
 
-def logits_runner(
-    model: nn.Module,
-    backend: str,
-    input_size: tuple[int, int],
-    *,
-    threads: int | None = None,
-    fused: nn.Module | None = None,
-) -> Logits:
-    """``run((N, 3, H, W) float32 in [0, 1]) -> (N, 1, H, W) float32 logits`` on ``backend``.
+@contextlib.contextmanager
+def _artefact_folder() -> Iterator[tuple[Path, Path | None]]:
+    """(folder for model files, folder for OpenVINO's compiled blobs or None) for one build."""
+    folder = writable_cache()
+    if folder is not None:
+        yield folder, folder / "openvino"
+        return
+    warnings.warn(f"cache folder {cache_dir()} is not writable (set FASTSAL_CACHE_DIR); "
+                  "converting the model in a temporary folder on every load", BackendNotice, stacklevel=4)
+    # the engines hold the model in memory once built, so the folder may go
+    with tempfile.TemporaryDirectory(prefix="fastsal-") as tmp:
+        yield Path(tmp), None
 
-    ``model``: the FastSal model as trained (the export and cache key start from its weights).
-    ``fused``: its :func:`~fastsal.models.fuse.fuse` rewrite, which the ``torch`` backend runs
-    (pass one to share it; made here otherwise). ``input_size`` fixes the graph size for the
-    graph runtimes; sizes that are not multiples of 32 are resized on the way in and out exactly
-    as :class:`~fastsal.models.FastSal` does, so every backend gives the same map.
-    """
-    if backend == "torch":
+
+# -- runners --------------------------------------------------------------------------------------
+def _check_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != tuple(size):
+        h, w = size
+        raise BackendError(f"the network expects an (N, 3, {h}, {w}) float32 batch; got shape {tuple(np.shape(batch))}")
+    return x
+
+
+class TorchRunner:
+    """The model on PyTorch (CPU or GPU): the exactly equivalent fused rewrite
+    (:func:`fastsal.models.fuse.fuse`: batch norm folded, FastSal-C's head reduced before
+    upsampling; ~10x faster for C), in fp32 or, where the hardware has it, under bf16 autocast."""
+
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, input_size: Sequence[int] = defaults.INPUT_SIZE, precision: str = "fp32",
+                 *, device: str | torch.device = "cpu", fused: nn.Module | None = None, fuse_model: bool = True) -> None:
         from fastsal.models.fuse import fuse
 
-        net = fused if fused is not None else fuse(model.eval())
-        device = next(net.parameters()).device
+        if precision not in ENGINE_PRECISIONS["torch"]:
+            raise BackendError(f"backend 'torch' has no {precision} mode; use --backend openvino or onnxruntime")
+        self.device = check_device(device)
+        if precision == "bf16" and self.device.type == "cpu":
+            check_precision(precision)
+        self.precision = precision
+        self.input_size = _size_pair(input_size)
+        net = fused if fused is not None else (fuse(model.eval()) if fuse_model else model.eval())
+        self.net = net.to(self.device)
 
-        def run_torch(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return net(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)).float().cpu().numpy()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(_check_batch(batch, self.input_size)).to(self.device)
+        bf16 = self.precision == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self.net(x).float().cpu().numpy()
 
-        return run_torch
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    from fastsal.export import cached_export, onnx_runner, openvino_runner
-
-    size = network_size(input_size)
-    folder = _writable_cache()
-    if folder is None:
-        warnings.warn(f"cache folder {cache_dir()} is not writable (set FASTSAL_CACHE_DIR); "
-                      "exporting to a temporary folder on every load", BackendNotice, stacklevel=2)
-    # runtimes hold the model in memory, so a temporary folder may go once they are built
-    with nullcontext(folder) if folder is not None else tempfile.TemporaryDirectory(prefix="fastsal-") as where:
-        path = cached_export(model, model.name, where, size)
-        inner = (onnx_runner(path, threads) if backend == "onnxruntime"
-                 else openvino_runner(path, threads, cache_dir=folder / "openvino" if folder is not None else None))
-    if size == tuple(input_size):
-        return lambda x: inner(np.ascontiguousarray(x, dtype=np.float32))
-
-    def run_resized(x: np.ndarray) -> np.ndarray:
-        # FastSal.forward's resize, outside the fixed-size graph
-        t = F.interpolate(torch.from_numpy(np.ascontiguousarray(x, np.float32)), size=size, mode="bilinear",
-                          align_corners=False, antialias=True)
-        y = torch.from_numpy(inner(t.numpy()))
-        return F.interpolate(y, size=tuple(input_size), mode="bilinear", align_corners=False).numpy()
-
-    return run_resized
+    def __repr__(self) -> str:
+        return f"TorchRunner({self.precision}, {self.input_size[0]}x{self.input_size[1]}, {self.device})"
 
 
-__all__ = ["AUTO", "BACKENDS", "BackendNotice", "cache_dir", "installed", "logits_runner", "resolve_backend"]
+class GraphRunner:
+    """Shared part of the file-based engines: the graph has a fixed spatial size (multiples of
+    32); other input sizes are resized on the way in and out exactly as
+    :class:`~fastsal.models.FastSal` does internally, so every engine gives the same map."""
+
+    backend = ""
+
+    def __init__(self, input_size: Sequence[int], graph_size: Sequence[int], precision: str) -> None:
+        self.input_size = _size_pair(input_size)
+        self.graph_size = _size_pair(graph_size)
+        self.precision = precision
+
+    def run_graph(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = _check_batch(batch, self.input_size)
+        if self.graph_size == self.input_size:
+            return self.run_graph(x)
+        t = F.interpolate(torch.from_numpy(x), size=self.graph_size, mode="bilinear", align_corners=False,
+                          antialias=True)
+        y = torch.from_numpy(self.run_graph(np.ascontiguousarray(t.numpy())))
+        return F.interpolate(y, size=self.input_size, mode="bilinear", align_corners=False).numpy()
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return f"{type(self).__name__}({self.precision}, {h}x{w})"
+
+
+class OnnxRuntimeRunner(GraphRunner):
+    """An ONNX file on ONNX Runtime's CPU provider (fp32, or int8 for a quantised QDQ graph)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, input_size: Sequence[int], graph_size: Sequence[int] | None = None,
+                 precision: str = "fp32", *, threads: int | None = None) -> None:
+        super().__init__(input_size, graph_size or input_size, precision)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("backend 'onnxruntime' needs onnxruntime: pip install 'fastsal[onnx]'") from None
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise BackendError(f"{path}: ONNX Runtime cannot load this model ({_first_line(exc)})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run_graph(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+class OpenVINORunner(GraphRunner):
+    """An OpenVINO IR (``.xml``) or ONNX file on OpenVINO's CPU plugin.
+
+    Compiled with the latency hint, ``threads`` inference threads and the precision hint of
+    ``precision`` (f32 unless bf16 is asked for; checked after compiling). Dynamic-batch graphs are
+    compiled once per batch size met: static shapes compile to faster kernels. ``cache_dir`` turns
+    on OpenVINO's blob cache (later loads skip compilation).
+    """
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, input_size: Sequence[int], graph_size: Sequence[int] | None = None,
+                 precision: str = "fp32", *, threads: int | None = None, cache_dir: str | Path | None = None) -> None:
+        super().__init__(input_size, graph_size or input_size, precision)
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendError("backend 'openvino' needs openvino: pip install 'fastsal[openvino]'") from None
+        if precision == "bf16":
+            check_precision(precision)
+        self.path = Path(path)
+        self.core = ov.Core()
+        self.config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_HINT[precision]}
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:
+            self.config["CACHE_DIR"] = str(cache_dir)
+        try:
+            self.model = self.core.read_model(str(self.path))
+        except RuntimeError as exc:
+            raise BackendError(f"{path}: OpenVINO cannot read this model ({_first_line(exc)})") from None
+        self.compiled: dict[int, tuple[Any, Any]] = {}
+        self._compile(1)  # errors surface here, not at the first call
+
+    def _compile(self, n: int) -> tuple[Any, Any]:
+        model = self.model
+        shape = model.input(0).get_partial_shape()
+        if shape[0].is_dynamic:
+            model = model.clone()
+            shape[0] = n
+            model.reshape({model.input(0): shape})
+        try:
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except RuntimeError as exc:
+            raise BackendError(f"{self.path}: OpenVINO cannot compile this model ({_first_line(exc)})") from None
+        got = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        want = {"f32": "f32", "bf16": "bf16"}[self.config["INFERENCE_PRECISION_HINT"]]
+        if want not in got and not (want == "f32" and "float32" in got) and not (want == "bf16" and "bfloat16" in got):
+            raise BackendError(f"{self.path}: OpenVINO compiled in {got} instead of {want}; "
+                               f"use --backend onnxruntime or torch for exact maps")
+        self.compiled[n] = (compiled.create_infer_request(), compiled.output(0))
+        return self.compiled[n]
+
+    def run_graph(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        request, output = self.compiled.get(n) or self._compile(n)
+        return request.infer({0: x})[output]  # share_outputs=False (default): a fresh array per call
+
+
+# -- building runners for a model ------------------------------------------------------------------
+def default_calibration_images() -> list[Path]:
+    """The int8 calibration set shipped with the package: the first 100 OSIE ``train`` images,
+    reduced to 192x256 (MIT licence, ``assets/LICENSE-OSIE.txt``). The same images the
+    README's int8 figures were calibrated on; pass your own for another domain."""
+    folder = Path(__file__).resolve().parent / "assets" / "calibration"
+    paths = sorted(folder.glob("*.jpg"))
+    if not paths:
+        raise BackendError(f"{folder}: the int8 calibration images are missing; reinstall fastsal")
+    return paths
+
+
+def make_runner(
+    model: nn.Module,
+    engine: str,
+    input_size: Sequence[int] = defaults.INPUT_SIZE,
+    precision: str = defaults.PRECISION,
+    *,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    fused: nn.Module | None = None,
+    calibration_images: Sequence[str | Path] | None = None,
+    folder: str | Path | None = None,
+) -> Runner:
+    """``model`` (a FastSal model as trained) on ``engine`` at ``precision``.
+
+    Graph engines convert the model into ``folder`` (default: the cache, see the module
+    docstring) unless a file for these weights, size and precision is already there. int8
+    calibrates on ``calibration_images`` (default: :func:`default_calibration_images`).
+    ``fused``: the model's fused rewrite, if the caller has one (the torch engine runs it).
+    """
+    from fastsal.models.fastsal import network_size
+
+    size = _size_pair(input_size)
+    if engine == "torch":
+        return TorchRunner(model, size, precision, device=device, fused=fused)
+    if engine not in ENGINES:
+        raise BackendError(f"unknown backend {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if precision not in ENGINE_PRECISIONS[engine]:
+        raise BackendError(f"backend {engine!r} has no {precision} mode")
+    if torch.device(device).type != "cpu":
+        raise BackendError(f"backend {engine!r} runs on the CPU only; use --backend torch for device {device}")
+    graph = network_size(size)
+    if folder is not None:
+        return _graph_runner(model, engine, size, graph, precision, threads, calibration_images, Path(folder), None)
+    with _artefact_folder() as (where, blobs):
+        return _graph_runner(model, engine, size, graph, precision, threads, calibration_images, where, blobs)
+
+
+def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: tuple[int, int], precision: str,
+                  threads: int | None, calibration: Sequence[str | Path] | None, folder: Path,
+                  blobs: Path | None) -> Runner:
+    from fastsal import export as E
+
+    name = getattr(model, "name", type(model).__name__)
+    if precision == "int8":
+        calibration = list(calibration) if calibration is not None else default_calibration_images()
+        path = E.cached_export(model, name, folder, graph, int8=True, calibration_images=calibration)
+    elif engine == "openvino":
+        path = E.cached_openvino_ir(model, name, folder, graph)
+    else:
+        path = E.cached_export(model, name, folder, graph)
+    if engine == "onnxruntime":
+        return OnnxRuntimeRunner(path, size, graph, precision, threads=threads)
+    return OpenVINORunner(path, size, graph, precision, threads=threads, cache_dir=blobs)
+
+
+def build_runner(
+    model: nn.Module,
+    backend: str = AUTO,
+    input_size: Sequence[int] = defaults.INPUT_SIZE,
+    precision: str = defaults.PRECISION,
+    *,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    fused: nn.Module | None = None,
+    calibration_images: Sequence[str | Path] | None = None,
+) -> tuple[Runner, list[str]]:
+    """(a working runner, notes) for ``backend`` (``auto`` or an engine name) at ``precision``.
+
+    Each candidate engine (:func:`candidates`) is built and run once on a zero batch; when one
+    fails, the next is tried and a note names the engine, the cause and the fix. Only when the
+    last candidate fails too is its error raised.
+    """
+    engines, notes = candidates(backend, precision, device)
+    size = _size_pair(input_size)
+    for i, engine in enumerate(engines):
+        try:
+            runner = make_runner(model, engine, size, precision, threads=threads, device=device, fused=fused,
+                                 calibration_images=calibration_images)
+            runner(np.zeros((1, 3, *size), np.float32))  # compile and run now: errors surface at load
+            return runner, notes
+        except (FastSalError, ImportError, RuntimeError, OSError) as exc:
+            if i + 1 == len(engines):
+                raise
+            nxt = engines[i + 1]
+            notes.append(f"{engine} could not prepare the model ({_first_line(exc)}); using {nxt} instead "
+                         f"({_fix_for(engine, exc)})")
+    raise AssertionError("unreachable")  # candidates() never returns an empty list
+
+
+def _fix_for(engine: str, exc: BaseException) -> str:
+    text = str(exc)
+    if "pip install" in text:
+        return "install what the message names"
+    if isinstance(exc, ImportError):
+        return f"pip install 'fastsal[{_EXTRAS.get(engine, engine)}]'"
+    if isinstance(exc, OSError):
+        return f"check that {cache_dir()} is writable, or set FASTSAL_CACHE_DIR"
+    return f"pass --backend {engine} to see the full error, or upgrade {_PACKAGES[engine]}"
+
+
+# -- exported files -------------------------------------------------------------------------------
+def load_runner(path: str | Path, backend: str | None = None, precision: str | None = None, *,
+                threads: int | None = None, input_size: Sequence[int] | None = None) -> Runner:
+    """A runner for a file written by :func:`fastsal.export.export` (``.onnx``, OpenVINO ``.xml``,
+    TorchScript ``.pt``), checked against its sidecar; the runner's ``sidecar`` holds the metadata.
+
+    ONNX files run on ONNX Runtime (default) or OpenVINO, IR files on OpenVINO, TorchScript on
+    torch. ``precision`` defaults to the file's (fp32 or int8); bf16 may be asked of a float file
+    on OpenVINO. ``input_size`` defaults to the exported size; another one is resized around the
+    graph.
+    """
+    from fastsal.export import read_sidecar, sidecar_path
+
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix("")
+    side = read_sidecar(path)
+    model_file = sidecar_path(path).with_name(side["file"])
+    kind = side["export_format"]
+    allowed = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "torchscript": ("torch",)}[kind]
+    if backend in (None, AUTO):
+        backend = next((b for b in allowed if installed(b)), allowed[0])
+    if backend not in allowed:
+        raise BackendError(f"{model_file}: a {kind} export runs on {' or '.join(allowed)}, not {backend!r}")
+    file_precision = side["precision"]
+    precision = precision or file_precision
+    if (file_precision == "int8") != (precision == "int8"):
+        raise BackendError(f"{model_file}: this file is {file_precision}; it cannot run at {precision} "
+                           f"(export another with fastsal export{' --int8' if precision == 'int8' else ''})")
+    graph = tuple(side["input_size"])
+    size = _size_pair(input_size) if input_size is not None else graph
+    runner: Any
+    if backend == "onnxruntime":
+        if precision == "bf16":
+            raise BackendError("backend 'onnxruntime' has no bf16 mode; use --backend openvino")
+        runner = _StaticBatch(OnnxRuntimeRunner(model_file, size, graph, precision, threads=threads), side)
+    elif backend == "openvino":
+        runner = _StaticBatch(OpenVINORunner(model_file, size, graph, precision, threads=threads), side)
+    else:
+        runner = _TorchScriptRunner(model_file, size, graph, precision, threads=threads)
+        runner = _StaticBatch(runner, side)
+    runner.sidecar = side
+    return runner
+
+
+class _StaticBatch:
+    """Runs a static-batch-1 export one image at a time, so any N works; passes the rest through."""
+
+    def __init__(self, inner: GraphRunner, sidecar: dict[str, Any]) -> None:
+        self.inner = inner
+        self.sidecar = sidecar
+        self.backend, self.precision, self.input_size = inner.backend, inner.precision, inner.input_size
+        self.name = sidecar["model"]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = _check_batch(batch, self.input_size)
+        if self.sidecar["dynamic_batch"] or x.shape[0] == 1:
+            return self.inner(x)
+        return np.concatenate([self.inner(x[i:i + 1]) for i in range(x.shape[0])])
+
+    def __repr__(self) -> str:
+        return f"{self.inner!r} for {self.name!r}"
+
+
+class _TorchScriptRunner(GraphRunner):
+    backend = "torch"
+
+    def __init__(self, path: Path, input_size: Sequence[int], graph_size: Sequence[int], precision: str, *,
+                 threads: int | None = None) -> None:
+        super().__init__(input_size, graph_size, precision)
+        if precision == "bf16":
+            check_precision(precision)
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            except RuntimeError as exc:
+                raise BackendError(f"{path}: not a loadable TorchScript file ({_first_line(exc)})") from None
+
+    def run_graph(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.module(torch.from_numpy(x)).float().numpy()
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _size_pair(size: Sequence[int]) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise BackendError(f"input size must be (H, W); got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise BackendError(f"input size must be positive; got {h}x{w}")
+    return h, w
+
+
+def _first_line(exc: BaseException) -> str:
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return text[:200]
+
+
+Logits = Callable[[np.ndarray], np.ndarray]  # the plain-callable form a Runner also satisfies
+
+__all__ = [
+    "AUTO", "BACKENDS", "BackendError", "BackendNotice", "ENGINES", "ENGINE_PRECISIONS", "GraphRunner",
+    "OnnxRuntimeRunner", "OpenVINORunner", "PRECISIONS", "Runner", "TorchRunner", "build_runner", "cache_dir",
+    "candidates", "check_device", "check_precision", "default_calibration_images", "installed", "load_runner",
+    "make_runner", "writable_cache",
+]

@@ -35,10 +35,11 @@ from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from fastsal import defaults
 from fastsal.files import atomic_write, gray_png, write_json
 from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_resized, load_rgb
 
-FORMATS = ("png", "overlay", "npy")
+FORMATS = defaults.OUTPUT_FORMATS
 MANIFEST_FORMAT = "fastsal-manifest/1"
 
 
@@ -131,6 +132,32 @@ def _unique_stems(rels: list[Path]) -> list[Path]:
     return result
 
 
+# The settings that change a map's values (the engine does not, within the fp32 contract).
+MAP_SETTINGS = ("model", "weights_sha256", "input_size", "precision", "blur_sigma")
+
+
+def check_settings(out: str | Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume into ``out`` if its manifests record maps made with other settings.
+
+    A rerun skips inputs whose outputs exist; if those were made by another model, size,
+    precision or blur they would be kept silently beside new ones. One line says what differs
+    and that ``--overwrite`` recomputes them (or pick another output folder).
+    """
+    import json
+
+    for manifest in sorted(Path(out).glob("manifest*.json")):
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8")).get("settings")
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable manifest: nothing known about the outputs; a new one replaces it
+        if not isinstance(old, dict):
+            continue
+        diff = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in MAP_SETTINGS if old.get(k) != settings.get(k)]
+        if diff:
+            raise BatchError(f"{out}: holds maps made with other settings ({'; '.join(diff)}, see {manifest.name}); "
+                             f"pass --overwrite to recompute them, or choose another -o folder")
+
+
 def shard_spec(text: str | None = None) -> tuple[int, int]:
     """(index, count) from ``"i/n"`` (0-based: ``0/2`` and ``1/2``), else from torchrun's
     ``RANK`` / ``WORLD_SIZE`` environment, else ``(0, 1)`` (everything)."""
@@ -190,7 +217,7 @@ def run(
     """
     from tqdm import tqdm
 
-    from fastsal.predict import overlay, to_png
+    from fastsal.predict import postprocess
 
     for f in formats:
         if f not in FORMATS:
@@ -198,13 +225,18 @@ def run(
     if batch_size < 1 or workers < 0:
         raise BatchError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     out = Path(out)
+    settings = predictor.settings()
+    if not overwrite:
+        check_settings(out, settings)
     todo = [j for j in jobs if overwrite or not all(p.is_file() for p in output_paths(out, j.stem, formats).values())]
     report: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "shard": list(shard_info),
         "model": predictor.name,
         "backend": predictor.backend,
+        "precision": predictor.precision,
         "input_size": list(predictor.input_size),
+        "settings": settings,
         "formats": list(formats),
         "out": str(out),
         "assigned": len(jobs),
@@ -228,15 +260,10 @@ def run(
             return _Decoded(job, error=exc)
 
     def write(job: Job, log_small: np.ndarray, original: tuple[int, int], full: np.ndarray | None) -> list[str]:
-        prob = predictor._to_original(log_small, original)  # resizing runs here, off the network's thread
+        prob = postprocess(log_small, original)  # resizing runs here, off the network's thread
         paths = output_paths(out, job.stem, formats)
         for fmt, path in paths.items():
-            if fmt == "png":
-                _save(path, lambda fh: fh.write(gray_png(to_png(prob))))
-            elif fmt == "overlay":
-                _save(path, lambda fh: _jpeg(overlay(full, prob), fh))
-            else:
-                _save(path, lambda fh: np.save(fh, prob))
+            write_map(path, fmt, prob, full)
         return [str(p) for p in paths.values()]
 
     start = time.perf_counter()
@@ -270,7 +297,7 @@ def run(
             if not good:
                 continue
             x = np.stack([predictor.preprocess(d.full if d.full is not None else d.small) for d in good])
-            logs = predictor._log_density_small(x)  # what Predictor.predict_batch does, minus the resize
+            logs = predictor.small_log_density(x)  # what Predictor.predict_batch does, minus the resize
             for d, log_small in zip(good, logs):
                 if pool is None:
                     done: Future = Future()
@@ -317,6 +344,25 @@ def _ordered(pool: ThreadPoolExecutor | None, fn: Callable[[Job], _Decoded], job
         yield result
 
 
+def write_map(path: str | Path, fmt: str, prob: np.ndarray, image: np.ndarray | None = None) -> Path:
+    """Write one map atomically as ``fmt``: ``png`` (min-max scaled greyscale), ``overlay`` (JPEG of
+    the map blended onto ``image``, the (H, W, 3) uint8 photo) or ``npy`` (the float32 probabilities)."""
+    from fastsal.viewing import overlay, to_png
+
+    path = Path(path)
+    if fmt == "png":
+        _save(path, lambda fh: fh.write(gray_png(to_png(prob))))
+    elif fmt == "overlay":
+        if image is None:
+            raise BatchError(f"{path}: an overlay needs the image")
+        _save(path, lambda fh: _jpeg(overlay(image, prob), fh))
+    elif fmt == "npy":
+        _save(path, lambda fh: np.save(fh, prob))
+    else:
+        raise BatchError(f"unknown output format {fmt!r}; choose from: {', '.join(FORMATS)}")
+    return path
+
+
 def _save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     try:
         with atomic_write(path) as fh:
@@ -332,6 +378,6 @@ def _jpeg(rgb: np.ndarray, fh: IO[bytes]) -> None:
 
 
 __all__ = [
-    "BatchError", "FORMATS", "Job", "collect", "manifest_path", "output_paths", "read_list", "run", "shard",
-    "shard_spec",
+    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "check_settings", "collect", "manifest_path", "output_paths", "read_list", "run", "shard",
+    "shard_spec", "write_map",
 ]

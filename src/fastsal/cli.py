@@ -1,22 +1,33 @@
 """Command line: ``fastsal <command>``. Each command only parses arguments and calls the library.
 
-Errors the user can fix (bad paths, unknown models, malformed files) print one line starting
-with ``fastsal: error:`` and exit with status 2; nothing half-written is left behind.
+Errors the user can fix (bad paths, unknown models, malformed files: every
+:class:`~fastsal.errors.FastSalError`, and operating-system errors on a named file) print one line
+starting with ``fastsal: error:`` and exit with status 2; nothing half-written is left behind.
+Anything else is a bug and shows its traceback.
+
+``fastsal --help``, ``--version`` and argument errors import no PyTorch: parsers read
+:mod:`fastsal.defaults`, and each command imports what it needs when it runs.
 """
 from __future__ import annotations
 
-from fastsal.errors import FastSalError
-
 import argparse
+import importlib.util
+import math
 import sys
 from pathlib import Path
 from typing import Callable
 
-from fastsal import __version__
+from fastsal import __version__, defaults
+from fastsal.errors import FastSalError
 
 
 class UsageError(FastSalError, ValueError):
     """An error the user can fix; printed as one line."""
+
+
+# Largest network input side accepted on the command line: 2048 px is already ~64x the default's
+# pixels (and memory); larger sizes are not what the models were trained for.
+MAX_INPUT_SIDE = 2048
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -24,9 +35,71 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 192x256, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    if not (16 <= h <= MAX_INPUT_SIDE and 16 <= w <= MAX_INPUT_SIDE):
+        raise argparse.ArgumentTypeError(f"each side must be between 16 and {MAX_INPUT_SIDE} pixels, got {text!r}")
     return h, w
+
+
+def _finite_range(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in [lo, hi] (or [lo, hi) with ``hi_open``), naming the range."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and lo <= value and (value < hi if hi_open else value <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {text!r}")
+        return value
+    return parse
+
+
+def _need(module: str, extra: str, what: str) -> None:
+    """One line naming the extra to install, before any long work starts."""
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"{what} needs {module}: pip install 'fastsal[{extra}]'")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
+                   help="inference engine (default: auto = the fastest installed that can prepare the model: "
+                        + " > ".join(defaults.ENGINES) + ")")
+    p.add_argument("--precision", choices=defaults.PRECISIONS, default=defaults.PRECISION,
+                   help="fp32 (default: PyTorch's maps on every engine), bf16 (CPUs with AVX512_BF16/AMX, GPUs) "
+                        "or int8 (calibrated; openvino/onnxruntime)")
+    p.add_argument("--device", default=defaults.DEVICE,
+                   help="cpu (default), cuda or cuda:N (runs on PyTorch)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the network")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which engine, precision and weights run")
+
+
+def _load_predictor(args: argparse.Namespace, **kw):
+    """``fastsal.load`` from the common options; backend notes printed as ``fastsal: note:`` lines."""
+    import warnings
+
+    from fastsal.backends import BackendNotice
+    from fastsal.predict import load
+
+    source = Path(args.weights) if getattr(args, "weights", None) else args.model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BackendNotice)
+        predictor = load(source, threads=args.threads, backend=args.backend, precision=args.precision,
+                         device=args.device, **kw)
+    notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
+    if args.backend == defaults.AUTO and predictor.backend == "torch" and args.device == "cpu":
+        notes.append("running on PyTorch; pip install 'fastsal[openvino]' for ~2x faster CPU inference")
+    quiet = getattr(args, "quiet", False)
+    for note in notes if not quiet else []:
+        print(f"fastsal: note: {note}", file=sys.stderr)
+    if args.verbose:
+        from fastsal.cpu import cpu_features, cpu_name
+
+        st = predictor.settings()
+        h, w = st["input_size"]
+        print(f"fastsal: model {st['model']} (weights sha256 {str(st['weights_sha256'])[:16]}), engine "
+              f"{st['backend']}, precision {st['precision']}, input {h}x{w}, blur {st['blur_sigma']:g}, "
+              f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
+    return predictor
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -90,47 +163,62 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+# -o FILE with one input image writes that file; its suffix says what to write
+_SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "overlay"}
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import warnings
-
-    from tqdm import tqdm
-
     from fastsal import batch
-    from fastsal.backends import BackendNotice
     from fastsal.images import IMAGE_SUFFIXES
-    from fastsal.predict import example_image, load
-    from fastsal.video import VIDEO_SUFFIXES, is_video, predict_video
+    from fastsal.video import VIDEO_SUFFIXES, is_video
 
     out = Path(args.out or "saliency")
     video_out = args.out is not None and is_video(out)  # -o clip.mp4: one video (or camera) to one file
     if video_out and args.paths and (len(args.paths) != 1 or not is_video(args.paths[0])):
         raise UsageError(f"-o {out}: a video file output takes exactly one video input (or --camera)")
     if args.camera is None and not args.paths and not args.list:
+        from fastsal.predict import example_image
+
         args.paths = [str(example_image())]
     if args.camera is not None and (args.paths or args.list):
         raise UsageError("--camera takes no PATH or --list inputs")
+    single = (args.out is not None and out.suffix.lower() in _SINGLE_OUTPUT and args.camera is None
+              and not args.list and len(args.paths) == 1 and not Path(args.paths[0]).is_dir()
+              and not is_video(args.paths[0]))
+    if args.out is not None and out.suffix.lower() in _SINGLE_OUTPUT and not single:
+        raise UsageError(f"-o {out}: a file output takes exactly one input image; pass a folder for several")
     index, count = batch.shard_spec(args.shard)
     jobs: list[batch.Job] = []
     if args.camera is None:
-        exclude = None if video_out else out
+        exclude = None if video_out or single else out
         jobs = batch.shard(batch.collect(args.paths, args.list, exclude, IMAGE_SUFFIXES + VIDEO_SUFFIXES), index, count)
+    if args.camera is not None or any(is_video(j.source) for j in jobs):
+        _need("cv2", "video", "video input")
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BackendNotice)
-        kw = {"input_size": args.input_size} if args.input_size else {}
-        predictor = load(Path(args.weights) if args.weights else args.model, threads=args.threads,
-                         backend=args.backend, **kw)
-    notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
-    if args.backend == "auto" and predictor.backend == "torch":
-        notes.append("running on PyTorch; pip install 'fastsal[openvino]' for ~2x faster CPU inference")
-    for note in notes if not args.quiet else []:
-        print(f"fastsal: note: {note}", file=sys.stderr)
+    kw = {"input_size": args.input_size} if args.input_size else {}
+    predictor = _load_predictor(args, **kw)
+    if single:
+        return _predict_one(predictor, Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
+    from tqdm import tqdm
+
     progress = not args.quiet and sys.stderr.isatty()
-    formats = ("png", "overlay", "npy") if args.format == "all" else (args.format,)
+    formats = defaults.OUTPUT_FORMATS if args.format == "all" else (args.format,)
     formats = tuple(dict.fromkeys([*formats, *(["overlay"] if args.overlay else []), *(["npy"] if args.npy else [])]))
     status = 0
 
     def video(source: int | Path, target: Path | None) -> None:
+        from fastsal.video import predict_video
+
         stem = target.with_suffix("") if target is not None else out / f"camera{source}"
         dest = target if target is not None else stem.with_suffix(".mp4")
         npy = stem.with_suffix(".npy") if "npy" in formats else None
@@ -169,9 +257,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
-def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from fastsal.backends import AUTO, BACKENDS
+def _predict_one(predictor, source: Path, target: Path, fmt: str, args: argparse.Namespace) -> int:
+    """``-o FILE`` with one image: that file, nothing else (no folder, no manifest)."""
+    from fastsal.batch import write_map
+    from fastsal.images import load_rgb
 
+    if target.is_file() and not args.overwrite:
+        print(f"fastsal: {target} exists; skipped (--overwrite to redo)", file=sys.stderr)
+        print(target)
+        return 0
+    rgb = load_rgb(source)
+    prob = predictor.predict(rgb)
+    print(write_map(target, fmt, prob, rgb))
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help="saliency maps for images, folders, videos or a camera",
         description="Predict where people look. Writes, for each input image, a map at the image's own size: "
@@ -179,34 +280,37 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                     "<name>.npy (float32 probabilities summing to 1); for each video a heat-map (or overlay) "
                     "video and optionally the per-frame maps (.npy). With no input, runs on the bundled "
                     "example image. Unreadable images are reported and skipped (see --strict). Reruns skip "
-                    "inputs whose outputs exist; --shard splits the inputs between processes or hosts.",
+                    "inputs whose outputs exist (made with the same settings); --shard splits the inputs "
+                    "between processes or hosts.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="images, videos or folders (searched recursively for jpg/png/webp/bmp/tiff and videos)")
     p.add_argument("-o", "--out", default=None,
-                   help="output folder (default: saliency/), or a video file for a single video or --camera")
+                   help="output folder (default: saliency/); a .png/.npy/.jpg file for one input image; "
+                        "a video file for a single video or --camera")
     p.add_argument("--list", metavar="FILE", help="text file of image paths, one per line (relative to the file)")
-    p.add_argument("--camera", type=int, metavar="INDEX", help="read from a camera (0: the first) until Ctrl-C")
+    p.add_argument("--camera", type=_nonnegative_int, metavar="INDEX", help="read from a camera (0: the first) until Ctrl-C")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", default="default",
                        help="model with shipped weights (default: the shipped default; see `fastsal models`)")
-    which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train` (e.g. runs/x/best.pt)")
-    p.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
-                   help="inference engine (default: auto = the fastest installed: openvino > onnxruntime > torch)")
-    p.add_argument("--format", choices=("png", "overlay", "npy", "all"), default="png",
+    which.add_argument("--weights", metavar="FILE",
+                       help="checkpoint from `fastsal train` (e.g. runs/x/best.pt) or a file from `fastsal export`")
+    _add_engine_options(p)
+    p.add_argument("--format", choices=(*defaults.OUTPUT_FORMATS, "all"), default=defaults.OUTPUT_FORMAT,
                    help="what to write for images (default: png); videos: overlay/all blend the map onto the "
                         "frames, npy/all also store the maps")
     p.add_argument("--overlay", action="store_true", help="also write overlays (videos: an overlay video)")
     p.add_argument("--npy", action="store_true", help="also write .npy maps (videos: (T, h, w) at input size)")
-    p.add_argument("--smoothing", type=float, default=0.0, metavar="A",
+    p.add_argument("--smoothing", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="A",
                    help="videos: temporal smoothing in [0, 1), an EMA of log-densities (default: 0 = off)")
     p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="videos/camera: stop after N")
     p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
-                   help="network input size (default: 192x256, the training size)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="images per forward pass (default: 8)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="threads decoding and writing beside the network (default: 2; 0 = none)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the network")
+                   help=f"network input size, each side 16..{MAX_INPUT_SIDE} "
+                        f"(default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]}, the training size)")
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
+                   help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
+    p.add_argument("--workers", type=_nonnegative_int, default=defaults.WORKERS, metavar="N",
+                   help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
@@ -223,10 +327,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.maps:
         name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
     else:
-        from fastsal.predict import load
-
-        predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads,
-                         blur_sigma=args.blur, backend=args.backend)
+        predictor = _load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
         name, source = predictor.name, E.maps_from_predictor(predictor)
     baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
     try:
@@ -235,6 +336,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     report["config"].update({"dataset": args.dataset, "split": args.split, "source": args.maps or args.weights or args.model})
+    if not args.maps:
+        report["config"]["predictor"] = predictor.settings()  # engine, precision, weights: what made the maps
     print(E.format_table(report))
     if args.json:
         print(f"wrote {E.write_json(report, args.json)}")
@@ -244,7 +347,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from fastsal.backends import AUTO, BACKENDS
     from fastsal.metrics import METRICS
 
     p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
@@ -252,20 +354,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                                    "centre bias (fitted on train), uniform and the human gold standard.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
-    src.add_argument("--weights", help="a fastsal checkpoint file")
+    src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
     src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the image stems")
     p.add_argument("--dataset", default="osie", help="dataset reader (default: %(default)s)")
     p.add_argument("--root", required=True, help="dataset folder (OSIE: stimuli/, eye/fixations.mat, splits.json)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default=defaults.EVAL_SPLIT, choices=defaults.SPLITS)
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
     p.add_argument("--limit", type=int, default=None, help="score only the first N images")
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
-    p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
-                   help="override the model's post-processing blur (px at input size; 0 = none)")
-    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
-                   help="inference engine (default: auto = the fastest installed)")
+    p.add_argument("--blur", type=_finite_range(0.0, 50.0), default=None, metavar="SIGMA",
+                   help="override the model's post-processing blur (px at input size, 0..50; 0 = none)")
+    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW")
+    _add_engine_options(p)
     p.add_argument("--json", help="write the full report (per image too) here")
     p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -289,6 +389,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
             calib = [Path(args.osie_root) / "stimuli" / n for n in read_split(args.osie_root, "train")]
         else:
             calib = [p for p, _ in find_images(args.calibrate or [])]
+        if not args.osie_root and not args.calibrate:
+            from fastsal.backends import default_calibration_images
+
+            calib = default_calibration_images()  # the shipped set: 100 OSIE train images
         if not calib:
             raise UsageError("--int8 needs calibration images: --osie-root ROOT (OSIE train split) or --calibrate PATH...")
         calib = calib[: args.calibration_limit]
@@ -306,13 +410,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train`")
-    p.add_argument("-o", "--out", default=None, help="output file (default: <model>[_int8].onnx / .pt)")
+    p.add_argument("-o", "--out", default=None, help="output file (default: <model>[_int8].onnx / .xml / .pt)")
     p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx",
                    help="onnx (default), openvino (IR .xml + .bin) or torchscript")
-    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW", help="multiples of 32 (default: 192x256)")
+    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
+                   help=f"multiples of 32 (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--dynamic-batch", action="store_true", help="free batch dimension (default: batch 1)")
     p.add_argument("--int8", action="store_true",
-                   help="static int8 quantisation (onnx / openvino; needs calibration images)")
+                   help="static int8 quantisation (onnx / openvino), calibrated on --osie-root, --calibrate or "
+                        "(default) the 100 OSIE train images shipped with fastsal")
     p.add_argument("--osie-root", metavar="ROOT", help="calibrate on the OSIE train split (stimuli/, splits.json)")
     p.add_argument("--calibrate", nargs="+", metavar="PATH", help="calibration images or folders")
     p.add_argument("--calibration-limit", type=_positive_int, default=100, metavar="N", help="default: 100")
@@ -332,13 +438,13 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _add_cost(sub: argparse._SubParsersAction) -> None:
-    from fastsal.cost import BACKENDS
-
+    labels = ["eager", *(e if q == "fp32" else f"{e}-{q}" for e, qs in defaults.ENGINE_PRECISIONS.items() for q in qs)]
     p = sub.add_parser("cost", help="parameters, GMACs, file sizes and CPU latency of models")
     p.add_argument("models", nargs="*", default=["fastsal_a", "fastsal_c", "salgan", "deepgaze2"],
                    help="FastSal names (see `fastsal models`) or salgan / deepgaze2 (random weights, for counting)")
-    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["torch"])
+    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW")
+    p.add_argument("--backends", nargs="+", choices=labels, default=["eager"], metavar="RUNNER",
+                   help=f"runners to time: {', '.join(labels)} (default: eager = PyTorch, the model as defined)")
     p.add_argument("--no-latency", action="store_true", help="count only (no timing)")
     p.add_argument("--runs", type=_positive_int, default=5)
     p.add_argument("--threads", type=_positive_int, default=None)
@@ -360,20 +466,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastsal.batch import BatchError
-    from fastsal.data.datasets import DatasetError
-    from fastsal.export import ExportError
-    from fastsal.images import ImageError
-    from fastsal.models.registry import ModelError
-    from fastsal.video import VideoError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ModelError, DatasetError, ImageError, ExportError, BatchError, VideoError,
-            FileNotFoundError) as exc:
+    except FastSalError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fastsal: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a bug or the machine, show it all
+            raise
+        print(f"fastsal: error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastsal: interrupted", file=sys.stderr)

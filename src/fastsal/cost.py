@@ -17,15 +17,16 @@ and the reference models of :mod:`fastsal.models.reference` (``salgan``, ``deepg
   fp32 / fp16 (MB = 1e6 bytes). ``size_int8_mb``: measured size of the int8 ONNX file when the
   ``onnxruntime-int8`` backend is requested for a FastSal model (``size_int8_source`` says
   "measured"), otherwise an estimate of 1 byte per parameter ("estimate").
-- ``latency_ms``: {backend: median ms per image at batch 1 over ``runs`` timed runs after
-  ``warmup``}. Backends: ``torch`` (eager), ``torch-fused`` (eager, fused model),
-  ``onnxruntime`` (fp32), ``onnxruntime-int8``, ``openvino`` / ``openvino-int8`` (the same
-  fp32 / int8 QDQ ONNX files compiled by OpenVINO's CPU plugin, if ``openvino`` is installed). The non-torch backends apply to FastSal models only (None for the references).
+- ``latency_ms``: {label: median ms per image at batch 1 over ``runs`` timed runs after
+  ``warmup``}. Labels (:func:`runner_labels`): ``eager`` (PyTorch, the model as defined) and the
+  runners of :mod:`fastsal.backends`, ``ENGINE`` at fp32 and ``ENGINE-PRECISION`` otherwise
+  (``torch``, ``torch-bf16``, ``onnxruntime``, ``onnxruntime-int8``, ``openvino``,
+  ``openvino-bf16``, ``openvino-int8``): exactly what ``fastsal predict`` runs. Only ``eager`` and
+  ``torch`` apply to the reference models (None for the others).
 """
 from __future__ import annotations
 
 import io
-import platform
 import statistics
 import tempfile
 import time
@@ -36,8 +37,35 @@ import numpy as np
 import torch
 from torch import nn
 
-BACKENDS = ("torch", "torch-fused", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+from fastsal import defaults
+from fastsal.backends import BackendError
+from fastsal.cpu import cpu_name
+from fastsal.errors import FastSalError
+
+# Runner labels: "eager" (PyTorch, the model as defined, unfused) and every engine at every
+# precision of fastsal.backends, spelt ENGINE for fp32 and ENGINE-PRECISION otherwise.
+EAGER = "eager"
+
+
+def runner_labels() -> tuple[str, ...]:
+    """Every label :func:`make_runner` accepts, in the engine vocabulary of :mod:`fastsal.backends`."""
+    from fastsal.backends import ENGINE_PRECISIONS
+
+    return (EAGER, *(label(e, p) for e, ps in ENGINE_PRECISIONS.items() for p in ps))
+
+
+def label(engine: str, precision: str = "fp32") -> str:
+    """``openvino`` for fp32, ``openvino-int8`` otherwise."""
+    return engine if precision == "fp32" else f"{engine}-{precision}"
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """(engine, precision) of a label; ``eager`` -> ("eager", "fp32")."""
+    engine, _, precision = text.partition("-")
+    return engine, precision or "fp32"
+
+
+BACKENDS = ("eager", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")  # the CLI's default choices
 
 
 def build_any(name: str) -> nn.Module:
@@ -61,7 +89,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_size: tuple[int, int] = (192, 256), batch: int = 1) -> int:
+def count_macs(model: nn.Module, input_size: tuple[int, int] = defaults.INPUT_SIZE, batch: int = 1) -> int:
     """Multiply-accumulates of one forward pass (FlopCounterMode FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,59 +108,45 @@ def state_dict_bytes(model: nn.Module, half: bool = False) -> int:
     return buf.tell()
 
 
-def default_calibration_images() -> list[Path]:
-    """The packaged example image: enough to calibrate int8 ranges for *timing* random-weight
-    models. For a real int8 export calibrate on training images (see :mod:`fastsal.export`)."""
-    return [Path(__file__).resolve().parent / "assets" / "example.jpg"]
-
-
 def make_runner(
     model: nn.Module,
     name: str,
     backend: str,
-    input_size: tuple[int, int] = (192, 256),
+    input_size: tuple[int, int] = defaults.INPUT_SIZE,
     *,
     threads: int | None = None,
     workdir: str | Path | None = None,
     calibration_images: Sequence[str | Path] | None = None,
 ) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
-    """A callable running ``model`` on an (N, 3, H, W) float32 array with ``backend``, and info
-    about it (e.g. the exported file's size). ONNX-based backends export (dynamic batch) into
-    ``workdir`` (default: a temporary folder, removed once the session exists). ``threads`` sets torch's / onnxruntime's / OpenVINO's intra-op threads."""
-    info: dict[str, Any] = {}
-    if backend in ("torch", "torch-fused"):
-        from fastsal.models.fuse import fuse
+    """A runner for ``model`` under the label ``backend`` (:func:`runner_labels`), and facts about
+    it (``file_bytes``: the converted file's size). Graph engines convert into ``workdir``
+    (default: a temporary folder, removed once the engine holds the model); int8 calibrates on
+    ``calibration_images`` (default: the shipped set). ``threads``: the engine's threads."""
+    from fastsal.backends import TorchRunner, make_runner as engine_runner
 
-        net = fuse(model) if backend == "torch-fused" else model.eval()
-        if threads is not None:
-            torch.set_num_threads(int(threads))
-
-        def run_torch(x: np.ndarray) -> Any:
-            with torch.inference_mode():
-                return net(torch.from_numpy(x))
-
-        return run_torch, info
-    if backend not in ONNX_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+    engine, precision = parse_label(backend)
+    if backend not in runner_labels():
+        raise BackendError(f"unknown backend {backend!r}; choose from: {', '.join(runner_labels())}")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    if engine == EAGER:
+        return TorchRunner(model, input_size, fuse_model=False), {}
     if not is_fastsal(model):
-        raise ValueError(f"backend {backend!r} is only available for FastSal models")
-    from fastsal.export import ExportError, cached_export, onnx_runner, openvino_runner
-
-    if workdir is None:  # sessions hold the model in memory: the file may go once they exist
+        if engine != "torch":
+            raise BackendError(f"backend {backend!r} is only available for FastSal models")
+        return TorchRunner(model, input_size, precision, fuse_model=False), {}
+    if workdir is None:
         with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
             return make_runner(model, name, backend, input_size, threads=threads, workdir=tmp,
                                calibration_images=calibration_images)
-    workdir = Path(workdir)
-    int8 = backend.endswith("-int8")
-    h, w = input_size
-    # the same file serves onnxruntime and openvino
-    path = cached_export(model, name, workdir, (h, w), int8=int8,
-                         calibration_images=(calibration_images or default_calibration_images()) if int8 else None)
-    info["onnx_bytes"] = path.stat().st_size
-    try:
-        run = openvino_runner(path, threads) if backend.startswith("openvino") else onnx_runner(path, threads)
-    except ExportError as exc:  # e.g. openvino not installed
-        raise ValueError(str(exc)) from None
+    if not hasattr(model, "name"):
+        model.name = name
+    before = set(Path(workdir).iterdir()) if Path(workdir).is_dir() else set()
+    run = engine_runner(model, engine, input_size, precision, threads=threads, folder=workdir,
+                        calibration_images=calibration_images)
+    made = [p for p in Path(workdir).glob(f"{name}-*") if p.suffix in (".onnx", ".bin")
+            and (precision == "int8") == ("int8" in p.name)]
+    info = {"file_bytes": max((p.stat().st_size for p in made), default=None), "new_files": len(set(Path(workdir).iterdir()) - before)}
     return run, info
 
 
@@ -150,8 +164,8 @@ def time_runner(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int = 1
 
 def cost_table(
     names: Iterable[str],
-    input_size: tuple[int, int] = (192, 256),
-    backends: Sequence[str] = ("torch",),
+    input_size: tuple[int, int] = defaults.INPUT_SIZE,
+    backends: Sequence[str] = (EAGER,),
     measure_latency: bool = True,
     *,
     threads: int | None = None,
@@ -162,8 +176,8 @@ def cost_table(
 ) -> list[dict[str, Any]]:
     """One row per model name; see the module docstring for the fields."""
     for b in backends:
-        if b not in BACKENDS:
-            raise ValueError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
+        if b not in runner_labels():
+            raise BackendError(f"unknown backend {b!r}; choose from: {', '.join(runner_labels())}")
     h, w = (int(v) for v in input_size)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
@@ -193,7 +207,7 @@ def cost_table(
 
             row["gmacs_fused"] = count_macs(fuse(model), (h, w)) / 1e9
         for backend in backends:
-            if backend in ONNX_BACKENDS and not fastsal:
+            if backend not in (EAGER, "torch") and not fastsal:
                 if measure_latency:
                     row["latency_ms"][backend] = None
                 continue
@@ -202,13 +216,13 @@ def cost_table(
             try:
                 run, info = make_runner(model, name, backend, (h, w), threads=threads, workdir=workdir,
                                         calibration_images=calibration_images)
-            except ValueError as exc:  # e.g. openvino not installed
+            except FastSalError as exc:  # e.g. openvino not installed
                 if measure_latency:
                     row["latency_ms"][backend] = None
                 row.setdefault("notes", []).append(str(exc))
                 continue
-            if backend == "onnxruntime-int8":
-                row["size_int8_mb"] = info["onnx_bytes"] / 1e6
+            if backend == "onnxruntime-int8" and info.get("file_bytes"):
+                row["size_int8_mb"] = info["file_bytes"] / 1e6
                 row["size_int8_source"] = "measured: quantised ONNX file"
             if measure_latency:
                 row["latency_ms"][backend] = statistics.median(time_runner(run, x, warmup, runs)) * 1000.0
@@ -243,17 +257,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 __all__ = [
-    "BACKENDS", "build_any", "cost_table", "count_macs", "count_params", "format_table", "make_runner",
+    "BACKENDS", "EAGER", "build_any", "cpu_name", "label", "parse_label", "runner_labels", "cost_table", "count_macs", "count_params", "format_table", "make_runner",
     "state_dict_bytes", "time_runner",
 ]
-
-
-def cpu_name() -> str:
-    """The processor's model name, for benchmark reports (latency means little without it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

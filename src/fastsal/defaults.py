@@ -17,6 +17,13 @@ AUTO = "auto"
 #: and CPU; ``bf16`` and ``int8`` are faster where the CPU supports them, at a measured accuracy cost.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 PRECISION = "fp32"
+#: Which precisions each engine offers (bf16 only on CPUs with AVX512_BF16 or AMX, or on GPUs).
+ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "openvino": ("fp32", "bf16", "int8"),
+    "onnxruntime": ("fp32", "int8"),
+    "torch": ("fp32", "bf16"),
+}
+DEVICE = "cpu"
 #: Relative tolerance (of the map's peak) within which every fp32 engine reproduces PyTorch's map.
 FP32_MAP_RTOL = 1e-4
 

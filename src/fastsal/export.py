@@ -1,18 +1,21 @@
-"""Export a FastSal model to ONNX (fp32 or int8) or TorchScript, with a JSON sidecar.
+"""Export a FastSal model to ONNX (fp32 or int8), OpenVINO IR or TorchScript, with a JSON sidecar.
 
-    from fastsal.export import export, load_exported
+    from fastsal.export import export
     export(model, "fastsal_a", "fastsal_a.onnx")                  # + fastsal_a.onnx.json
-    run = load_exported("fastsal_a.onnx", threads=2)               # onnxruntime session
-    logits = run(batch)                                            # (N,3,H,W) f32 -> (N,1,H,W) f32
+    fastsal.load("fastsal_a.onnx")                                 # a Predictor on the exported file
+    fastsal.backends.load_runner("fastsal_a.onnx")(batch)          # (N,3,H,W) f32 -> (N,1,H,W) f32
+
+This module only writes files (and reads their sidecars back); running them is
+:mod:`fastsal.backends`' job.
 
 What is exported is :func:`fastsal.models.fuse.fuse` of the model (BatchNorm folded, FastSal-C's
 head fused): same outputs, faster graph. The graph's contract, also written to the sidecar:
 
 - input ``image``: NCHW float32 RGB in [0, 1] at the exported size (H, W), batch 1 (or any batch
   with ``dynamic_batch=True``). ImageNet / EfficientNet-Lite normalisation is inside the graph.
-- output ``logits``: (N, 1, H, W) float32 saliency logits. Density: softmax over all H*W pixels,
-  then (for the original image size) bicubic resize of the density, clamp at 0, renormalise
-  to sum 1 -- exactly as :class:`fastsal.predict.Predictor` does.
+- output ``logits``: (N, 1, H, W) float32 saliency logits, turned into a map exactly as
+  :class:`fastsal.predict.Predictor` does (:data:`POSTPROCESS`, with the blur sigma the sidecar's
+  ``meta.blur_sigma`` gives).
 
 The size is fixed at export time (the model's resize-to-a-multiple-of-32 branch is traced away):
 resize images to the sidecar's ``input.size`` before feeding them.
@@ -46,12 +49,13 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from fastsal import defaults
 from fastsal.files import atomic_path, atomic_write, file_sha256
 
 SIDECAR_FORMAT = "fastsal-export/1"
@@ -59,10 +63,14 @@ ONNX_OPSET = 17
 FORMATS = ("onnx", "openvino", "torchscript")
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+# What fastsal.predict does with the logits, step by step (tests hold the two together).
 POSTPROCESS = (
-    "logits -> density: softmax over all H*W pixels of each image (sums to 1); for the original "
-    "image size resize the density with bicubic interpolation, clamp at 0 and renormalise to sum 1. "
-    "Viewable map: sigmoid(logits), min-max to [0, 255], resize, 5x5 Gaussian blur."
+    "1. density = softmax of the logits over all H*W pixels of each image, in float64. "
+    "2. if meta.blur_sigma > 0: Gaussian blur of the density with that sigma in pixels at the input size "
+    "(scipy.ndimage.gaussian_filter, mode='nearest', truncate 4), then renormalise to sum 1. "
+    "3. to the original image size: bicubic resize of the float32 density (PIL Image.BICUBIC), "
+    "clamp at 0, renormalise to sum 1. "
+    "Viewable PNG: min-max scale of that density to 0..255 (rounded); overlay: 'inferno' colours blended at alpha 0.5."
 )
 
 
@@ -124,7 +132,7 @@ def export(
     name: str,
     path: str | Path,
     format: str = "onnx",
-    input_size: tuple[int, int] = (192, 256),
+    input_size: tuple[int, int] = defaults.INPUT_SIZE,
     dynamic_batch: bool = False,
     int8: bool = False,
     calibration_images: Iterable[str | Path] | None = None,
@@ -176,10 +184,13 @@ def export(
     elif format == "openvino":
         if path.suffix != ".xml":
             raise ExportError(f"{path}: OpenVINO IR files end in .xml (the weights go to {path.stem}.bin beside it)")
-        with tempfile.TemporaryDirectory() as work:
-            onnx_path = Path(work) / "model.onnx"
-            _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w))
-            _save_openvino_ir(onnx_path, path)
+        if int8:  # the calibrated QDQ graph, converted
+            with tempfile.TemporaryDirectory() as work:
+                onnx_path = Path(work) / "model.onnx"
+                _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration, (h, w))
+                _save_openvino_ir(onnx_path, path)
+        else:  # straight from the PyTorch module: needs no onnx package
+            _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch)
         extra_files[path.with_suffix(".bin").name] = file_sha256(path.with_suffix(".bin"))
     else:
         _export_torchscript(net, path, dummy)
@@ -227,6 +238,7 @@ def export(
             "activations": "int8, per tensor, MinMax calibration",
             "not_quantized": ["Concat", "encoder.features.0-2 (stem and first two blocks)"],
             "calibration_images": len(calibration),
+            "calibration_sha256": calibration_digest(calibration),
         }
     with atomic_write(sidecar_path(path), "w") as fh:
         fh.write(json.dumps(sidecar, indent=2) + "\n")
@@ -246,23 +258,46 @@ def cached_export(
     """A dynamic-batch ONNX export of ``model`` in ``folder``, made only if not already there.
 
     The file name carries the first 16 hex digits of :func:`state_dict_sha256`, the size and the
-    precision, and an existing file is reused only if its sidecar confirms all three (and its
-    SHA-256): changed weights can never be served a stale graph. Export is deterministic and
-    atomic, so two processes racing to fill the cache both end with the same valid file.
+    precision (for int8 also a digest of the calibration images' contents), and an existing file
+    is reused only if its sidecar confirms them (and its SHA-256): changed weights or calibration
+    can never be served a stale graph. Export is deterministic and atomic, so two processes racing
+    to fill the cache both end with a valid file.
     """
+    calibration = [Path(p) for p in calibration_images] if calibration_images is not None else None
+    tag = "int8-" + calibration_digest(calibration)[:12] if int8 and calibration else ("int8" if int8 else "fp32")
+    return _cached(model, name, folder, input_size, f"{tag}.onnx", "onnx", int8=int8,
+                   calibration_images=calibration, meta=meta)
+
+
+def cached_openvino_ir(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int]) -> Path:
+    """A dynamic-batch fp32 OpenVINO IR of ``model`` in ``folder`` (``.xml`` + ``.bin``), converted
+    from the PyTorch module only if not already there; keyed and checked like :func:`cached_export`."""
+    return _cached(model, name, folder, input_size, "fp32.xml", "openvino")
+
+
+def _cached(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int], tail: str,
+            format: str, **kw: Any) -> Path:
     sha = state_dict_sha256(model)
     h, w = (int(v) for v in input_size)
-    precision = "int8" if int8 else "fp32"
-    path = Path(folder) / f"{name}-{sha[:16]}-{h}x{w}-{precision}.onnx"
+    path = Path(folder) / f"{name}-{sha[:16]}-{h}x{w}-{tail}"
+    precision = "int8" if kw.get("int8") else "fp32"
     try:
         side = read_sidecar(path)
         if side["weights_sha256"] == sha and side["input_size"] == [h, w] and side["dynamic_batch"] \
-                and side["precision"] == precision and side.get("meta", {}) == dict(meta or {}):
+                and side["precision"] == precision and side["export_format"] == format \
+                and side.get("meta", {}) == dict(kw.get("meta") or {}):
             return path
     except ExportError:
         pass
-    return export(model, name, path, "onnx", (h, w), dynamic_batch=True, int8=int8,
-                  calibration_images=calibration_images, meta=meta)
+    return export(model, name, path, format, (h, w), dynamic_batch=True, **kw)
+
+
+def calibration_digest(paths: Sequence[str | Path]) -> str:
+    """SHA-256 over the calibration images' contents, in order: what an int8 graph depends on."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(file_sha256(p).encode())
+    return h.hexdigest()
 
 
 class _Graph(nn.Module):
@@ -286,12 +321,10 @@ def _export_onnx(
     net: nn.Module, path: Path, dummy: torch.Tensor, dynamic_batch: bool, opset: int,
     calibration: list[Path] | None, input_size: tuple[int, int],
 ) -> None:
-    try:
+    try:  # torch.onnx.export itself needs it
         import onnx
     except ImportError:
-        if calibration is not None:
-            raise ExportError("int8 export needs the 'onnx' package: pip install 'fastsal[onnx]'") from None
-        onnx = None
+        raise ExportError("ONNX export needs the onnx package: pip install 'fastsal[onnx]'") from None
     with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work:
         float_path = Path(work) / "float.onnx" if calibration is not None else tmp
         axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if dynamic_batch else None
@@ -305,8 +338,7 @@ def _export_onnx(
                 net, (dummy,), str(float_path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
             )
-        if onnx is not None:  # the checker is optional; onnxruntime / OpenVINO validate on load anyway
-            onnx.checker.check_model(str(float_path))
+        onnx.checker.check_model(str(float_path))
         if calibration is not None:
             try:
                 from onnxruntime.quantization import (
@@ -329,21 +361,33 @@ def _export_onnx(
             )
 
 
-def _save_openvino_ir(onnx_path: Path, xml_path: Path) -> None:
-    """ONNX file -> OpenVINO IR (``.xml`` graph + ``.bin`` weights, fp32 kept) beside ``xml_path``.
+def _save_openvino_ir(source: Path | nn.Module, xml_path: Path, *, example: torch.Tensor | None = None,
+                      dynamic_batch: bool = True) -> None:
+    """An ONNX file or a traceable module -> OpenVINO IR (``.xml`` graph + ``.bin`` weights, fp32
+    kept) at ``xml_path``.
 
-    Both files are written under temporary names and renamed, weights first: a reader that finds
-    the ``.xml`` finds its ``.bin``.
+    A module is converted by OpenVINO's PyTorch frontend (traced on ``example``), so the
+    ``[openvino]`` extra needs no ``onnx``. Both files are written under temporary names and
+    renamed, weights first: a reader that finds the ``.xml`` finds its ``.bin``.
     """
     try:
         import openvino as ov
     except ImportError:
         raise ExportError("OpenVINO export needs openvino: pip install 'fastsal[openvino]'") from None
     bin_path = xml_path.with_suffix(".bin")
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(xml_path) as tmp_xml, atomic_path(bin_path) as tmp_bin:  # inner (.bin) lands first
-        with tempfile.TemporaryDirectory(dir=xml_path.parent) as work:
+        with tempfile.TemporaryDirectory(dir=xml_path.parent, prefix=".fastsal-ir-") as work:
             staged = Path(work) / "model.xml"
-            ov.save_model(ov.convert_model(str(onnx_path)), str(staged), compress_to_fp16=False)
+            if isinstance(source, nn.Module):
+                assert example is not None
+                shape = [-1 if dynamic_batch else example.shape[0], *example.shape[1:]]
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: harmless here
+                    converted = ov.convert_model(source, example_input=example, input=[ov.PartialShape(shape)])
+            else:
+                converted = ov.convert_model(str(source))
+            ov.save_model(converted, str(staged), compress_to_fp16=False)
             os.replace(staged.with_suffix(".bin"), tmp_bin)
             os.replace(staged, tmp_xml)
 
@@ -423,151 +467,7 @@ def read_sidecar(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     return data
 
 
-class ExportedModel:
-    """A loaded export: ``__call__((N, 3, H, W) float32 in [0, 1]) -> (N, 1, H, W) float32 logits``.
-
-    Static-batch exports are run one image at a time, so any N works. ``sidecar`` holds the
-    metadata; ``input_size`` the (H, W) the images must be resized to.
-    """
-
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], sidecar: dict[str, Any], backend: str) -> None:
-        self._run = run
-        self.sidecar = sidecar
-        self.backend = backend
-        self.input_size = tuple(sidecar["input_size"])
-        self.name = sidecar["model"]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1] != 3 or tuple(batch.shape[2:]) != self.input_size:
-            h, w = self.input_size
-            raise ExportError(f"exported model expects (N, 3, {h}, {w}) input; got {tuple(batch.shape)}")
-        if self.sidecar["dynamic_batch"] or batch.shape[0] == 1:
-            return self._run(batch)
-        return np.concatenate([self._run(batch[i:i + 1]) for i in range(batch.shape[0])])
-
-    def __repr__(self) -> str:
-        h, w = self.input_size
-        return f"ExportedModel({self.name!r}, {self.sidecar['export_format']}/{self.sidecar['precision']}, {h}x{w})"
-
-
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU InferenceSession with ``threads`` intra-op threads (None: ORT default)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("running ONNX models needs onnxruntime: pip install 'fastsal[onnx]'") from None
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _openvino_core_config(threads: int | None, cache_dir: str | Path | None) -> tuple[Any, dict[str, Any]]:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise ExportError("running models with OpenVINO needs openvino: pip install 'fastsal[openvino]'") from None
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    if cache_dir is not None:
-        config["CACHE_DIR"] = str(cache_dir)
-    return ov.Core(), config
-
-
-def openvino_model(path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None,
-                   batch: int | None = None):
-    """An OpenVINO CPU ``CompiledModel`` for an ONNX or IR (``.xml``) file.
-
-    Latency hint (inference one request at a time), ``threads`` inference threads (None: all
-    cores). ``cache_dir`` turns on OpenVINO's model cache: the compiled blob is stored there,
-    keyed by OpenVINO on the model and the configuration, and later loads skip compilation.
-    ``batch`` fixes a dynamic batch dimension: static shapes compile to faster kernels (FastSal-A
-    batch 1: 14.6 ms against 16.0 ms with a dynamic batch on 2 cores).
-    """
-    core, config = _openvino_core_config(threads, cache_dir)
-    try:
-        model = core.read_model(str(path))
-        if batch is not None and model.input(0).get_partial_shape()[0].is_dynamic:
-            shape = model.input(0).get_partial_shape()
-            shape[0] = int(batch)
-            model.reshape({model.input(0): shape})
-        return core.compile_model(model, "CPU", config)
-    except RuntimeError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-        raise ExportError(f"{path}: OpenVINO cannot compile this model ({detail[:200]})") from None
-
-
-def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """``run(x) -> logits`` for an ONNX file on onnxruntime's CPU provider."""
-    sess = onnx_session(path, threads)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-
-    return run
-
-
-def openvino_runner(
-    path: str | Path, threads: int | None = None, cache_dir: str | Path | None = None,
-) -> Callable[[np.ndarray], np.ndarray]:
-    """``run(x) -> logits`` for an ONNX or IR file on OpenVINO's CPU plugin (not for concurrent
-    calls from several threads). A dynamic-batch model is compiled once per batch size met (static
-    shapes run faster; with ``cache_dir`` each compilation is cached on disk)."""
-    first = openvino_model(path, threads, cache_dir, batch=1)  # errors surface here, not at the first call
-    compiled: dict[int, Any] = {1: (first.create_infer_request(), first.output(0))}
-
-    def run(x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        if n not in compiled:
-            model = openvino_model(path, threads, cache_dir, batch=n)
-            compiled[n] = (model.create_infer_request(), model.output(0))
-        request, output = compiled[n]
-        return request.infer({0: x})[output]  # share_outputs=False (default): a fresh array per call
-
-    return run
-
-
-def load_exported(
-    path: str | Path, threads: int | None = None, *, verify: bool = True, backend: str | None = None,
-) -> ExportedModel:
-    """Load an exported model and its sidecar, ready to run.
-
-    ONNX files run on onnxruntime (``backend="onnxruntime"``, the default) or OpenVINO
-    (``backend="openvino"``), OpenVINO IR files on OpenVINO, TorchScript files on torch.jit.
-    """
-    path = Path(path)
-    if path.suffix == ".json":
-        path = path.with_suffix("")
-    side = read_sidecar(path, verify=verify)
-    model_file = sidecar_path(path).with_name(side["file"])
-    kind = side["export_format"]
-    allowed = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "torchscript": ("torchscript",)}[kind]
-    backend = backend or allowed[0]
-    if backend not in allowed:
-        raise ExportError(f"{model_file}: a {kind} export runs on {' or '.join(allowed)}, not {backend!r}")
-    if backend == "onnxruntime":
-        return ExportedModel(onnx_runner(model_file, threads), side, backend)
-    if backend == "openvino":
-        return ExportedModel(openvino_runner(model_file, threads), side, backend)
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(model_file), map_location="cpu").eval()
-
-    def run_ts(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).float().numpy()
-
-    return ExportedModel(run_ts, side, "torchscript")
-
-
 __all__ = [
-    "ExportError", "ExportedModel", "cached_export", "export", "load_exported", "onnx_runner", "onnx_session", "openvino_model",
-    "openvino_runner", "preprocess_image",
+    "ExportError", "FORMATS", "POSTPROCESS", "cached_export", "calibration_digest", "cached_openvino_ir", "export", "preprocess_image",
     "read_sidecar", "sidecar_path", "state_dict_sha256",
 ]

@@ -10,11 +10,15 @@ from __future__ import annotations
 from fastsal.errors import FastSalError
 
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+#: What every image-taking function accepts: a path, a PIL image or an (H, W[, 3|4]) array.
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
 
 class ImageError(FastSalError, ValueError):

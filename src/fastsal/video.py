@@ -85,9 +85,9 @@ class VideoFrame:
     @cached_property
     def map(self) -> np.ndarray:
         """(H, W) float32 fixation-probability map at the frame's size; sums to 1."""
-        from fastsal.predict import Predictor
+        from fastsal.predict import postprocess
 
-        return Predictor._to_original(self.log_density, self.rgb.shape[:2])
+        return postprocess(self.log_density, self.rgb.shape[:2])
 
 
 def _cv2() -> Any:
@@ -172,7 +172,7 @@ def _maps(predictor: Predictor, capture: _Capture, smoothing: float, batch_size:
         chunk = [rgb for _, rgb in zip(range(batch_size), frames)]
         if not chunk:
             break
-        logs = predictor._log_density_small(np.stack([predictor.preprocess(rgb) for rgb in chunk]))
+        logs = predictor.small_log_density(np.stack([predictor.preprocess(rgb) for rgb in chunk]))
         for rgb, log in zip(chunk, logs):
             if smoothing > 0.0 and state is not None:
                 # Geometric mean of the distributions, renormalised (log-sum-exp) to sum to 1.
@@ -259,7 +259,7 @@ def predict_video(
 
     ``npy``: a (T, h, w) float32 array of the per-frame densities (each sums to 1) at the model's
     *input* size: 190 KB a frame at 192x256, against megabytes at 1080p, and the model has no finer
-    detail to store (``Predictor._to_original`` resizes one exactly as the video's frames were).
+    detail to store (:func:`fastsal.predict.postprocess` resizes one exactly as the video's frames were).
     Not float16: typical values (~1 / (h * w) = 2e-5) fall below its normal range and lose precision.
 
     ``smoothing`` in [0, 1): EMA weight of the previous frames' log-densities (module docstring);
@@ -288,8 +288,8 @@ def predict_video(
     from tqdm import tqdm
 
     from fastsal.files import atomic_path, atomic_write
-    from fastsal.predict import colormap, to_png
-    from fastsal.predict import overlay as blend
+    from fastsal.viewing import colormap, to_png
+    from fastsal.viewing import overlay as blend
 
     cv2 = _cv2()
     capture = _Capture(source)

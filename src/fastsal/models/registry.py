@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from fastsal import defaults
 from fastsal.files import atomic_write
 from fastsal.models.decoders import DECODERS
 from fastsal.models.efficientnet import efficientnet_lite0
@@ -24,7 +25,7 @@ from fastsal.models.mobilenetv2 import mobilenet_v2
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKPOINT_FORMAT = "fastsal-checkpoint/1"
-DEFAULT_INPUT_SIZE = (192, 256)
+DEFAULT_INPUT_SIZE = defaults.INPUT_SIZE
 
 
 class ModelError(FastSalError, ValueError):
@@ -54,7 +55,7 @@ BACKBONES: dict[str, Backbone] = {
 
 # Weights shipped inside the package (file names under fastsal/weights/).
 SHIPPED: dict[str, str] = {"fastsal_a_effnet_lite0": "fastsal_a_effnet_lite0_osie.pt"}
-DEFAULT_MODEL = "fastsal_a_effnet_lite0"
+DEFAULT_MODEL = defaults.MODEL
 
 
 def _parse(name: str) -> tuple[str, str]:
