@@ -179,3 +179,42 @@ def test_int8_density_correlates_with_fp32(tmp_path, osie_root):
         # fp32 on OSIE (100 val images, 100 calibration images); plain int8 gave 0.89 on this
         # CPU, and a broken quantisation gives ~0. 8 calibration images keep the test quick.
         assert min(ccs) > 0.98, (backend, ccs)
+
+
+def test_sidecar_postprocess_text_is_what_predict_does(tmp_path):
+    """Follow the sidecar's POSTPROCESS steps literally on the exported graph's logits: the result
+    must be fastsal's own map (blur included), or the text would mislead users of the file."""
+    import re
+
+    from PIL import Image
+    from scipy import ndimage
+
+    import fastsal
+    from fastsal.models import load_model
+
+    model, meta = load_model(shipped_weights("default"))
+    path = export(model, model.name, tmp_path / "m.onnx", meta=meta)
+    side = read_sidecar(path)
+    text = side["postprocess"]
+    assert "blur_sigma" in text and "bicubic" in text and "softmax" in text and "clamp at 0" in text
+    assert re.search(r"mode='nearest'", text)
+    sigma = side["meta"]["blur_sigma"]
+    assert sigma > 0  # the shipped model has a blur, so step 2 is exercised
+    rgb = np.random.default_rng(5).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    x = preprocess_image_array(rgb, SIZE)
+    logits = load_runner(path, threads=1)(x)[0, 0].astype(np.float64)
+    d = np.exp(logits - logits.max())
+    d /= d.sum()                                                           # 1. softmax
+    d = ndimage.gaussian_filter(d, sigma, mode="nearest")                  # 2. blur, renormalise
+    d /= d.sum()
+    big = np.asarray(Image.fromarray(d.astype(np.float32)).resize((120, 90), Image.BICUBIC))
+    big = np.maximum(big, 0)                                               # 3. resize, clamp, renormalise
+    big = big / big.sum()
+    ours = fastsal.load(backend="torch", threads=1).predict(rgb)
+    assert np.abs(ours - big).max() < 1e-3 * ours.max()
+
+
+def preprocess_image_array(rgb: np.ndarray, size) -> np.ndarray:
+    from fastsal.images import resize_rgb
+
+    return (resize_rgb(rgb, size).transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
