@@ -1,4 +1,5 @@
 """``fastsal predict`` end to end: outputs, mirrored names, bad files, exit codes, atomic writes."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -318,3 +319,27 @@ def test_cli_library_bug_is_not_reported_as_a_user_error(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_models", buggy)
     with pytest.raises(ValueError, match="internal"):
         cli.main(["models"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("onnxruntime") is None,
+                    reason="needs openvino and onnxruntime")
+def test_cli_int8_openvino_export_runs_with_weights(tmp_path, capsys):
+    from fastsal.cli import main as cli_main
+    from fastsal.predict import example_image
+
+    xml = tmp_path / "q.xml"
+    assert cli_main(["export", "--format", "openvino", "--int8", "--calibration-limit", "4", "-o", str(xml)]) == 0
+    capsys.readouterr()
+    target = tmp_path / "m.npy"
+    assert cli_main(["predict", str(example_image()), "--weights", str(xml), "-o", str(target), "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "engine openvino, precision int8" in err
+    ref = fastsal_load_torch().predict(example_image())
+    got = np.load(target)
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.98
+
+
+def fastsal_load_torch():
+    import fastsal
+
+    return fastsal.load(backend="torch", threads=1)
