@@ -1,8 +1,15 @@
-"""CPU inference backends side by side: eager PyTorch, fused eager, ONNX Runtime fp32 / int8,
-OpenVINO fp32 / int8 (when ``openvino`` is installed), for FastSal models at one input size.
+"""CPU inference engines side by side: every label of :func:`fastsal.cost.runner_labels` this
+machine can run (eager PyTorch, fused PyTorch fp32 / bf16, ONNX Runtime fp32 / int8, OpenVINO
+fp32 / bf16 / int8), for FastSal models at one input size.
 
     python benchmarks/backends.py                                  # fastsal_a, fastsal_c, 192x256, batch 1 and 8
     python benchmarks/backends.py --threads 1 --runs 20 --note "idle machine"
+
+bf16 labels run only where the CPU has native bf16 (:func:`fastsal.cpu.supports_bf16`; elsewhere
+it would be emulated and the engines refuse it) and engines that are not installed are skipped,
+so the default set is what this machine offers. The CPU's name and instruction-set extensions
+(:func:`fastsal.cpu.describe`) are printed and stored beside the figures: a latency means little
+without them.
 
 Weights are random (latency does not depend on them); int8 ranges are calibrated on OSIE
 training images when ../shared/data/osie is present, else on the packaged example image. Each
@@ -10,13 +17,12 @@ training images when ../shared/data/osie is present, else on the packaged exampl
 ms per image and images per second, with the speed-up over eager PyTorch at the same batch.
 ``max_abs_diff`` is the largest |logit| difference from eager PyTorch on the timed input, with
 the head rescaled to unit-variance logits (a correctness check: ~1e-5 for the fp32 backends;
-int8 differs by quantisation error).
+bf16 and int8 differ by rounding and quantisation error).
 Times cover the network only, not image decoding, resizing or post-processing.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -29,7 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastsal.cost import BACKENDS, cpu_name, make_runner, time_runner
+from fastsal import cpu
+from fastsal.backends import installed
+from fastsal.cost import EAGER, make_runner, parse_label, runner_labels, time_runner
+from fastsal.errors import FastSalError
 from fastsal.files import write_json
 from fastsal.models import build
 
@@ -42,9 +51,19 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def usable(label: str) -> str | None:
+    """None if this machine can run ``label``, else why not (no native bf16, engine not installed)."""
+    engine, precision = parse_label(label)
+    if precision == "bf16" and not cpu.supports_bf16():
+        return "this CPU has no native bf16 (AVX512_BF16/AMX)"
+    if engine != EAGER and not installed(engine):
+        return f"{engine} is not installed"
+    return None
+
+
 def default_backends() -> list[str]:
-    have_ov = importlib.util.find_spec("openvino") is not None
-    return [b for b in BACKENDS if have_ov or not b.startswith("openvino")]
+    """Every runner label this machine can run, in :func:`fastsal.cost.runner_labels` order."""
+    return [b for b in runner_labels() if usable(b) is None]
 
 
 def calibration_images(n: int) -> list[Path]:
@@ -53,6 +72,12 @@ def calibration_images(n: int) -> list[Path]:
         names = json.loads(split.read_text())["train"][:n]
         return [OSIE / "stimuli" / f for f in names]
     return [Path(__file__).resolve().parents[1] / "src" / "fastsal" / "assets" / "example.jpg"]
+
+
+def cpu_line(info: dict[str, object]) -> str:
+    """The CPU as one line: name, cores and the extensions that decide speed and precisions."""
+    features = ", ".join(info["features"]) or "no AVX"  # type: ignore[arg-type]
+    return f"CPU: {info['name']}, {info['cores']} cores, level {info['level']}: {features}"
 
 
 def version(module: str) -> str | None:
@@ -65,8 +90,8 @@ def version(module: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["fastsal_a", "fastsal_c"])
-    ap.add_argument("--backends", nargs="+", default=None, choices=BACKENDS,
-                    help="default: all (OpenVINO ones only if installed)")
+    ap.add_argument("--backends", nargs="+", default=None, choices=runner_labels(),
+                    help="default: all this machine can run (bf16 only with native bf16, installed engines only)")
     ap.add_argument("--size", type=parse_size, default=(192, 256), metavar="HxW")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads for every backend (default: all cores)")
@@ -78,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     backends = args.backends or default_backends()
+    machine_cpu = cpu.describe()
     torch.set_num_threads(args.threads)
     calib = calibration_images(args.calibration)
     tmp = tempfile.TemporaryDirectory(prefix="fastsal-backends-")
@@ -85,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     print(f"{args.size[0]}x{args.size[1]}, threads={args.threads}, warmup={args.warmup}, runs={args.runs}", flush=True)
+    print(cpu_line(machine_cpu), flush=True)
     for name in args.models:
         torch.manual_seed(0)
         model = build(name).eval()
@@ -95,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
             model.decoder.head.bias /= scale
             reference = {b: model(torch.from_numpy(x)).numpy() for b, x in inputs.items()}
         for backend in backends:
+            why = usable(backend)
+            if why is not None:  # asked for explicitly, but not runnable here
+                print(f"{name:<12} {backend:<17} skipped: {why}", file=sys.stderr, flush=True)
+                rows.append({"model": name, "backend": backend, "skipped": why})
+                continue
             try:
                 run, info = make_runner(model, name, backend, args.size, threads=args.threads,
                                         workdir=workdir, calibration_images=calib)
-            except ValueError as exc:
+            except FastSalError as exc:
                 print(f"{name:<12} {backend:<17} skipped: {exc}", file=sys.stderr, flush=True)
                 rows.append({"model": name, "backend": backend, "skipped": str(exc)})
                 continue
@@ -114,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                     "max_abs_diff": float(np.abs(out - reference[b]).max()),
                     "runs": args.runs,
                 }
-                if "onnx_bytes" in info:
-                    row["onnx_mb"] = info["onnx_bytes"] / 1e6
+                if info.get("file_bytes"):  # the converted model file (ONNX, or OpenVINO IR weights)
+                    row["file_mb"] = info["file_bytes"] / 1e6
                 rows.append(row)
                 print(f"{name:<12} {backend:<17} batch {b:<2} {per_image:8.1f} ms/image", flush=True)
 
     tmp.cleanup()
-    eager = {(r["model"], r["batch"]): r["ms_per_image"] for r in rows if r.get("backend") == "torch" and "batch" in r}
+    eager = {(r["model"], r["batch"]): r["ms_per_image"] for r in rows if r.get("backend") == EAGER and "batch" in r}
     for r in rows:
         if "batch" in r and (r["model"], r["batch"]) in eager:
             r["speedup_vs_eager"] = eager[(r["model"], r["batch"])] / r["ms_per_image"]
@@ -132,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{r['model']:<12} {r['backend']:<17} {r['batch']:>5} {r['ms_per_image']:>9.1f} "
               f"{r['images_per_s']:>9.1f} {r.get('speedup_vs_eager', float('nan')):>8.2f}x {r['max_abs_diff']:>10.2e}")
+    print(cpu_line(machine_cpu))
 
     result = {
         "benchmark": "backends",
@@ -143,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "calibration_images": len(calib),
         "note": args.note,
         "machine": {
-            "cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "cpu": machine_cpu["name"], "cores": os.cpu_count(), "cpu_level": machine_cpu["level"],
+            "cpu_features": machine_cpu["features"], "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": version("onnxruntime"), "openvino": version("openvino"),
         },
