@@ -30,36 +30,88 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from fastsal.train import TrainConfig, train
+    from fastsal.train import TrainConfig, TrainInterrupted, train
 
-    cfg = TrainConfig(
-        model=args.model, root=args.root, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, encoder_lr_scale=args.encoder_lr_scale, input_size=args.input_size,
-        backbone_weights=None if args.backbone_weights == "none" else args.backbone_weights,
-        seed=args.seed, limit=args.limit, threads=args.threads,
-    )
-    train(cfg, resume=not args.restart, progress=not args.no_progress)
+    try:
+        cfg = TrainConfig(
+            model=args.model, root=args.root, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, encoder_lr_scale=args.encoder_lr_scale, input_size=args.input_size,
+            backbone_weights=None if args.backbone_weights == "none" else args.backbone_weights,
+            seed=args.seed, limit=args.limit, threads=args.threads,
+        )
+        train(cfg, resume=not args.restart, progress=not args.no_progress)
+    except TrainInterrupted as exc:  # the "interrupted ...; rerun to resume" line is already printed
+        return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a killed process
+    except FastSalError as exc:  # TrainError, OutputError, ModelError, ...: one line, exit 2
+        raise UsageError(str(exc)) from None
+    except OSError as exc:  # a full or vanished disk while writing checkpoints
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
     print(f"best checkpoint: {cfg.out}/best.pt")
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    import math
+
+    # The same bounds as fastsal.train's *_RANGE constants (a test keeps them equal), written out
+    # here because importing fastsal.train loads PyTorch, which `fastsal --help` must not wait for.
+    epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
+
+    def whole(lo: int, hi: int | None) -> Callable[[str], int]:
+        wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
+
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = None
+            if value is None or value < lo or (hi is not None and value > hi):
+                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+            return value
+        return parse
+
+    def real(lo: float, strict: bool) -> Callable[[str], float]:
+        def parse(text: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and (value > lo if strict else value >= lo)):
+                raise argparse.ArgumentTypeError(f"expected a finite number {'>' if strict else '>='} {lo:g}, got {text!r}")
+            return value
+        return parse
+
+    def size(text: str) -> tuple[int, int]:
+        lo, hi = side_range
+        h, w = _size(text)
+        if not (lo <= h <= hi and lo <= w <= hi):
+            raise argparse.ArgumentTypeError(f"each side must be in {lo}..{hi}, got {text!r}")
+        return h, w
+
     p = sub.add_parser("train", help="train a model on OSIE eye fixations (resumable)",
                        description="Train on the OSIE train split, select on val; checkpoints every epoch. "
+                                   "Rerunning resumes from OUT/last.pt (a larger --epochs extends a finished run "
+                                   "with a new one-cycle schedule). Ctrl-C or SIGTERM stops after the current "
+                                   "batch, keeping the last finished epoch, and exits 130 or 143. "
                                    "Run under torchrun for data-parallel training.")
     p.add_argument("--model", default="fastsal_a_effnet_lite0", help="model name (see `fastsal models`)")
     p.add_argument("--root", required=True, help="OSIE folder holding stimuli/, eye/fixations.mat, splits.json")
     p.add_argument("--out", default="runs/default", help="output folder for last.pt, best.pt, log.json")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--encoder-lr-scale", type=float, default=0.3)
-    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
+    p.add_argument("--epochs", type=whole(*epochs_range), default=20, metavar="N",
+                   help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
+    p.add_argument("--batch-size", type=whole(*batch_range), default=8, metavar="N",
+                   help=f"{batch_range[0]}..{batch_range[1]} (default: %(default)s)")
+    p.add_argument("--lr", type=real(0.0, True), default=3e-4)
+    p.add_argument("--encoder-lr-scale", type=real(0.0, False), default=0.3)
+    p.add_argument("--input-size", type=size, default=(192, 256), metavar="HxW",
+                   help=f"each side {side_range[0]}..{side_range[1]} (default: 192x256)")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, or 'none'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split (smoke test)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=whole(0, None), default=0)
+    p.add_argument("--limit", type=whole(1, None), default=None, metavar="N",
+                   help="use only the first N images per split (smoke test)")
+    p.add_argument("--threads", type=whole(*threads_range), default=None, metavar="N")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
