@@ -268,40 +268,97 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from fastsal import evaluate as E
+    import importlib.util
 
-    samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
-    train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
-    if args.maps:
-        name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
-    else:
-        from fastsal.predict import load
+    from fastsal import files
 
-        predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads,
-                         blur_sigma=args.blur, backend=args.backend)
-        name, source = predictor.name, E.maps_from_predictor(predictor)
-    baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
+    # Everything that can fail in a second fails before minutes of scoring.
     try:
+        if args.plot and importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'fastsal[plot]'")
+        for option, path in (("--json", args.json), ("--plot", args.plot)):
+            if path:
+                files.check_writable_file(path, option)
+        from fastsal import evaluate as E
+        from fastsal import images
+
+        if args.max_pixels is not None:
+            images.set_max_pixels(args.max_pixels)
+        samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
+        train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
+        if args.maps:
+            name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
+        else:
+            from fastsal.predict import load
+
+            predictor = load(args.weights or args.model, input_size=args.input_size, threads=args.threads,
+                             blur_sigma=args.blur, backend=args.backend)
+            name, source = predictor.name, E.maps_from_predictor(predictor)
+        baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
         report = E.evaluate(samples, {name: source}, train_samples=train, baselines=baselines,
                             metrics=args.metrics, progress=not args.quiet)
-    except ValueError as exc:
+        report["config"].update({"dataset": args.dataset, "split": args.split,
+                                 "source": args.maps or args.weights or args.model})
+        print(E.format_table(report))
+        if args.json:
+            print(f"wrote {E.write_json(report, args.json)}")
+        if args.plot:
+            print(f"wrote {E.plot_examples(samples, source, args.plot)}")
+    except FastSalError as exc:  # DatasetError, OutputError, EvaluateError, ModelError, ...: one line, exit 2
         raise UsageError(str(exc)) from None
-    report["config"].update({"dataset": args.dataset, "split": args.split, "source": args.maps or args.weights or args.model})
-    print(E.format_table(report))
-    if args.json:
-        print(f"wrote {E.write_json(report, args.json)}")
-    if args.plot:
-        print(f"wrote {E.plot_examples(samples, source, args.plot)}")
+    except OSError as exc:  # writing the report or plot failed after all (a full disk)
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another path") from None
+    finally:
+        if args.max_pixels is not None:  # process-wide: do not leak into a caller of main()
+            from fastsal import images
+
+            images.set_max_pixels(None)
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    import math
+
     from fastsal.backends import AUTO, BACKENDS
     from fastsal.metrics import METRICS
 
+    side_range, max_blur = (32, 2048), 50.0
+
+    def whole(lo: int, hi: int | None) -> Callable[[str], int]:
+        wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
+
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = None
+            if value is None or value < lo or (hi is not None and value > hi):
+                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+            return value
+        return parse
+
+    def blur(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0.0 <= value <= max_blur):
+            raise argparse.ArgumentTypeError(f"expected a number of pixels in 0..{max_blur:g}, got {text!r}")
+        return value
+
+    def size(text: str) -> tuple[int, int]:
+        lo, hi = side_range
+        h, w = _size(text)
+        if not (lo <= h <= hi and lo <= w <= hi):
+            raise argparse.ArgumentTypeError(f"each side must be in {lo}..{hi}, got {text!r}")
+        return h, w
+
     p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
                        description="Score on every standard metric (MIT benchmark conventions), next to the "
-                                   "centre bias (fitted on train), uniform and the human gold standard.")
+                                   "centre bias (fitted on train), uniform and the human gold standard. Maps "
+                                   "with NaN, negative values, no signal or another aspect ratio than the "
+                                   "image are refused, naming the file.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     src.add_argument("--weights", help="a fastsal checkpoint file")
@@ -310,16 +367,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="dataset folder (OSIE: stimuli/, eye/fixations.mat, splits.json)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+    p.add_argument("--limit", type=whole(1, None), default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
-    p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
-                   help="override the model's post-processing blur (px at input size; 0 = none)")
-    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--blur", type=blur, default=None, metavar="SIGMA",
+                   help=f"override the model's post-processing blur (px at input size, 0..{max_blur:g}; 0 = none)")
+    p.add_argument("--input-size", type=size, default=(192, 256), metavar="HxW",
+                   help=f"each side {side_range[0]}..{side_range[1]} (default: 192x256)")
+    p.add_argument("--threads", type=whole(1, 1024), default=None, metavar="N")
+    p.add_argument("--max-pixels", type=whole(1, None), default=None, metavar="N",
+                   help="refuse images larger than N pixels (default: 100000000, or FASTSAL_MAX_PIXELS)")
     p.add_argument("--backend", choices=(AUTO, *BACKENDS), default=AUTO,
                    help="inference engine (default: auto = the fastest installed)")
     p.add_argument("--json", help="write the full report (per image too) here")
-    p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction")
+    p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction (needs matplotlib)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
