@@ -259,6 +259,27 @@ def test_cli_interrupt_exit_code_and_resume(osie_root, tmp_path, capsys, monkeyp
     assert got == 0 and "resumed from" in out and "epoch 3/3" in out
 
 
+def test_second_signal_stops_at_once(osie_root, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real_loss = train_mod.saliency_loss
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            handler = signal.getsignal(signal.SIGINT)
+            handler(signal.SIGINT, None)
+            handler(signal.SIGINT, None)  # impatient: raises from the handler, mid-batch
+            raise AssertionError("the second Ctrl-C did not stop the run")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "saliency_loss", loss)
+    code, out, err = _cli(capsys, "--root", str(osie_root), "--out", str(tmp_path), "--epochs", "3", *TINY)
+    assert code == 130
+    assert ("interrupted again; stopped without finishing the batch in epoch 2; rerun the same command to resume "
+            "from epoch 2") in err
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 0
+
+
 def test_interrupt_during_validation_keeps_the_finished_epoch(osie_root, tmp_path, monkeypatch):
     real_validate = train_mod.validate
 

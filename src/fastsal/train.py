@@ -270,6 +270,11 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         files.remove_stale_temporaries(out, STALE_TEMPORARY_AGE_S)
     last_path, best_path = out / "last.pt", out / "best.pt"
     state = _read_resume_state(last_path, cfg.model) if resume and last_path.is_file() else None
+    if state is not None and int(state["epoch"]) + 1 >= cfg.epochs:  # before minutes of data loading
+        if rank == 0:
+            print(f"{last_path}: already trained {int(state['epoch']) + 1} epochs (--epochs {cfg.epochs}); nothing "
+                  "to do. Pass a larger --epochs to continue or --restart to start over", file=sys.stderr, flush=True)
+        return state["log"]
     model = _build_model(cfg)
 
     if world > 1:
@@ -314,7 +319,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                              "or another --out") from None
         if state["scheduler"].get("total_steps") == sched.total_steps:
             sched.load_state_dict(state["scheduler"])
-        elif start_epoch < cfg.epochs:
+        else:
             # The plan changed (more epochs, another batch size or --limit): a warm restart over
             # the epochs still to do, from the saved weights and optimiser moments.
             sched = one_cycle(cfg.epochs - start_epoch)
@@ -323,30 +328,29 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                       f"continuing with a new one-cycle schedule over epochs {start_epoch + 1}..{cfg.epochs}",
                       file=sys.stderr, flush=True)
         if rank == 0:
-            if start_epoch >= cfg.epochs:
-                print(f"{last_path}: already trained {start_epoch} epochs (--epochs {cfg.epochs}); nothing to do. "
-                      "Pass a larger --epochs to continue or --restart to start over", file=sys.stderr, flush=True)
-            else:
-                print(f"resumed from {last_path} at epoch {start_epoch}")
+            print(f"resumed from {last_path} at epoch {start_epoch}")
 
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
 
-    stop: dict[str, Any] = {"signum": None}
+    # The signal received, the epoch running and the epoch a rerun would start at (after last.pt).
+    stop: dict[str, Any] = {"signum": None, "epoch": start_epoch + 1, "resume_at": start_epoch + 1}
 
-    def _stop(signum: int, frame: Any) -> None:  # finish the batch, keep the checkpoint, stop
-        if stop["signum"] is not None:  # a second signal: the user does not want to wait for the batch
-            raise TrainInterrupted(f"{signal.Signals(signum).name}: stopped at once", signum, log)
-        stop["signum"] = signum
-
-    def _interrupted(epoch: int, resume_at: int) -> TrainInterrupted:
+    def _interrupted(again: bool = False) -> TrainInterrupted:
         signum = stop["signum"]
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        message = f"{what} in epoch {epoch}; rerun the same command to resume from epoch {resume_at}"
+        how = " again; stopped without finishing the batch" if again else ""
+        message = (f"{what}{how} in epoch {stop['epoch']}; rerun the same command to resume from epoch "
+                   f"{stop['resume_at']}")
         if rank == 0:
             print(message, file=sys.stderr, flush=True)
         return TrainInterrupted(message, signum, log)
+
+    def _stop(signum: int, frame: Any) -> None:  # finish the batch, keep the checkpoint, stop
+        if stop["signum"] is not None:  # a second signal: the user does not want to wait for the batch
+            raise _interrupted(again=True)
+        stop["signum"] = signum
 
     # signal.signal works only in the main thread; a run started from another thread keeps Python's
     # default Ctrl-C behaviour (and no checkpoint of the unfinished epoch, as before).
@@ -356,6 +360,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         signal.signal(sig, _stop)
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            stop["epoch"] = epoch + 1
             model.train()
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             order = torch.randperm(n, generator=g)[rank::world]
@@ -383,7 +388,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 if stop["signum"] is not None:
                     break
             if stop["signum"] is not None:
-                raise _interrupted(epoch + 1, epoch + 1)
+                raise _interrupted()
             val = validate(model, val_d, cfg.batch_size * 2)
             entry = {"epoch": epoch + 1, "train_loss": total / len(order), "seconds": time.time() - t_epoch, **{f"val_{k}": v for k, v in val.items()}}
             log["epochs"].append(entry)
@@ -396,10 +401,12 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                              "log": log, "best": best}, last_path)
                 files.write_json(log, out / "log.json")
+                stop["resume_at"] = epoch + 2
                 print(f"epoch {epoch + 1}/{cfg.epochs} loss {entry['train_loss']:.4f} val kld {val['kld']:.4f} "
                       f"cc {val['cc']:.4f} nss {val['nss']:.4f} {'*' if improved else ''} ({entry['seconds']:.0f}s)", flush=True)
             if stop["signum"] is not None and epoch + 1 < cfg.epochs:
-                raise _interrupted(epoch + 1, epoch + 2)
+                stop["resume_at"] = epoch + 2  # also on ranks that do not write (last.pt is rank 0's)
+                raise _interrupted()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
