@@ -316,3 +316,30 @@ def test_sigterm_to_a_real_process(osie_root, tmp_path):
 def test_train_error_is_a_fastsal_error():
     assert issubclass(TrainError, FastSalError) and issubclass(TrainError, ValueError)
     assert issubclass(TrainInterrupted, KeyboardInterrupt)
+
+
+def test_resume_continues_exactly(osie_root, tmp_path):
+    """Interrupted after epoch 1 and resumed, a run ends with the weights of an uninterrupted one."""
+    train(_cfg(osie_root, tmp_path / "straight", epochs=2), progress=False)
+    cfg = _cfg(osie_root, tmp_path / "resumed", epochs=2)
+    calls = {"n": 0}
+    real_loss = train_mod.saliency_loss
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        return real_loss(*args, **kwargs)
+
+    train_mod.saliency_loss = loss
+    try:
+        with pytest.raises(TrainInterrupted):
+            train(cfg, progress=False)
+    finally:
+        train_mod.saliency_loss = real_loss
+    train(cfg, progress=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=0, msg=k)

@@ -47,8 +47,8 @@ from fastsal.data.fixations import (
     fixation_map,
     rescale_points,
 )
-from fastsal.images import load_rgb, resize_rgb
 from fastsal.errors import FastSalError
+from fastsal.images import load_rgb, resize_rgb
 from fastsal.losses import cc, kld, log_density, nss, saliency_loss
 from fastsal.models.registry import BACKBONES, atomic_save, build, list_models, save_checkpoint
 
@@ -275,16 +275,25 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             print(f"{last_path}: already trained {int(state['epoch']) + 1} epochs (--epochs {cfg.epochs}); nothing "
                   "to do. Pass a larger --epochs to continue or --restart to start over", file=sys.stderr, flush=True)
         return state["log"]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # before building: the initial weights depend on it
     model = _build_model(cfg)
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay))
+    max_lrs = [g["lr"] for g in opt.param_groups]  # this run's --lr, also for a warm restart
+    if state is not None:
+        try:
+            model.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainError(f"{last_path}: does not fit this run ({first[:200]}); pass --restart to start over "
+                             "or another --out") from None
 
     if world > 1:
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-
     train_s = load_osie(cfg.root, "train")[: cfg.limit]
     val_s = load_osie(cfg.root, "val")[: cfg.limit]
     t0 = time.time()
@@ -292,8 +301,6 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     val_d = build_tensors(val_s, cfg.input_size, cfg.sigma_px)
     prep_s = time.time() - t0
 
-    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay))
-    max_lrs = [g["lr"] for g in opt.param_groups]  # this run's --lr, also for a warm restart
     n = len(train_s)
     steps_per_epoch = math.ceil(n / (cfg.batch_size * world))
 
@@ -310,14 +317,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     if state is not None:
         start_epoch = int(state["epoch"]) + 1
         log, best = state["log"], float(state["best"])
-        try:
-            model.load_state_dict(state["state_dict"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrainError(f"{last_path}: does not fit this run ({first[:200]}); pass --restart to start over "
-                             "or another --out") from None
+        log["config"] = asdict(cfg)  # the plan now in force (--epochs may have grown)
         if state["scheduler"].get("total_steps") == sched.total_steps:
+            # Creating the scheduler reset the learning rates and betas: the saved ones win again.
+            opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
         else:
             # The plan changed (more epochs, another batch size or --limit): a warm restart over
