@@ -159,7 +159,7 @@ def test_bad_backbone_weights(tmp_path, capsys, no_data_loading, case):
         "missing": "no such file",
         "garbage": r"not a readable PyTorch checkpoint \(UnpicklingError\)",
         "tensor": "not a state dict of tensors",
-        "wrong_keys": r"keys do not fit the mobilenet_v2 backbone of fastsal_a \(Error\(s\) in loading state_dict",
+        "wrong_keys": r"keys do not fit the mobilenet_v2 backbone of fastsal_a \(Missing key\(s\) in state_dict: ",
         "fastsal_ckpt": "a whole fastsal checkpoint, not a backbone",
     }[case]
     assert code == 2

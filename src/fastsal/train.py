@@ -202,6 +202,10 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
+def _epochs_span(first: int, last: int) -> str:
+    return f"epoch {first}" if first == last else f"epochs {first}..{last}"
+
+
 def _read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
     """``last.pt`` as a dict, or :class:`TrainError` if it is damaged or holds another model's run.
 
@@ -247,7 +251,10 @@ def _build_model(cfg: TrainConfig) -> nn.Module:
     try:
         return build(cfg.model, backbone_weights=path)
     except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        # load_state_dict's first line is a generic heading; the next says which keys are wrong.
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+        first = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+        first = first if len(first) <= 120 else first[:117] + "..."
         raise TrainError(f"--backbone-weights {path}: keys do not fit the {backbone} backbone of {cfg.model} "
                          f"({first}); {hint}") from None
 
@@ -328,7 +335,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             sched = one_cycle(cfg.epochs - start_epoch)
             if rank == 0:
                 print(f"{last_path}: the schedule changed since it was written (--epochs, --batch-size or --limit); "
-                      f"continuing with a new one-cycle schedule over epochs {start_epoch + 1}..{cfg.epochs}",
+                      f"continuing with a new one-cycle schedule over {_epochs_span(start_epoch + 1, cfg.epochs)}",
                       file=sys.stderr, flush=True)
         if rank == 0:
             print(f"resumed from {last_path} at epoch {start_epoch}")
