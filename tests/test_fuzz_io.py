@@ -181,3 +181,15 @@ def test_pathlike_and_bad_path_types(tmp_path):
         load_image(b"/some/path.jpg")
     with pytest.raises(ImageError, match="cannot use a int as an image"):
         load_image(3)
+
+
+def test_float_tiff_with_nan(tmp_path):
+    arr = np.full((8, 10), 0.5, dtype=np.float32)
+    arr[3, 4] = np.nan
+    path = tmp_path / "f.tif"
+    Image.fromarray(arr, "F").save(path)
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert _one_line(info.value) == f"{path}: float image has NaN or inf pixels; replace them before use"
+    with pytest.raises(ImageError, match=r"^PIL image: float image has NaN"):
+        as_rgb_array(Image.fromarray(arr, "F"))

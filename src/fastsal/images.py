@@ -111,6 +111,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():  # float TIFFs may hold NaN: it would become arbitrary bytes
+            raise ImageError("float image has NaN or inf pixels; replace them before use")
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         if img.mode == "F":
             hi = max(float(arr.max()), 1e-12) if arr.max() > 1.0 else 1.0
@@ -186,7 +188,7 @@ def _decode(source: str | Path | IO[bytes], draft: tuple[int, int] | None,
             _load_unguarded(img)
             if 0 in img.size:
                 raise ImageError(f"{label}: image has no pixels ({img.size[0]}x{img.size[1]}); re-export it")
-            return to_rgb(img), (h, w)
+            return _labelled(to_rgb, img, label), (h, w)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -226,7 +228,15 @@ def _pil_to_rgb(image: Image.Image, limit: int | None) -> np.ndarray:
             raise ImageError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
-    return np.asarray(to_rgb(image))
+    return np.asarray(_labelled(to_rgb, image, label))
+
+
+def _labelled(convert: Any, image: Image.Image, label: str) -> Image.Image:
+    """``convert(image)`` with ``label`` (the file) put in front of an :class:`ImageError` it raises."""
+    try:
+        return convert(image)
+    except ImageError as exc:
+        raise ImageError(f"{label}: {exc}") from None
 
 
 _ARRAY_KINDS = "uif"  # unsigned, signed integers and floats; bool, complex, object, strings are refused
