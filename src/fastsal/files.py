@@ -4,14 +4,27 @@ Outputs (maps, checkpoints, exported models, reports) are written to a temporary
 destination folder and renamed over the target, so readers never see half a file and an
 interrupted run leaves no partial output. The temporary gets ordinary permissions (mkstemp makes
 0600), so a written checkpoint can be shared like any other file.
+
+A full disk must fail loudly, never leave a short file under the final name: temporaries are
+``fsync``-ed before the rename (a write error can surface only then), and
+:func:`atomic_write_bytes` also checks the size on disk. Encoders whose C code writes to a file
+handle may drop a short write without an error (Pillow's JPEG encoder did on ENOSPC), so images
+are encoded to memory first (:func:`encode_jpeg`, :func:`gray_png`) and written as bytes.
+
+A process killed mid-write leaves its temporary behind (``.<name>.<random>.tmp<suffix>``);
+:func:`remove_stale_temporaries` deletes such leftovers and nothing else.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import re
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +32,20 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from fastsal.errors import FastSalError
+
+# How old a leftover temporary must be before remove_stale_temporaries deletes it by default: far
+# longer than any single write takes, so a live writer's temporary is never pulled from under it.
+STALE_TEMPORARY_AGE_S = 3600.0
+
+# The names atomic_path gives its temporaries: "." + target name + "." + mkstemp's 8 random
+# characters + ".tmp" + the target's suffix (checked against the name in _is_our_temporary).
+_TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp(?P<suffix>\.[^./]*)?$")
+
+
+class OutputError(FastSalError, ValueError):
+    """An output path cannot be written (a folder, under a file, read-only); the message says which."""
 
 
 def _default_mode() -> int:
@@ -41,6 +68,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        _fsync_file(tmp)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
@@ -48,19 +76,153 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def _fsync_file(path: Path) -> None:
+    """Force a finished temporary to disk: on some file systems a full disk is reported only here."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """``open(path, mode)`` that only replaces ``path`` once the block finishes without error."""
+    """``open(path, mode)`` that only replaces ``path`` once the block finishes without error.
+
+    The handle is flushed and ``fsync``-ed before the rename, so a full disk raises here instead
+    of leaving a short file. Writers in C that may ignore a failed ``write`` (Pillow's encoders)
+    should encode to memory and use :func:`atomic_write_bytes` instead.
+    """
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically, or raise ``OSError`` and leave ``path`` as it was.
+
+    Temporary in the same folder, every byte written (``os.write`` may write fewer than asked),
+    ``fsync``, size on disk checked against ``len(data)`` (an ``ENOSPC`` ``OSError`` if they
+    differ), then renamed over ``path``. On any error the temporary is removed.
+    """
+    view = memoryview(data).cast("B")
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            done = 0
+            while done < len(view):
+                n = os.write(fd, view[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                done += n
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size != len(view):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({size} of {len(view)} bytes on disk)", str(path))
+    return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
     """JSON (indented, UTF-8) written atomically."""
-    with atomic_write(path, "w") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.write("\n")
-    return Path(path)
+    return atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 -> JPEG bytes, encoded in memory so that writing them can be checked.
+
+    Pillow's JPEG encoder, saving into an open file on a full disk, raised nothing and left a
+    short file; encoding to ``BytesIO`` and writing with :func:`atomic_write_bytes` cannot.
+    """
+    from PIL import Image
+
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
+        raise ValueError(f"expected a non-empty (H, W, 3) uint8 array, got {arr.dtype} {arr.shape}")
+    if not 1 <= int(quality) <= 95:
+        raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr), "RGB").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def _is_our_temporary(path: Path) -> bool:
+    """Whether ``path``'s name is one :func:`atomic_path` makes (``.<name>.<8 random>.tmp<suffix>``)."""
+    m = _TEMPORARY_NAME.match(path.name)
+    return m is not None and (m.group("suffix") or "") == Path(m.group("name")).suffix
+
+
+def remove_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMPORARY_AGE_S, *,
+                             recursive: bool = False) -> list[Path]:
+    """Delete temporaries left in ``folder`` by killed writers; returns the removed paths.
+
+    Only regular files named as :func:`atomic_path` names its temporaries and last modified more
+    than ``max_age_s`` seconds ago are removed (a younger one may belong to a writer still
+    running); nothing else is touched. ``recursive`` also searches subfolders (without following
+    links). A missing folder, or a file that vanishes meanwhile, is not an error.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for f in folder.rglob(".*") if recursive else folder.glob(".*"):
+        try:
+            if (not _is_our_temporary(f) or f.is_symlink() or not f.is_file()
+                    or now - f.stat().st_mtime < max_age_s):
+                continue
+            f.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(f)
+    return removed
+
+
+def ensure_writable_folder(folder: str | Path, what: str = "--out") -> Path:
+    """Create ``folder`` (and parents) and prove a file can be written in it; else :class:`OutputError`.
+
+    Called before long work (training, evaluation), so an unwritable destination fails in a second
+    instead of after hours. The probe is a real temporary file: permission bits do not tell
+    whether root can write, nor whether the file system is mounted read-only.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {folder}: is a file, not a folder; pass a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".fastsal-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{what} {folder}: a parent is a file, not a folder; pass another path") from None
+    except OSError as exc:
+        raise OutputError(f"{what} {folder}: cannot write there ({exc.strerror}); pass a writable folder") from None
+    return folder
+
+
+def check_writable_file(path: str | Path, what: str) -> Path:
+    """Fail now (:class:`OutputError`) if ``path`` could not be written later; creates nothing.
+
+    The nearest existing ancestor must be a folder we can create files in (probed with a
+    temporary file, removed at once), and ``path`` itself must not be a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; pass a file name such as {path / 'report.json'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {path}: {parent} is a file, not a folder; pass another path")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".fastsal-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"{what} {path}: cannot write in {parent} ({exc.strerror}); pass a writable path") from None
+    return path
 
 
 def file_sha256(path: str | Path) -> str:

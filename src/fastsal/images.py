@@ -4,25 +4,109 @@ Every odd input is turned into 8-bit RGB the same way, here, so prediction, trai
 evaluation never disagree: EXIF orientation is applied, grayscale is replicated, alpha is
 composited over white (how transparent images are usually shown), CMYK and palette images are
 converted, and 16-bit or float images are scaled to 8 bits.
+
+Decompression bombs: an image whose header declares more than :func:`max_pixels` pixels (default
+:data:`DEFAULT_MAX_PIXELS`, 100 megapixels) is refused from its header, before a byte of pixel
+data is decoded, with an :class:`ImageError` naming the file, its size and the limit. The limit is
+set per call (``max_pixels=``), for the process with :func:`set_max_pixels`, or with the
+environment variable ``FASTSAL_MAX_PIXELS`` (a whole number of pixels). Pillow's own guard (a
+warning above ~89 MP, an error above ~179 MP) is switched off while *we* open a file, so users see
+our one-line error, not Pillow's raw warning.
 """
 from __future__ import annotations
 
-from fastsal.errors import FastSalError
-
+import os
+import threading
 from pathlib import Path
-from typing import Union
+from typing import IO, Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fastsal.errors import FastSalError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 #: What every image-taking function accepts: a path, a PIL image or an (H, W[, 3|4]) array.
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
+# Ten times a 36 MP camera frame: larger inputs are almost surely bombs or scans that would need
+# gigabytes of memory; 100 MP of RGB is 300 MB once decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "FASTSAL_MAX_PIXELS"
+
+_max_pixels_override: int | None = None
+# Pillow's MAX_IMAGE_PIXELS is one global: swapped only under this lock, and only for the short
+# header parse (and the rare load above Pillow's own threshold), so parallel decoding stays parallel.
+_PIL_LIMIT_LOCK = threading.Lock()
+
 
 class ImageError(FastSalError, ValueError):
     """An input image cannot be used; the message names the file and what to do."""
+
+
+def _check_limit(value: Any, where: str) -> int:
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if isinstance(value, float) and value != limit or limit < 1:
+        raise ImageError(f"{where}: expected a positive whole number of pixels such as 200000000, got {value!r}")
+    return limit
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the process-wide pixel limit (``None``: back to ``FASTSAL_MAX_PIXELS`` or the default)."""
+    global _max_pixels_override
+    _max_pixels_override = None if limit is None else _check_limit(limit, "max_pixels")
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: :func:`set_max_pixels`, else ``FASTSAL_MAX_PIXELS``, else the default."""
+    if _max_pixels_override is not None:
+        return _max_pixels_override
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    return _check_limit(env, MAX_PIXELS_ENV) if env else DEFAULT_MAX_PIXELS
+
+
+def _megapixels(n: int) -> str:
+    """144000000 -> '144', 100500000 -> '100.5', 1600 -> '0.0016' (limits below 1 MP appear in tests)."""
+    v = n / 1e6
+    return f"{v:.1f}".removesuffix(".0") if v >= 1 else f"{v:.2g}"
+
+
+def _refuse_if_too_large(size: tuple[int, int], label: str, limit: int | None) -> None:
+    limit = max_pixels() if limit is None else _check_limit(limit, "max_pixels")
+    w, h = size
+    if w * h > limit:
+        raise ImageError(f"{label}: {w}x{h} = {_megapixels(w * h)} MP exceeds the {_megapixels(limit)} MP limit; "
+                         f"downscale it or raise the limit with --max-pixels (or {MAX_PIXELS_ENV})")
+
+
+def _open_unguarded(source: str | Path | IO[bytes]) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's own pixel guard off: ours runs right after."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _load_unguarded(img: Image.Image) -> None:
+    """``img.load()``; under the lock with Pillow's guard off only where Pillow would warn."""
+    threshold = Image.MAX_IMAGE_PIXELS
+    if threshold is None or img.size[0] * img.size[1] <= threshold:
+        img.load()
+        return
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            img.load()
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -30,6 +114,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():  # float TIFFs may hold NaN: it would become arbitrary bytes
+            raise ImageError("float image has NaN or inf pixels; replace them before use")
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         if img.mode == "F":
             hi = max(float(arr.max()), 1e-12) if arr.max() > 1.0 else 1.0
@@ -43,17 +129,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode ``path`` as RGB; :class:`ImageError` with a one-line reason otherwise."""
-    return _decode(path, None)[0]
+def load_image(path: str | Path | IO[bytes], *, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode ``path`` (or a binary file object) as RGB; :class:`ImageError` otherwise."""
+    return _decode(path, None, max_pixels)[0]
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+def load_rgb(path: str | Path | IO[bytes], *, max_pixels: int | None = None) -> np.ndarray:
     """``load_image`` as an (H, W, 3) uint8 array."""
-    return np.asarray(load_image(path))
+    return np.asarray(load_image(path, max_pixels=max_pixels))
 
 
-def load_resized(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def load_resized(path: str | Path | IO[bytes], size: tuple[int, int], *,
+                 max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """(image resized to ``size`` = (h, w) as (h, w, 3) uint8, the image's own (H, W)).
 
     For prediction, which needs the pixels only at the network's size and the original size only
@@ -62,53 +149,134 @@ def load_resized(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, t
     photos and far more on camera-sized ones, with maps that differ from a full decode by far
     less than the model's own error (DCT scaling is itself a proper low-pass reduction).
     """
-    img, original = _decode(path, tuple(size))
+    img, original = _decode(path, tuple(size), max_pixels)
     return resize_rgb(img, size), original
 
 
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
 
-def _decode(path: str | Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
-    """(RGB image, original oriented (H, W)); decoded at a reduced JPEG scale if ``draft`` = (h, w)."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes); re-export or remove it")
+def _stream_label(stream: Any) -> str:
+    name = getattr(stream, "name", None)
+    return str(name) if isinstance(name, (str, Path)) else f"<{type(stream).__name__} image stream>"
+
+
+def _decode(source: str | Path | IO[bytes], draft: tuple[int, int] | None,
+            limit: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """(RGB image, original oriented (H, W)); decoded at a reduced JPEG scale if ``draft`` = (h, w).
+
+    ``source`` is a path or a readable binary file object (servers hand over uploads as streams).
+    """
+    if hasattr(source, "read"):
+        label = _stream_label(source)
+    else:
+        if not isinstance(source, (str, Path)):
+            raise ImageError(_not_an_image_message(source))
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes); re-export or remove it")
+        source = path
     try:
-        with Image.open(path) as img:
+        with _open_unguarded(source) as img:
+            _refuse_if_too_large(img.size, label, limit)
             w, h = img.size
             if img.getexif().get(0x0112, 1) in _SWAPS_AXES:
                 w, h = h, w
             if draft is not None and img.format == "JPEG":
                 side = max(draft)  # either orientation must still cover the target size
                 img.draft("RGB", (side, side))
-            img.load()
-            return to_rgb(img), (h, w)
+            _load_unguarded(img)
+            if 0 in img.size:
+                raise ImageError(f"{label}: image has no pixels ({img.size[0]}x{img.size[1]}); re-export it")
+            return _labelled(to_rgb, img, label), (h, w)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a recognised image format; convert it to JPEG or PNG") from None
-    except Image.DecompressionBombError as exc:  # not an OSError: would otherwise escape as a traceback
-        raise ImageError(f"{path}: image too large to decode safely ({exc}); downscale it") from None
+        raise ImageError(f"{label}: not a recognised image format; convert it to JPEG or PNG") from None
+    except Image.DecompressionBombError as exc:  # a frame or tile larger than the header said
+        raise ImageError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
     except (PermissionError, IsADirectoryError) as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc}); re-export it") from None
+        raise ImageError(f"{label}: cannot read ({exc.strerror}); check the path and its permissions") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
 
 
-def as_rgb_array(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-    """Path, PIL image or array (H, W), (H, W, 3) or (H, W, 4) -> (H, W, 3) uint8."""
-    if isinstance(image, (str, Path)):
-        return load_rgb(image)
+def _not_an_image_message(image: Any) -> str:
+    if image is None:
+        return "image is None; pass a file path, a PIL image, a NumPy array or a binary file object"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return (f"got {type(image).__name__} ({len(image)} bytes); pass a path as str or pathlib.Path, "
+                "or encoded image data as io.BytesIO(data)")
+    return (f"cannot use a {type(image).__name__} as an image; pass a file path, a PIL image, "
+            "a NumPy array or a binary file object")
+
+
+def _pil_to_rgb(image: Image.Image, limit: int | None) -> np.ndarray:
+    """A PIL image (perhaps opened lazily and never loaded) -> (H, W, 3) uint8, or :class:`ImageError`."""
+    label = str(getattr(image, "filename", "") or "PIL image")
+    w, h = image.size
+    if w == 0 or h == 0:
+        raise ImageError(f"{label}: image has no pixels ({w}x{h}); pass an image of at least 1x1")
+    if getattr(image, "tile", None):  # opened but not decoded yet: the header's size is all we trust
+        _refuse_if_too_large(image.size, label, limit)
+        if getattr(image, "fp", None) is None:  # Pillow would fail an internal assert
+            raise ImageError(f"{label}: the PIL image was closed before it was decoded; "
+                             "call .load() inside the `with Image.open(...)` block")
+        try:
+            _load_unguarded(image)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
+    return np.asarray(_labelled(to_rgb, image, label))
+
+
+def _labelled(convert: Any, image: Image.Image, label: str) -> Image.Image:
+    """``convert(image)`` with ``label`` (the file) put in front of an :class:`ImageError` it raises."""
+    try:
+        return convert(image)
+    except ImageError as exc:
+        raise ImageError(f"{label}: {exc}") from None
+
+
+_ARRAY_KINDS = "uif"  # unsigned, signed integers and floats; bool, complex, object, strings are refused
+
+
+def as_rgb_array(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """Path, binary file object, PIL image or array (H, W), (H, W, 3), (H, W, 4) -> (H, W, 3) uint8.
+
+    Anything else, and arrays that would give a plausible-looking but meaningless map (NaN or inf,
+    bool, complex, empty), raise :class:`ImageError` with one line saying what to pass instead.
+    ``max_pixels`` applies to what is decoded here (files, streams, lazily opened PIL images).
+    """
+    if image is None or isinstance(image, (bytes, bytearray, memoryview)):
+        raise ImageError(_not_an_image_message(image))
+    if isinstance(image, (str, Path)) or hasattr(image, "read"):
+        return load_rgb(image, max_pixels=max_pixels)
+    if isinstance(image, os.PathLike):
+        return as_rgb_array(os.fspath(image), max_pixels=max_pixels)
     if isinstance(image, Image.Image):
-        return np.asarray(to_rgb(image))
-    arr = np.asarray(image)
+        return _pil_to_rgb(image, max_pixels)
+    try:
+        arr = np.asarray(image)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"cannot read a {type(image).__name__} as an image array ({exc}); pass an (H, W, 3) uint8 array") from None
+    if arr.dtype.kind not in _ARRAY_KINDS:
+        raise ImageError(f"image array has dtype {arr.dtype}; pass uint8 (0..255), uint16 or float (0..1 or 0..255) values")
+    if arr.size == 0:
+        raise ImageError(f"image array is empty (shape {arr.shape}); pass an image of at least 1x1")
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ImageError(f"image array must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
     if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all():
+                raise ImageError(f"image array ({arr.dtype}, shape {arr.shape}) contains NaN or inf; "
+                                 "replace them (e.g. np.nan_to_num) first")
             arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
         elif arr.dtype == np.uint16:
             arr = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)

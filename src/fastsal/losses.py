@@ -10,6 +10,8 @@ import math
 import torch
 from torch import Tensor
 
+from fastsal import defaults
+
 EPS = 2.220446049250313e-16  # MATLAB's eps, the MIT benchmark's regulariser
 
 
@@ -80,7 +82,7 @@ def saliency_loss(
     logits: Tensor,
     density: Tensor,
     fixation_map: Tensor,
-    weights: tuple[float, float, float] = (1.0, 1.0, 0.1),
+    weights: tuple[float, float, float] = defaults.LOSS_WEIGHTS,
 ) -> Tensor:
     """Scalar training loss: w_kld * KLD - w_cc * CC - w_nss * NSS, averaged over the batch.
 
