@@ -61,6 +61,21 @@ def _need(module: str, extra: str, what: str) -> None:
         raise UsageError(f"{what} needs {module}: pip install 'fastsal[{extra}]'")
 
 
+def _whole(lo: int, hi: int | None) -> Callable[[str], int]:
+    """An argparse type: an integer in lo..hi (or >= lo), naming the range when it is not."""
+    wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+    return parse
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="inference engine (default: auto = the fastest installed that can prepare the model: "
@@ -134,19 +149,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     # here because importing fastsal.train loads PyTorch, which `fastsal --help` must not wait for.
     epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
 
-    def whole(lo: int, hi: int | None) -> Callable[[str], int]:
-        wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
-
-        def parse(text: str) -> int:
-            try:
-                value = int(text)
-            except ValueError:
-                value = None
-            if value is None or value < lo or (hi is not None and value > hi):
-                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-            return value
-        return parse
-
     def real(lo: float, strict: bool) -> Callable[[str], float]:
         def parse(text: str) -> float:
             try:
@@ -174,9 +176,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=defaults.MODEL, help="model name (see `fastsal models`)")
     p.add_argument("--root", required=True, help="OSIE folder holding stimuli/, eye/fixations.mat, splits.json")
     p.add_argument("--out", default="runs/default", help="output folder for last.pt, best.pt, log.json")
-    p.add_argument("--epochs", type=whole(*epochs_range), default=20, metavar="N",
+    p.add_argument("--epochs", type=_whole(*epochs_range), default=20, metavar="N",
                    help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
-    p.add_argument("--batch-size", type=whole(*batch_range), default=8, metavar="N",
+    p.add_argument("--batch-size", type=_whole(*batch_range), default=8, metavar="N",
                    help=f"{batch_range[0]}..{batch_range[1]} (default: %(default)s)")
     p.add_argument("--lr", type=real(0.0, True), default=3e-4)
     p.add_argument("--encoder-lr-scale", type=real(0.0, False), default=0.3)
@@ -184,10 +186,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, or 'none'")
-    p.add_argument("--seed", type=whole(0, None), default=0)
-    p.add_argument("--limit", type=whole(1, None), default=None, metavar="N",
+    p.add_argument("--seed", type=_whole(0, None), default=0)
+    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
                    help="use only the first N images per split (smoke test)")
-    p.add_argument("--threads", type=whole(*threads_range), default=None, metavar="N")
+    p.add_argument("--threads", type=_whole(*threads_range), default=None, metavar="N")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
@@ -430,19 +432,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
     side_range, max_blur = (32, 2048), 50.0
 
-    def whole(lo: int, hi: int | None) -> Callable[[str], int]:
-        wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
-
-        def parse(text: str) -> int:
-            try:
-                value = int(text)
-            except ValueError:
-                value = None
-            if value is None or value < lo or (hi is not None and value > hi):
-                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-            return value
-        return parse
-
     def blur(text: str) -> float:
         try:
             value = float(text)
@@ -472,13 +461,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="dataset folder (OSIE: stimuli/, eye/fixations.mat, splits.json)")
     p.add_argument("--split", default=defaults.EVAL_SPLIT, choices=defaults.SPLITS)
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
-    p.add_argument("--limit", type=whole(1, None), default=None, metavar="N", help="score only the first N images")
+    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
     p.add_argument("--blur", type=blur, default=None, metavar="SIGMA",
                    help=f"override the model's post-processing blur (px at input size, 0..{max_blur:g}; 0 = none)")
     p.add_argument("--input-size", type=size, default=defaults.INPUT_SIZE, metavar="HxW",
                    help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
-    p.add_argument("--max-pixels", type=whole(1, None), default=None, metavar="N",
+    p.add_argument("--max-pixels", type=_whole(1, None), default=None, metavar="N",
                    help="refuse images larger than N pixels (default: 100000000, or FASTSAL_MAX_PIXELS)")
     _add_engine_options(p)
     p.add_argument("--json", help="write the full report (per image too) here")
