@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from fastsal.errors import FastSalError
 
+import errno
+import io
 import os
 import time
 from collections import deque
@@ -36,10 +38,20 @@ from typing import IO, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from fastsal import defaults
-from fastsal.files import atomic_write, gray_png, write_json
+from fastsal.files import (
+    atomic_write,
+    atomic_write_bytes,
+    gray_png,
+    remove_stale_temporaries,
+    write_json,
+)
+from fastsal.viewing import blend, to_png
 from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_resized, load_rgb
 
 FORMATS = defaults.OUTPUT_FORMATS
+# Temporaries older than this in an output folder are leftovers of a killed run (a live writer's
+# exist for at most seconds; shards of one job may share a folder) and are removed at start.
+STALE_TEMPORARY_AGE_S = 300.0
 MANIFEST_FORMAT = "fastsal-manifest/1"
 
 
@@ -218,6 +230,7 @@ def run(
     from tqdm import tqdm
 
     from fastsal.predict import postprocess
+    from fastsal.viewing import blend, to_png
 
     for f in formats:
         if f not in FORMATS:
@@ -246,25 +259,41 @@ def run(
         "complete": False,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    need_full = "overlay" in formats
     size = predictor.input_size
+    alpha = 0.5
+    for folder in sorted({output_paths(out, j.stem, formats)[formats[0]].parent for j in jobs}):
+        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
+    pending = set(todo)
+    for job in jobs:
+        if job not in pending:  # done by an earlier run: listed, so `written` covers every output on disk
+            report["written"].append({**_name(job.source), "outputs": [str(p) for p in output_paths(
+                out, job.stem, formats).values()], "earlier_run": True})
 
     def decode(job: Job) -> _Decoded:
-        try:
-            if need_full:
-                full = load_rgb(job.source)
-                return _Decoded(job, full=full, size=full.shape[:2])
+        try:  # only what the network needs: overlays decode the full image again when written
             small, original = load_resized(job.source, size)
             return _Decoded(job, small=small, size=original)
         except ImageError as exc:
             return _Decoded(job, error=exc)
 
-    def write(job: Job, log_small: np.ndarray, original: tuple[int, int], full: np.ndarray | None) -> list[str]:
-        prob = postprocess(log_small, original)  # resizing runs here, off the network's thread
+    def write(job: Job, log_small: np.ndarray, original: tuple[int, int]) -> list[str]:
         paths = output_paths(out, job.stem, formats)
-        for fmt, path in paths.items():
-            write_map(path, fmt, prob, full)
-        return [str(p) for p in paths.values()]
+        prob = postprocess(log_small, original)  # resizing runs here, off the network's thread
+        if "npy" in paths:
+            write_map(paths["npy"], "npy", prob)
+        values = to_png(prob) if ("png" in paths or "overlay" in paths) else None
+        del prob  # a 48 MP map is 192 MB: gone before the overlay decodes the photo
+        if "png" in paths:
+            _save_bytes(paths["png"], gray_png(values))
+        if "overlay" in paths:
+            try:
+                full = load_rgb(job.source)
+            except ImageError as exc:  # it decoded a moment ago: changed or removed since
+                raise BatchError(f"{exc}; it changed while the run was going") from None
+            if full.shape[:2] != values.shape:
+                raise BatchError(f"{job.source}: changed size while the run was going; rerun")
+            _save_bytes(paths["overlay"], encode_jpeg_image(blend(full, values, alpha)))
+        return [str(paths[f]) for f in formats]
 
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
@@ -274,9 +303,10 @@ def run(
     def finish_writes(keep: int) -> None:
         while len(writes) > keep:
             job, fut = writes.popleft()
-            report["written"].append({"input": str(job.source), "outputs": fut.result()})
+            report["written"].append({**_name(job.source), "outputs": fut.result()})
             bar.update(1)
 
+    first_error: BaseException | None = None
     try:
         decoded = _ordered(pool, decode, todo, ahead=2 * batch_size)
         while True:
@@ -288,26 +318,29 @@ def run(
                 if d.error is None:
                     good.append(d)
                     continue
+                report["failed"].append({**_name(d.job.source), "error": str(d.error)})
                 if strict:
                     raise d.error
-                report["failed"].append({"input": str(d.job.source), "error": str(d.error)})
                 bar.update(1)
                 if on_skip is not None:
                     on_skip(str(d.error))
             if not good:
                 continue
-            x = np.stack([predictor.preprocess(d.full if d.full is not None else d.small) for d in good])
+            x = np.stack([predictor.preprocess(d.small) for d in good])
             logs = predictor.small_log_density(x)  # what Predictor.predict_batch does, minus the resize
             for d, log_small in zip(good, logs):
                 if pool is None:
                     done: Future = Future()
-                    done.set_result(write(d.job, log_small, d.size, d.full))
+                    done.set_result(write(d.job, log_small, d.size))
                 else:
-                    done = pool.submit(write, d.job, log_small, d.size, d.full)
+                    done = pool.submit(write, d.job, log_small, d.size)
                 writes.append((d.job, done))
             finish_writes(keep=4 * batch_size)  # bounded: maps waiting to be written hold memory
         finish_writes(keep=0)
         report["complete"] = True
+    except BaseException as exc:
+        first_error = exc
+        raise
     finally:
         # On an error or Ctrl-C: maps already computed are still written (each write is atomic
         # and quick) and recorded, so the manifest matches the files on disk; decoding stops.
@@ -316,13 +349,39 @@ def run(
             pool.shutdown(wait=True, cancel_futures=True)
         for job, fut in writes:
             if fut.exception() is None:
-                report["written"].append({"input": str(job.source), "outputs": fut.result()})
+                report["written"].append({**_name(job.source), "outputs": fut.result()})
+            elif not isinstance(fut.exception(), KeyboardInterrupt):
+                report["failed"].append({**_name(job.source), "error": str(fut.exception())})
         bar.close()
         report["seconds"] = round(time.perf_counter() - start, 3)
         report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if first_error is not None:
+            report["stopped_by"] = str(first_error) or type(first_error).__name__
         if manifest is not None:
-            write_json(report, manifest)
+            try:
+                write_json(report, manifest)
+            except OSError as exc:
+                if first_error is None:  # the run itself went well: this is the error to report
+                    raise BatchError(f"cannot write {manifest}: {exc.strerror or exc}; free space or choose "
+                                     f"another -o folder") from None
+                # otherwise the first error (a full disk, Ctrl-C) is what the user must see
     return report
+
+
+def _name(path: Path) -> dict[str, Any]:
+    """A manifest's ``input`` entry: the path as text that any JSON reader accepts.
+
+    File names are bytes on Linux; one that is not UTF-8 arrives as a str with surrogate escapes,
+    which strict UTF-8 JSON readers (other languages, ``jq``) reject. Such names are written with
+    the odd bytes as ``\\xNN`` and the exact bytes in ``input_hex``.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return {"input": text}
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return {"input": raw.decode("utf-8", "backslashreplace"), "input_hex": raw.hex()}
 
 
 def _ordered(pool: ThreadPoolExecutor | None, fn: Callable[[Job], _Decoded], jobs: Sequence[Job], ahead: int):
@@ -347,15 +406,13 @@ def _ordered(pool: ThreadPoolExecutor | None, fn: Callable[[Job], _Decoded], job
 def write_map(path: str | Path, fmt: str, prob: np.ndarray, image: np.ndarray | None = None) -> Path:
     """Write one map atomically as ``fmt``: ``png`` (min-max scaled greyscale), ``overlay`` (JPEG of
     the map blended onto ``image``, the (H, W, 3) uint8 photo) or ``npy`` (the float32 probabilities)."""
-    from fastsal.viewing import overlay, to_png
-
     path = Path(path)
     if fmt == "png":
-        _save(path, lambda fh: fh.write(gray_png(to_png(prob))))
+        _save_bytes(path, gray_png(to_png(prob)))
     elif fmt == "overlay":
         if image is None:
             raise BatchError(f"{path}: an overlay needs the image")
-        _save(path, lambda fh: _jpeg(overlay(image, prob), fh))
+        _save_bytes(path, encode_jpeg_image(blend(image, to_png(prob))))
     elif fmt == "npy":
         _save(path, lambda fh: np.save(fh, prob))
     else:
@@ -364,17 +421,32 @@ def write_map(path: str | Path, fmt: str, prob: np.ndarray, image: np.ndarray | 
 
 
 def _save(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Stream into ``path`` atomically (for arrays too large to copy into memory first); the size
+    on disk is checked against what was written, so a full disk cannot leave a short file."""
     try:
         with atomic_write(path) as fh:
             write(fh)
+            fh.flush()
+            if os.fstat(fh.fileno()).st_size != fh.tell():
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     except OSError as exc:
-        raise BatchError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise BatchError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another -o") from None
 
 
-def _jpeg(rgb: np.ndarray, fh: IO[bytes]) -> None:
-    from PIL import Image
+def _save_bytes(path: Path, data: bytes) -> None:
+    """Encoded in memory, then written, fsynced and size-checked (Pillow's JPEG encoder writing into
+    a file raised nothing on a full disk)."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise BatchError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another -o") from None
 
-    Image.fromarray(rgb).save(fh, format="JPEG", quality=90)
+
+def encode_jpeg_image(img: Any, quality: int = 90) -> bytes:
+    """An RGB PIL image -> JPEG bytes in memory."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 __all__ = [

@@ -261,6 +261,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         jobs = batch.shard(batch.collect(args.paths, args.list, exclude, IMAGE_SUFFIXES + VIDEO_SUFFIXES), index, count)
     if args.camera is not None or any(is_video(j.source) for j in jobs):
         _need("cv2", "video", "video input")
+    from fastsal.files import check_writable_file, check_writable_folder
+
+    if single or video_out:  # fail on an unwritable destination now, not after loading the model
+        check_writable_file(out, "-o")
+    else:
+        check_writable_folder(out, "-o")
+    if args.camera is None and not jobs:
+        total = len(batch.collect(args.paths, args.list, None if video_out or single else out,
+                                  IMAGE_SUFFIXES + VIDEO_SUFFIXES))
+        print(f"fastsal: shard {index}/{count} has no inputs ({total} inputs split {count} ways); "
+              f"nothing to do", file=sys.stderr)
 
     kw = {"input_size": args.input_size} if args.input_size else {}
     predictor = _load_predictor(args, **kw)
@@ -297,12 +308,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = [j for j in jobs if not is_video(j.source)]
     for job in videos:
         video(job.source, out if video_out else out / job.stem.with_suffix(".mp4"))
-    if images:
+    if images or not jobs:  # an empty shard still leaves a manifest saying so
         rep = batch.run(predictor, images, out, formats, overwrite=args.overwrite, strict=args.strict,
                         batch_size=args.batch_size, workers=args.workers, progress=progress,
                         manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                         on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-        written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
+        written = sum(1 for w in rep["written"] if not w.get("earlier_run"))
+        failed, skipped = len(rep["failed"]), rep["skipped_existing"]
         if len(jobs) == 1 and written == 1:
             print(rep["written"][0]["outputs"][0])
         if not args.quiet:
@@ -482,6 +494,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from fastsal.models import load_model
     from fastsal.models.registry import shipped_weights
 
+    from fastsal.files import check_writable_file
+
+    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
+    if args.out:
+        check_writable_file(args.out, "-o")  # before minutes of export and calibration
     ckpt_path = Path(args.weights) if args.weights else shipped_weights(args.model)
     model, meta = load_model(ckpt_path)
     name = model.name
@@ -500,7 +517,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not calib:
             raise UsageError("--int8 needs calibration images: --osie-root ROOT (OSIE train split) or --calibrate PATH...")
         calib = calib[: args.calibration_limit]
-    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     out = Path(args.out) if args.out else Path(f"{name}{'_int8' if args.int8 else ''}{suffix}")
     path = export(model, name, out, format=args.format, input_size=args.input_size,
                   dynamic_batch=args.dynamic_batch, int8=args.int8, calibration_images=calib,
@@ -569,10 +585,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: outputs stay atomic,
+    manifests and checkpoints are written, and the process exits 143 as a killed one would."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    import signal
+
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a worker): leave signals alone
+        previous = None
+    try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
+    except Terminated:
+        print("fastsal: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("fastsal: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     except FastSalError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fastsal: error: {msg}", file=sys.stderr)
@@ -583,9 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastsal: error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fastsal: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

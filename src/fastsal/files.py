@@ -202,6 +202,30 @@ def ensure_writable_folder(folder: str | Path, what: str = "--out") -> Path:
     return folder
 
 
+def check_writable_folder(folder: str | Path, what: str = "-o") -> Path:
+    """Fail now (:class:`OutputError`) if ``folder`` could not be created and written later;
+    creates nothing (a failed run leaves no empty output folder behind).
+
+    ``folder`` must be a folder or not exist; the nearest existing ancestor must be a folder in
+    which a file can be created (probed with a temporary file, removed at once).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {folder}: is a file, not a folder; pass a folder path")
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {folder}: {parent} is a file, not a folder; pass another path")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".fastsal-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"{what} {folder}: cannot write in {parent} ({exc.strerror}); pass a writable folder") from None
+    return folder
+
+
 def check_writable_file(path: str | Path, what: str) -> Path:
     """Fail now (:class:`OutputError`) if ``path`` could not be written later; creates nothing.
 

@@ -53,8 +53,12 @@ from fastsal.viewing import colormap, overlay, to_png
 # get log(float32 tiny) ~ -87.3 instead of -inf, so log-likelihood scores stay finite.
 LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 EXPORT_SUFFIXES = (".onnx", ".xml")
+# Maps larger than this (16 MP) are resized a band of rows at a time: a whole-image PIL resize of a
+# 48 MP float map holds three 192 MB copies at once. Bands give the same values to ~1e-5 relative
+# (the box arithmetic rounds differently), far below the 1e-4 engine tolerance.
+RESIZE_BAND_PIXELS = 1 << 24
 
-__all__ = ["ImageLike", "LOG_FLOOR", "PredictError", "Predictor", "colormap", "example_image", "load", "overlay",
+__all__ = ["ImageLike", "LOG_FLOOR", "RESIZE_BAND_PIXELS", "PredictError", "Predictor", "colormap", "example_image", "load", "overlay",
            "postprocess", "to_png"]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -80,14 +84,24 @@ def postprocess(log_small: np.ndarray, size: Sequence[int]) -> np.ndarray:
     Pure: the same for every engine, and usable on any log-density (e.g. a video frame's).
     """
     h, w = (int(v) for v in size)
-    prob = np.exp(log_small).astype(np.float32)
-    if prob.shape != (h, w):
-        prob = np.asarray(Image.fromarray(prob).resize((w, h), Image.BICUBIC), dtype=np.float32)
-    prob = np.maximum(prob, np.float32(0.0))  # a writable copy (PIL's array is read-only) ...
+    small = np.exp(log_small).astype(np.float32)
+    if small.shape == (h, w):
+        prob = small
+    elif h * w <= RESIZE_BAND_PIXELS:
+        prob = np.array(Image.fromarray(small).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    else:  # camera-sized photos: resize a band of rows at a time into one float32 array
+        prob = np.empty((h, w), dtype=np.float32)
+        source, (sh, sw) = Image.fromarray(small), small.shape
+        rows = max(1, (1 << 20) // w)  # 4 MB bands
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            band = source.resize((w, r1 - r0), Image.BICUBIC, box=(0.0, r0 * sh / h, float(sw), r1 * sh / h))
+            prob[r0:r1] = np.asarray(band)
+    np.maximum(prob, np.float32(0.0), out=prob)  # in place: this runs per image at full resolution
     total = float(prob.sum(dtype=np.float64))
     if not np.isfinite(total) or total <= 0.0:  # cannot happen with finite logits; stay defined anyway
         return np.full((h, w), 1.0 / (h * w), dtype=np.float32)
-    prob *= np.float32(1.0 / total)  # ... scaled in place: this runs per image at full resolution
+    prob *= np.float32(1.0 / total)
     return prob
 
 

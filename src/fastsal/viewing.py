@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from fastsal.errors import FastSalError
 from fastsal.images import ImageLike, as_rgb_array
 
-__all__ = ["colormap", "overlay", "to_png"]
+__all__ = ["STRIP_PIXELS", "ViewError", "blend", "colormap", "overlay", "to_png"]
 
 
 # Matplotlib's 'inferno' (perceptually uniform, readable in grayscale and by colour-blind viewers),
@@ -29,27 +30,71 @@ _INFERNO = np.stack(
 ).round().astype(np.uint8)
 
 
+class ViewError(FastSalError, ValueError):
+    """A map or image that cannot be drawn (wrong shape, bad alpha); one line saying what was expected."""
+
+
+# Rows per strip when drawing: full-resolution maps of camera photos (8000x6000 = 48 MP) are drawn a
+# strip at a time, so no full-size float temporary (192 MB per float32 copy, 576 MB for RGB) exists.
+STRIP_PIXELS = 1 << 20
+
+
+def _strips(h: int, w: int):
+    rows = max(1, STRIP_PIXELS // max(w, 1))
+    for r0 in range(0, h, rows):
+        yield r0, min(h, r0 + rows)
+
+
 def to_png(prob_map: np.ndarray) -> np.ndarray:
     """(H, W) map -> (H, W) uint8, min-max scaled to 0..255: for viewing, not for metrics.
 
     Scaling discards the absolute level (two images' PNGs are not comparable); keep the float map
-    (``.npy``) for analysis. A constant map gives all zeros.
+    (``.npy``) for analysis. A constant map gives all zeros. float32 maps (what predict returns)
+    are scaled in float32 (~10x faster), others in float64, a strip of rows at a time.
     """
     m = np.asarray(prob_map)
-    if m.dtype != np.float32:  # float32 maps (what predict returns) are scaled in float32: ~10x faster
-        m = m.astype(np.float64)
     if m.ndim != 2:
-        raise ValueError(f"expected an (H, W) map, got shape {m.shape}")
+        raise ViewError(f"expected an (H, W) map, got shape {m.shape}")
+    kind = np.float32 if m.dtype == np.float32 else np.float64
+    out = np.zeros(m.shape, dtype=np.uint8)
+    if m.size == 0:
+        return out
     lo, hi = float(np.min(m)), float(np.max(m))
-    if not hi > lo:
-        return np.zeros(m.shape, dtype=np.uint8)
-    scaled = (m - m.dtype.type(lo)) * m.dtype.type(255.0 / (hi - lo)) + m.dtype.type(0.5)
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    if not hi > lo:  # constant, or NaN somewhere (min/max propagate it): nothing to show
+        return out
+    lo_k, scale, half = kind(lo), kind(255.0 / (hi - lo)), kind(0.5)
+    for r0, r1 in _strips(*m.shape):
+        scaled = (m[r0:r1].astype(kind, copy=False) - lo_k) * scale + half
+        np.clip(scaled, 0, 255, out=scaled)
+        out[r0:r1] = scaled
+    return out
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """(H, W) uint8 -> (H, W, 3) uint8 through the 'inferno' lookup table (no matplotlib needed)."""
     return _INFERNO[np.asarray(values, dtype=np.uint8)]
+
+
+def blend(rgb: np.ndarray, values: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """``(1 - alpha) * rgb + alpha * inferno(values)`` as an RGB PIL image, a strip at a time.
+
+    ``rgb``: (H, W, 3) uint8; ``values``: (H, W) uint8 (:func:`to_png` of the map at the image's
+    size). Drawn straight into the PIL image an encoder needs, so a 48 MP overlay costs the image
+    once, not four float copies.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ViewError(f"alpha must be in [0, 1], got {alpha}")
+    h, w = rgb.shape[:2]
+    if values.shape != (h, w):
+        raise ViewError(f"values {values.shape} do not match the image {rgb.shape[:2]}")
+    img = Image.new("RGB", (w, h))
+    a, b = np.float32(1.0 - alpha), np.float32(alpha)
+    for r0, r1 in _strips(h, w):
+        mixed = rgb[r0:r1].astype(np.float32) * a + colormap(values[r0:r1]).astype(np.float32) * b
+        mixed += np.float32(0.5)
+        np.clip(mixed, 0, 255, out=mixed)
+        img.paste(Image.fromarray(mixed.astype(np.uint8), "RGB"), (0, r0))
+    return img
 
 
 def overlay(image_rgb: ImageLike, prob_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -60,14 +105,12 @@ def overlay(image_rgb: ImageLike, prob_map: np.ndarray, alpha: float = 0.5) -> n
     a map of another size is resized (bilinear) to the image.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ViewError(f"alpha must be in [0, 1], got {alpha}")
     rgb = as_rgb_array(image_rgb)
     m = np.ascontiguousarray(prob_map, dtype=np.float32)
     if m.ndim != 2:
-        raise ValueError(f"expected an (H, W) map, got shape {m.shape}")
+        raise ViewError(f"expected an (H, W) map, got shape {m.shape}")
     h, w = rgb.shape[:2]
     if m.shape != (h, w):
         m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR), dtype=np.float32)
-    heat = colormap(to_png(m)).astype(np.float32)
-    out = (1.0 - alpha) * rgb.astype(np.float32) + alpha * heat
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(blend(rgb, to_png(m), alpha))
