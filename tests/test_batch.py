@@ -145,7 +145,7 @@ def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeyp
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (37, 53)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (37, 53), (3000, 700)])  # 3000x700: three strips
 def test_gray_png_decodes_to_the_same_pixels(shape):
     import io
 

@@ -46,7 +46,7 @@ from fastsal.files import (
     write_json,
 )
 from fastsal.viewing import blend, to_png
-from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_resized, load_rgb
+from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_image, load_resized
 
 FORMATS = defaults.OUTPUT_FORMATS
 # Temporaries older than this in an output folder are leftovers of a killed run (a live writer's
@@ -107,7 +107,8 @@ def collect(
             raise BatchError(f"{arg}: no such file or folder")
         items = find_images([arg], suffixes)
         if arg.is_dir() and excluded is not None:
-            items = [(f, rel) for f, rel in items if not f.resolve().is_relative_to(excluded)]
+            # realpath, not resolve(): a looping link must reach decoding (and be reported), not raise here
+            items = [(f, rel) for f, rel in items if not Path(os.path.realpath(f)).is_relative_to(excluded)]
         found += items
     if list_file is not None:
         listed = [p.absolute() for p in read_list(list_file)]
@@ -287,10 +288,10 @@ def run(
             _save_bytes(paths["png"], gray_png(values))
         if "overlay" in paths:
             try:
-                full = load_rgb(job.source)
+                full = load_image(job.source)  # a PIL image, blended in place: no array copy
             except ImageError as exc:  # it decoded a moment ago: changed or removed since
                 raise BatchError(f"{exc}; it changed while the run was going") from None
-            if full.shape[:2] != values.shape:
+            if full.size[::-1] != values.shape:
                 raise BatchError(f"{job.source}: changed size while the run was going; rerun")
             _save_bytes(paths["overlay"], encode_jpeg_image(blend(full, values, alpha)))
         return [str(paths[f]) for f in formats]

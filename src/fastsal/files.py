@@ -265,19 +265,30 @@ def gray_png(values: np.ndarray, level: int = 1) -> bytes:
     maps is a large share of folder prediction once the network is fast. Saliency maps are
     smooth, so the same 'Up' filter (difference to the row above) on every row compresses them
     as well as PIL's choice; zlib level 1 is ~5x faster than the default and only ~10 % larger.
+    Rows are filtered and compressed a strip at a time, so a 48 MP map needs no full-size copy.
     """
     v = np.asarray(values)
     if v.ndim != 2 or v.dtype != np.uint8 or 0 in v.shape:
         raise ValueError(f"expected a non-empty (H, W) uint8 array, got {v.dtype} {v.shape}")
     h, w = v.shape
-    rows = np.empty((h, w + 1), dtype=np.uint8)
-    rows[:, 0] = 2  # filter type 2 = Up
-    rows[0, 1:] = v[0]  # the row above the first is zeros
-    np.subtract(v[1:], v[:-1], out=rows[1:, 1:])  # wraps modulo 256, as PNG defines it
+    z = zlib.compressobj(level)
+    parts = []
+    step = max(1, (1 << 20) // (w + 1))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        rows = np.empty((r1 - r0, w + 1), dtype=np.uint8)
+        rows[:, 0] = 2  # filter type 2 = Up
+        if r0 == 0:
+            rows[0, 1:] = v[0]  # the row above the first is zeros
+            np.subtract(v[1:r1], v[:r1 - 1], out=rows[1:, 1:])  # wraps modulo 256, as PNG defines it
+        else:
+            np.subtract(v[r0:r1], v[r0 - 1:r1 - 1], out=rows[:, 1:])
+        parts.append(z.compress(rows))
+    parts.append(z.flush())
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit, greyscale, deflate, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
             + chunk(b"IEND", b""))

@@ -15,6 +15,7 @@ our one-line error, not Pillow's raw warning.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -25,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastsal.errors import FastSalError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: the first frame
 
 #: What every image-taking function accepts: a path, a PIL image or an (H, W[, 3|4]) array.
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -111,7 +112,10 @@ def _load_unguarded(img: Image.Image) -> None:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL image -> 8-bit RGB (see the module docstring for the rules)."""
-    img = ImageOps.exif_transpose(img)
+    # exif_transpose copies even an upright image (192 MB for a 48 MP photo): only call it when
+    # the orientation tag asks for a turn
+    if img.getexif().get(0x0112, 1) not in (None, 1):
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():  # float TIFFs may hold NaN: it would become arbitrary bytes
@@ -175,6 +179,15 @@ def _decode(source: str | Path | IO[bytes], draft: tuple[int, int] | None,
         path = Path(source)
         label = str(path)
         if not path.exists():
+            if path.is_symlink():
+                try:
+                    path.resolve(strict=True)
+                    target = "a missing file"
+                except RuntimeError:  # Python < 3.13 reports a loop this way
+                    target = "itself (a loop)"
+                except OSError as exc:
+                    target = "itself (a loop)" if exc.errno == errno.ELOOP else f"a missing file ({os.readlink(path)})"
+                raise ImageError(f"{path}: a symbolic link to {target}; fix or remove the link")
             raise ImageError(f"{path}: no such file")
         if path.is_file() and path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes); re-export or remove it")
@@ -312,7 +325,11 @@ def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] =
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("."):
+                if f.suffix.lower() not in suffixes or f.name.startswith("."):
+                    continue
+                # A dangling or looping link with an image name is kept: decoding reports it by
+                # name, where skipping it here would make the image silently vanish from the run.
+                if f.is_file() or (f.is_symlink() and not f.is_dir()):
                     found.append((f, f.relative_to(p)))
         else:
             found.append((p, Path(p.name)))
