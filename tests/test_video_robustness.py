@@ -166,6 +166,20 @@ def test_strict_stops_at_first_bad_video(bad_folder: Path, tmp_path: Path, capsy
     all_outputs_decode(out)
 
 
+def test_bad_video_beside_good_image(bad_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """At least one input written: exit 0, whether it is a video or an image."""
+    from PIL import Image
+
+    (bad_folder / "good.avi").unlink()
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(bad_folder / "photo.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(bad_folder), "-o", str(out), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("fastsal: skipped ") == 2 and "0 videos written" in err and "Traceback" not in err
+    assert (out / "photo.png").is_file() and (out / "manifest.json").is_file()
+    all_outputs_decode(out)
+
+
 def test_run_videos_api(predictor: Predictor, bad_folder: Path, tmp_path: Path) -> None:
     skipped: list[str] = []
     jobs = [VideoJob(bad_folder / n, tmp_path / f"{n}.mp4") for n in ("junk.mp4", "good.avi")]

@@ -304,7 +304,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         except Terminated as exc:  # a file's partial outputs are already removed
             print(f"fastsal: stopped by {exc.name}; rerun the same command to finish", file=sys.stderr)
             return exc.exit_code
-        return 1 if rep["failed"] and not rep["written"] and not rep["skipped_existing"] else 0
+        written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
+        if many and not args.quiet:
+            print(f"{written} video{'s' if written != 1 else ''} written to {out} ({failed} failed, "
+                  f"{skipped} already done)", file=sys.stderr)
+        return 1 if failed and not written and not skipped else 0
 
     if args.camera is not None:
         return run_videos([(args.camera, out if video_out else out / f"camera{args.camera}.mp4")], many=False)
