@@ -364,16 +364,16 @@ sys.exit(main({argv!r}))
 """
 
 
-def run_until_writing(argv: list[str], watch: Path, clip: str = "", camera: bool = False,
+def run_until_writing(argv: list[str], watch: Path, name: str, clip: str = "", camera: bool = False,
                       timeout: float = 240.0) -> tuple[int, str]:
-    """Start ``fastsal`` in a subprocess, send SIGTERM once a temporary .npy under ``watch`` holds a
-    frame (the run is mid-video), and return its exit status and stderr."""
+    """Start ``fastsal`` in a subprocess, send SIGTERM once the temporary of ``watch/name`` (a .npy)
+    holds a frame (the run is mid-video), and return its exit status and stderr."""
     script = textwrap.dedent(_CHILD.format(camera=camera, clip=clip, argv=argv))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            temps = [f for f in watch.glob(".*.tmp.npy") if f.stat().st_size > 200_000] if watch.is_dir() else []
+            temps = [f for f in watch.glob(f".{name}.*.tmp.npy") if f.stat().st_size > 200_000] if watch.is_dir() else []
             if temps:
                 break
             if proc.poll() is not None:
@@ -397,7 +397,7 @@ def test_sigterm_file_run_removes_partial_outputs(tmp_path: Path) -> None:
     make_clip(folder / "b.avi", frames=3000)
     out = tmp_path / "out"
     argv = ["predict", str(folder), "-o", str(out), "--npy", "--threads", "1", "-q", "--backend", "torch"]
-    code, err = run_until_writing(argv, out)
+    code, err = run_until_writing(argv, out, "b.npy")
     assert code == 143, err
     assert "Traceback" not in err and "fastsal: stopped by SIGTERM" in err
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "a.npy", "manifest-videos.json"]
@@ -410,7 +410,7 @@ def test_sigterm_camera_keeps_recording(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "live.avi", frames=3000)
     out = tmp_path / "out"
     argv = ["predict", "--camera", "0", "-o", str(out / "cam.mp4"), "--npy", "--threads", "1", "--backend", "torch"]
-    code, err = run_until_writing(argv, out, clip=str(clip), camera=True)
+    code, err = run_until_writing(argv, out, "cam.npy", clip=str(clip), camera=True)
     assert code == 0, err
     assert "Traceback" not in err and "(stopped by SIGTERM)" in err
     assert sorted(p.name for p in out.iterdir()) == ["cam.mp4", "cam.npy"]
