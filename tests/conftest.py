@@ -8,8 +8,9 @@ import torch
 # One thread: tests check numbers, not speed, and two workers must not fight over 2 cores.
 torch.set_num_threads(1)
 
-# Exported / compiled models go to a throwaway cache, never the user's (subprocesses inherit it).
-os.environ["FASTSAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastsal-test-cache-")
+# Exported / compiled models go to a throwaway cache, never the user's (subprocesses inherit it);
+# FASTSAL_TEST_CACHE names a folder to keep between runs instead.
+os.environ["FASTSAL_CACHE_DIR"] = os.environ.get("FASTSAL_TEST_CACHE") or tempfile.mkdtemp(prefix="fastsal-test-cache-")
 
 OSIE_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "osie"
 

@@ -363,14 +363,20 @@ def test_camera_sized_photo_with_every_output_stays_under_1_gb(tmp_path):
     ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h // 100, 0)
     rows = np.stack([ramp, ramp[:, ::-1], np.full_like(ramp, 90)], -1).astype(np.uint8)
     Image.fromarray(np.tile(rows, (100, 1, 1))).save(tmp_path / "big.jpg", quality=80)
-    code = ("import resource, sys\nfrom fastsal.cli import main\n"
+    # the one-time conversion and compilation (their own peak) happen here, by the same command on a
+    # small image: the run below then measures what the photo costs on top of a loaded model
+    warm = subprocess.run([sys.executable, "-m", "fastsal", "predict", "-o", str(tmp_path / "warm"), "-q"],
+                          capture_output=True, text=True, timeout=600)
+    assert warm.returncode == 0, warm.stderr
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (pytest, often
+    # larger than 1 GB by now) across exec, while VmHWM belongs to this program's own memory.
+    code = ("import re\nfrom fastsal.cli import main\n"
             f"rc = main(['predict', {str(tmp_path / 'big.jpg')!r}, '-o', {str(tmp_path / 'out')!r}, '--format', 'all', '-q'])\n"
-            "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(rc, re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     rc, peak_kb = (int(v) for v in res.stdout.split()[-2:])
     assert rc == 0, res.stderr
     assert peak_kb < 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
-    print(f"peak RSS {peak_kb / 1024:.0f} MB")
     assert np.load(tmp_path / "out" / "big.npy", mmap_mode="r").shape == (h, w)
     with Image.open(tmp_path / "out" / "big_overlay.jpg") as img:
         assert img.size == (w, h)

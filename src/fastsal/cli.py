@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastsal import __version__, defaults
-from fastsal.errors import FastSalError
+from fastsal.errors import FastSalError, Terminated
 
 
 class UsageError(FastSalError, ValueError):
@@ -284,30 +284,53 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     formats = tuple(dict.fromkeys([*formats, *(["overlay"] if args.overlay else []), *(["npy"] if args.npy else [])]))
     status = 0
 
-    def video(source: int | Path, target: Path | None) -> None:
-        from fastsal.video import predict_video
+    def run_videos(sources: list[tuple[int | Path, Path]], many: bool) -> int:
+        """Videos (or the camera) to (source, .mp4 target); with ``many`` (a folder output) a bad
+        video is reported, listed in manifest-videos.json and skipped (unless --strict); alone it
+        is an error. Returns 0 if any was written or already done, 1 if all failed, 143 on SIGTERM."""
+        from fastsal.video import Terminated, VideoJob, VideoReport, video_manifest_path
+        from fastsal.video import run_videos as run
 
-        stem = target.with_suffix("") if target is not None else out / f"camera{source}"
-        dest = target if target is not None else stem.with_suffix(".mp4")
-        npy = stem.with_suffix(".npy") if "npy" in formats else None
-        if not args.overwrite and dest.is_file() and (npy is None or npy.is_file()):
-            print(f"fastsal: {dest} exists; skipped (--overwrite to redo)", file=sys.stderr)
-            return
-        rep = predict_video(predictor, source, dest, overlay="overlay" in formats, npy=npy,
-                            smoothing=args.smoothing, batch_size=args.batch_size, max_frames=args.max_frames,
-                            progress=progress)
-        print(rep.out or rep.npy)
-        if not args.quiet:
-            stop = " (stopped by Ctrl-C)" if rep.interrupted else ""
-            print(f"{rep.frames} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
+        vjobs = [VideoJob(src, dest, dest.with_suffix(".npy") if "npy" in formats else None) for src, dest in sources]
+
+        def done(job: VideoJob, rep: VideoReport | None) -> None:
+            if rep is None:
+                tqdm.write(f"fastsal: {job.out} exists; skipped (--overwrite to redo)", file=sys.stderr)
+                return
+            print(rep.out or rep.npy, flush=True)
+            if rep.lost:  # only with --allow-short-video; shown even with -q
+                tqdm.write(f"fastsal: warning: {job.name}: decoded only {rep.frames} of the {rep.expected} frames its "
+                           f"container states (damaged or truncated); wrote the {rep.frames}", file=sys.stderr)
+            if not args.quiet:
+                counts = f"{rep.frames} of {rep.expected}" if rep.expected is not None else f"{rep.frames}"
+                stop = f" (stopped by {rep.stopped_by})" if rep.interrupted else ""
+                tqdm.write(f"{counts} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
+
+        try:
+            rep = run(predictor, vjobs, overlay="overlay" in formats, smoothing=args.smoothing,
+                      batch_size=args.batch_size, max_frames=args.max_frames, progress=progress,
+                      overwrite=args.overwrite, strict=args.strict or not many, allow_short=args.allow_short_video,
+                      manifest=video_manifest_path(out, index, count) if many else None, shard_info=(index, count),
+                      on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr), on_done=done)
+        except Terminated as exc:  # a file's partial outputs are already removed
+            print(f"fastsal: stopped by {exc.name}; rerun the same command to finish", file=sys.stderr)
+            return exc.exit_code
+        written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
+        if many and not args.quiet:
+            print(f"{written} video{'s' if written != 1 else ''} written to {out} ({failed} failed, "
+                  f"{skipped} already done)", file=sys.stderr)
+        return 1 if failed and not written and not skipped else 0
 
     if args.camera is not None:
-        video(args.camera, out if video_out else None)
-        return 0
+        return run_videos([(args.camera, out if video_out else out / f"camera{args.camera}.mp4")], many=False)
     videos = [j for j in jobs if is_video(j.source)]
     images = [j for j in jobs if not is_video(j.source)]
-    for job in videos:
-        video(job.source, out if video_out else out / job.stem.with_suffix(".mp4"))
+    video_status = 0
+    if videos:
+        video_status = run_videos([(j.source, out if video_out else out / j.stem.with_suffix(".mp4")) for j in videos],
+                                  many=not video_out)
+        if video_status > 1:  # stopped by a signal
+            return video_status
     if images or not jobs:  # an empty shard still leaves a manifest saying so
         rep = batch.run(predictor, images, out, formats, overwrite=args.overwrite, strict=args.strict,
                         batch_size=args.batch_size, workers=args.workers, progress=progress,
@@ -323,7 +346,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{written} map{'s' if written != 1 else ''} written to {out}{shard_note} ({failed} failed, "
                   f"{skipped} already done{rate})", file=sys.stderr)
         status = 1 if failed and not written and not skipped else 0
-    return status
+    return min(status, video_status) if images and videos else video_status if videos else status
 
 
 def _predict_one(predictor, source: Path, target: Path, fmt: str, args: argparse.Namespace) -> int:
@@ -373,6 +396,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smoothing", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="A",
                    help="videos: temporal smoothing in [0, 1), an EMA of log-densities (default: 0 = off)")
     p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="videos/camera: stop after N")
+    p.add_argument("--allow-short-video", action="store_true",
+                   help="videos: write the frames of a damaged video that decodes to fewer frames than its container "
+                        "states, with a warning (default: an error for that video, nothing written, so a rerun "
+                        "retries it). Unreadable or damaged videos in a folder are listed in manifest-videos.json "
+                        "and skipped (see --strict); SIGTERM removes a file's partial outputs and exits 143")
     p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
                    help=f"network input size, each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} "
                         f"(default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]}, the training size)")
@@ -383,7 +411,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
-    p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
+    p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image or video")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_predict)
 
@@ -585,13 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: outputs stay atomic,
-    manifests and checkpoints are written, and the process exits 143 as a killed one would."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,9 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except Terminated:
-        print("fastsal: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
-        return 143
+    except Terminated as exc:
+        print(f"fastsal: stopped by {exc.name}; rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("fastsal: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

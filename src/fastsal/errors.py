@@ -16,4 +16,20 @@ class FastSalError(Exception):
     """An error the user can fix; ``str(error)`` is one line naming the file or argument and the fix."""
 
 
-__all__ = ["FastSalError"]
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised where the program is, so that it unwinds exactly like Ctrl-C
+    (atomic writers remove partial outputs, manifests and checkpoints are written).
+
+    ``exit_code`` is 128 + the signal number (143), what a shell reports for a process killed by it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {self.name}")
+
+
+__all__ = ["FastSalError", "Terminated"]

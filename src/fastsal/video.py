@@ -14,29 +14,50 @@ the input size (192x256 by default), where it costs nothing next to the network.
 
 Outputs are written atomically (:func:`fastsal.files.atomic_path`): an error or Ctrl-C on a file
 leaves no partial video. A camera runs until ``max_frames`` or Ctrl-C, and Ctrl-C there ends the
-recording cleanly with a valid output.
+recording cleanly with a valid output. Output paths are checked before the first frame is decoded,
+so an unwritable destination fails in a second, not after the whole video.
+
+Damaged files. OpenCV ends a damaged or truncated video early without an error, which would pass a
+short result off as the whole video. Where the container states a frame count, fewer decoded frames
+(beyond the few that healthy files miss, :func:`lost_frames`) raise :class:`ShortVideoError` and
+nothing is written, so a rerun tries the file again; ``allow_short=True`` writes the short result
+and records its counts instead (a rerun then keeps it: the user accepted it).
+
+Many videos. :func:`run_videos` runs a list of :class:`VideoJob`: an unreadable or damaged video
+(:class:`VideoSourceError`) is recorded and skipped (or stops the run with ``strict``), outputs that
+exist are kept, and a manifest (JSON, written atomically, also when stopped) lists what was written
+and what failed. SIGTERM during it raises :class:`Terminated`, which unwinds like Ctrl-C: a file's
+partial outputs are removed, a camera keeps its recording.
 
 ``import fastsal.video`` is cheap (no OpenCV, NumPy or PyTorch until used), so the command line can
 call :func:`is_video` to route its inputs.
 """
 from __future__ import annotations
 
-from fastsal.errors import FastSalError
+from fastsal.errors import FastSalError, Terminated
 
+import os
+import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 if TYPE_CHECKING:
     import numpy as np
 
     from fastsal.predict import Predictor
 
-__all__ = ["DEFAULT_FPS", "VIDEO_SUFFIXES", "VideoError", "VideoFrame", "VideoReport", "is_video", "iter_video", "predict_video"]
+__all__ = [
+    "DEFAULT_FPS", "VIDEO_MANIFEST_FORMAT", "VIDEO_SUFFIXES", "ShortVideoError", "Terminated", "VideoError", "VideoFrame",
+    "VideoJob", "VideoReport", "VideoSourceError", "is_video", "iter_video", "lost_frames", "predict_video", "run_videos",
+    "video_manifest_path",
+]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -46,8 +67,42 @@ DEFAULT_FPS = 30.0
 VideoSource = Union[str, Path, int]
 
 
+VIDEO_MANIFEST_FORMAT = "fastsal-video-manifest/1"
+
+# A container's frame count (CAP_PROP_FRAME_COUNT) is a header fact, and healthy files often decode
+# a frame or two fewer (edit lists, counts estimated from the duration in Matroska/WebM, variable
+# frame rates); only a larger shortfall is taken for frames lost to damage.
+SHORT_TOLERANCE_FRAMES = 2
+SHORT_TOLERANCE_FRACTION = 0.02
+
+
 class VideoError(FastSalError, ValueError):
     """A video that cannot be read or written; the message is one line naming the file and the fix."""
+
+
+class VideoSourceError(VideoError):
+    """The input video or camera cannot be read, or not fully: a run over many videos records it and
+    goes on with the next, as it does for an unreadable image (output problems stop the run instead)."""
+
+
+class ShortVideoError(VideoSourceError):
+    """Fewer frames decoded than the container states: a damaged or truncated file whose short result
+    would otherwise pass for the whole video. ``frames`` were decoded of ``expected``."""
+
+    def __init__(self, message: str, frames: int, expected: int) -> None:
+        super().__init__(message)
+        self.frames, self.expected = frames, expected
+
+
+
+
+def lost_frames(frames: int, expected: int | None) -> int:
+    """How many of ``expected`` frames are missing when ``frames`` were decoded, or 0 when no count is
+    known or the shortfall is within what healthy files show (a frame or two, see the constants)."""
+    if expected is None:
+        return 0
+    missing = expected - frames
+    return missing if missing > max(SHORT_TOLERANCE_FRAMES, SHORT_TOLERANCE_FRACTION * expected) else 0
 
 
 def is_video(path: str | Path) -> bool:
@@ -66,7 +121,14 @@ class VideoReport:
     fps: float
     out: Path | None
     npy: Path | None
-    interrupted: bool = False  # a camera session ended by Ctrl-C (its outputs are complete and valid)
+    interrupted: bool = False  # a camera session ended by Ctrl-C or SIGTERM (its outputs are complete and valid)
+    expected: int | None = None  # frames the container states (capped at max_frames); None: not stated, or a camera
+    stopped_by: str | None = None  # "Ctrl-C" or "SIGTERM" when interrupted
+
+    @property
+    def lost(self) -> int:
+        """Frames the container states but that could not be decoded (0: complete, see :func:`lost_frames`)."""
+        return lost_frames(self.frames, self.expected)
 
 
 @dataclass
@@ -91,6 +153,10 @@ class VideoFrame:
 
 
 def _cv2() -> Any:
+    if "cv2" not in sys.modules:
+        # FFmpeg's decoder chatter ("[mjpeg @ 0x..] overread 8") on a damaged file would bury the one
+        # line that says what is wrong; who wants it sets OPENCV_FFMPEG_LOGLEVEL (read at import).
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         import cv2
     except ImportError:
@@ -110,30 +176,32 @@ class _Capture:
         self.camera = isinstance(source, int)
         if self.camera:
             if source < 0:
-                raise VideoError(f"camera {source}: camera indices start at 0")
+                raise VideoSourceError(f"camera {source}: camera indices start at 0")
             self.name = f"camera {source}"
-            self.cap = cv2.VideoCapture(source)
+            self.cap = _open_camera(cv2, source)
             if not self.cap.isOpened():
                 self.cap.release()
-                raise VideoError(f"{self.name}: cannot open (no such camera, in use, or no permission); "
+                raise VideoSourceError(f"{self.name}: cannot open (no such camera, in use, or no permission); "
                                  f"check the device or try another index")
         else:
             path = Path(source)
             self.name = str(path)
             if not path.exists():
-                raise VideoError(f"{path}: no such file")
+                raise VideoSourceError(f"{path}: no such file")
             if path.is_dir():
-                raise VideoError(f"{path}: is a folder; pass a video file")
+                raise VideoSourceError(f"{path}: is a folder; pass a video file")
+            if path.stat().st_size == 0:
+                raise VideoSourceError(f"{path}: is empty (0 bytes); copy or export it again")
             self.cap = cv2.VideoCapture(str(path))
             if not self.cap.isOpened():
                 self.cap.release()
-                raise VideoError(f"{path}: OpenCV cannot open it as a video (not a video, or a codec it lacks); "
+                raise VideoSourceError(f"{path}: OpenCV cannot open it as a video (not a video, or a codec it lacks); "
                                  f"convert it, e.g. ffmpeg -i {path} -c:v libx264 out.mp4")
         fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
         # Cameras often report 0, broken files 0 or absurd values; the writer needs a sane rate.
         self.fps = fps if 0.0 < fps <= 1000.0 else DEFAULT_FPS
         count = 0 if self.camera else int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.count: int | None = count if count > 0 else None  # a container's estimate: for progress only
+        self.count: int | None = count if count > 0 else None  # what the container states (see lost_frames)
 
     def frames(self, max_frames: int | None) -> Iterator[np.ndarray]:
         """RGB frames until the stream ends (or a camera stops delivering) or ``max_frames``."""
@@ -149,6 +217,20 @@ class _Capture:
 
     def release(self) -> None:
         self.cap.release()
+
+
+def _open_camera(cv2: Any, index: int) -> Any:
+    """``cv2.VideoCapture(index)`` without OpenCV's warning lines for a missing camera: the caller
+    reports that in one line of its own."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:  # an OpenCV build without the logging module
+        return cv2.VideoCapture(index)
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(index)
+    finally:
+        logging.setLogLevel(level)
 
 
 def _check_options(smoothing: float, batch_size: int, max_frames: int | None) -> None:
@@ -184,7 +266,7 @@ def _maps(predictor: Predictor, capture: _Capture, smoothing: float, batch_size:
             yield VideoFrame(index, rgb, state)
             index += 1
     if index == 0:
-        raise VideoError(f"{capture.name}: no frames could be decoded (empty or corrupt video, or a codec "
+        raise VideoSourceError(f"{capture.name}: no frames could be decoded (empty or corrupt video, or a codec "
                          f"OpenCV lacks); check it plays, or re-encode it with ffmpeg")
 
 
@@ -248,6 +330,7 @@ def predict_video(
     fourcc: str = "mp4v",
     progress: bool = True,
     alpha: float = 0.5,
+    allow_short: bool = False,
 ) -> VideoReport:
     """Saliency for every frame of a video file or camera; writes a heat-map video and/or the maps.
 
@@ -265,8 +348,14 @@ def predict_video(
     ``smoothing`` in [0, 1): EMA weight of the previous frames' log-densities (module docstring);
     0 is off. ``batch_size`` frames go through the model at once (speed only; same results).
 
-    Raises :class:`VideoError` (a ``ValueError``) for unreadable sources, videos with no decodable
-    frame and outputs OpenCV cannot write; nothing is left behind then, nor on Ctrl-C on a file.
+    A file that decodes to fewer frames than its container states (:func:`lost_frames`: damaged or
+    truncated) raises :class:`ShortVideoError` and writes nothing, unless ``allow_short``: then the
+    short result is written and :attr:`VideoReport.lost` says how many frames are missing.
+
+    Raises :class:`VideoSourceError` (a :class:`VideoError`, a ``ValueError``) for unreadable sources
+    and videos with no decodable frame, :class:`VideoError` for outputs OpenCV cannot write and
+    :class:`fastsal.files.OutputError` for output paths that cannot be written (checked before any
+    frame is decoded); nothing is left behind then, nor on Ctrl-C (or :class:`Terminated`) on a file.
     """
     _check_options(smoothing, batch_size, max_frames)
     if not 0.0 <= alpha <= 1.0:
@@ -283,11 +372,18 @@ def predict_video(
                 raise VideoError(f"{target}: is the input video; choose another output path")
     if out is not None and out.is_dir():
         raise VideoError(f"{out}: is a folder; pass an output file such as {out / 'saliency.mp4'}")
+    if npy is not None and npy.is_dir():
+        raise VideoError(f"{npy}: is a folder; pass a .npy file name such as {npy / 'maps.npy'}")
 
     import numpy as np
     from tqdm import tqdm
 
-    from fastsal.files import atomic_path, atomic_write
+    from fastsal.files import atomic_path, atomic_write, check_writable_file
+
+    # Before the first frame: a read-only disk or a parent that is a file fails now, naming the path.
+    for target, what in ((out, "output video"), (npy, "maps file")):
+        if target is not None:
+            check_writable_file(target, what)
     from fastsal.viewing import colormap, to_png
     from fastsal.viewing import overlay as blend
 
@@ -295,7 +391,10 @@ def predict_video(
     capture = _Capture(source)
     total = capture.count if max_frames is None or capture.count is None else min(capture.count, max_frames)
     interrupted = False
+    stopped_by: str | None = None
     frames = 0
+    # What the container states (a camera states nothing); compared with what decodes at the end.
+    expected = None if capture.count is None else capture.count if max_frames is None else min(capture.count, max_frames)
     start = time.perf_counter()
     with ExitStack() as stack:
         stack.callback(capture.release)
@@ -327,14 +426,165 @@ def predict_video(
                     npy_frames.append(np.exp(item.log_density))
                 frames += 1
                 bar.update(1)
-        except KeyboardInterrupt:
-            # A camera session ends with Ctrl-C: keep what was written (frames of the batch in
-            # flight are dropped). A file re-raises, and atomic_path removes the partial outputs.
+        except KeyboardInterrupt as exc:
+            # A camera session ends with Ctrl-C (or SIGTERM, see Terminated): keep what was written
+            # (frames of the batch in flight are dropped). A file re-raises, and atomic_path removes
+            # the partial outputs.
             if not capture.camera or frames == 0:
                 raise
             interrupted = True
+            stopped_by = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
+        lost = lost_frames(frames, expected)
+        if lost and not allow_short:  # raised inside the stack: atomic_path removes the short outputs
+            raise ShortVideoError(
+                f"{capture.name}: decoded only {frames} of the {expected} frames its container states "
+                f"(damaged or truncated); nothing written; repair or re-encode it, or allow short "
+                f"results (--allow-short-video)", frames, expected)
         if npy_frames is not None:
             npy_frames.finish()
     seconds = time.perf_counter() - start
     return VideoReport(frames=frames, fps_in=capture.fps, seconds=seconds, fps=frames / max(seconds, 1e-9),
-                       out=out, npy=npy, interrupted=interrupted)
+                       out=out, npy=npy, interrupted=interrupted, expected=expected, stopped_by=stopped_by)
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video file (or camera index) and what it writes: ``out`` the heat-map video, ``npy`` the maps."""
+
+    source: Path | int
+    out: Path | None
+    npy: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """How messages and the manifest name the input."""
+        return f"camera {self.source}" if isinstance(self.source, int) else str(self.source)
+
+
+def video_manifest_path(out: str | Path, index: int = 0, count: int = 1) -> Path:
+    """``OUT/manifest-videos.json``, or ``OUT/manifest-videos-<i>-of-<n>.json`` for one of several shards.
+
+    Beside the images' ``manifest.json`` (:func:`fastsal.batch.manifest_path`), not in it: an image
+    run rewrites that file whole. Its ``settings`` take part in the check that refuses to resume a
+    folder made with other settings (:func:`fastsal.batch.check_settings` reads ``manifest*.json``).
+    """
+    return Path(out) / ("manifest-videos.json" if count == 1 else f"manifest-videos-{index}-of-{count}.json")
+
+
+def run_videos(
+    predictor: Predictor,
+    jobs: Sequence[VideoJob],
+    *,
+    overlay: bool = False,
+    smoothing: float = 0.0,
+    batch_size: int = 4,
+    max_frames: int | None = None,
+    fourcc: str = "mp4v",
+    progress: bool = True,
+    overwrite: bool = False,
+    strict: bool = False,
+    allow_short: bool = False,
+    manifest: str | Path | None = None,
+    shard_info: tuple[int, int] = (0, 1),
+    on_skip: Callable[[str], None] | None = None,
+    on_done: Callable[[VideoJob, VideoReport | None], None] | None = None,
+) -> dict[str, Any]:
+    """Run :func:`predict_video` over ``jobs``, going on past bad videos; returns the manifest.
+
+    Why: one unreadable file in a folder of videos must not cost the others. A job whose source
+    cannot be read, or is damaged (:class:`VideoSourceError`, :class:`ShortVideoError` unless
+    ``allow_short``), is recorded under ``"failed"`` with its one-line reason, passed to ``on_skip``
+    and skipped; ``strict`` raises it instead (after recording it). Output problems (an unwritable
+    path, a codec OpenCV cannot write) concern every job and are raised. A job whose outputs all
+    exist is kept unless ``overwrite`` (``on_done(job, None)``); a written one calls
+    ``on_done(job, report)``. Other arguments as for :func:`predict_video`.
+
+    ``manifest`` (a path; checked writable before the first job) gets the record, written atomically
+    at the end, also when the run stops on an error, Ctrl-C or SIGTERM. In the main thread SIGTERM
+    raises :class:`Terminated` while the jobs run (the previous handler is restored afterwards).
+    """
+    from fastsal.files import OutputError, check_writable_file, write_json
+
+    manifest = Path(manifest) if manifest is not None else None
+    if manifest is not None:
+        check_writable_file(manifest, "manifest")
+    report: dict[str, Any] = {
+        "format": VIDEO_MANIFEST_FORMAT,
+        "shard": list(shard_info),
+        "model": predictor.name,
+        "backend": predictor.backend,
+        "precision": predictor.precision,
+        "input_size": list(predictor.input_size),
+        "settings": predictor.settings(),
+        "options": {"overlay": overlay, "smoothing": smoothing, "max_frames": max_frames, "allow_short": allow_short},
+        "assigned": len(jobs),
+        "skipped_existing": 0,
+        "written": [],
+        "failed": [],
+        "complete": False,
+        "stopped_by": None,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    start = time.perf_counter()
+    terminated: list[int] = []
+
+    def terminate(signum: int, frame: Any) -> None:
+        if not terminated:  # a second SIGTERM must not break the clean-up the first one started
+            terminated.append(signum)
+            raise Terminated(signum)
+
+    # signal.signal works only in the main thread; elsewhere SIGTERM keeps its usual effect.
+    handled = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if handled else None
+
+    def record() -> None:
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if manifest is not None:
+            write_json(report, manifest)
+
+    try:
+        for job in jobs:
+            targets = [p for p in (job.out, job.npy) if p is not None]
+            if not overwrite and targets and all(p.is_file() for p in targets):
+                report["skipped_existing"] += 1
+                if on_done is not None:
+                    on_done(job, None)
+                continue
+            try:
+                rep = predict_video(predictor, job.source, job.out, npy=job.npy, overlay=overlay, smoothing=smoothing,
+                                    batch_size=batch_size, max_frames=max_frames, fourcc=fourcc, progress=progress,
+                                    allow_short=allow_short)
+            except VideoSourceError as exc:
+                entry: dict[str, Any] = {"input": job.name, "error": str(exc)}
+                if isinstance(exc, ShortVideoError):
+                    entry.update(frames=exc.frames, expected=exc.expected)
+                report["failed"].append(entry)
+                if strict:
+                    raise
+                if on_skip is not None:
+                    on_skip(str(exc))
+                continue
+            report["written"].append({
+                "input": job.name, "outputs": [str(p) for p in targets], "frames": rep.frames,
+                "expected": rep.expected, "complete": rep.lost == 0, "stopped_by": rep.stopped_by,
+            })
+            if on_done is not None:
+                on_done(job, rep)
+        report["complete"] = True
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            report["stopped_by"] = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
+        try:
+            record()
+        except OSError:
+            pass  # the error in flight says more than a manifest that could not be written
+        raise
+    finally:
+        if handled:  # None: the previous handler was not set from Python; the default is the best guess
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    try:
+        record()
+    except OSError as exc:
+        raise OutputError(f"manifest {manifest}: cannot write ({exc.strerror or exc}); pass a writable -o folder") from None
+    return report
