@@ -26,13 +26,18 @@ run on PyTorch.
 PyTorch module (no ``onnx`` package needed), ONNX for ONNX Runtime and for int8. Files are made
 once per weights (SHA-256 of the state_dict), input size and precision, written atomically, and
 kept in ``$FASTSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastsal``, else ``~/.cache/fastsal``
-(safe to delete); OpenVINO also keeps its compiled blobs there. An unwritable cache falls back
+(safe to delete); OpenVINO's compiled models are kept in its ``openvino/`` folder, each checked
+against its SHA-256 before use (:class:`_BlobCache`). Several processes may share the cache (e.g.
+``fastsal predict --shard i/N`` started together): lock files beside the artefacts make them take
+turns, so one converts or compiles and the others reuse its files. An unwritable cache falls back
 to a temporary folder, with a notice.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
 import os
 import tempfile
 import warnings
@@ -45,8 +50,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from fastsal import defaults
-from fastsal.cpu import cpu_features, supports_bf16
+from fastsal.cpu import cpu_features, cpu_flags, cpu_name, supports_bf16
 from fastsal.errors import FastSalError
+from fastsal.files import atomic_write_bytes, file_lock, file_sha256, write_json
 
 ENGINES: tuple[str, ...] = defaults.ENGINES
 BACKENDS = ENGINES  # the name earlier releases used
@@ -182,7 +188,7 @@ def writable_cache() -> Path | None:
 
 @contextlib.contextmanager
 def _artefact_folder() -> Iterator[tuple[Path, Path | None]]:
-    """(folder for model files, folder for OpenVINO's compiled blobs or None) for one build."""
+    """(folder for model files, folder for OpenVINO's compiled models or None) for one build."""
     folder = writable_cache()
     if folder is not None:
         yield folder, folder / "openvino"
@@ -295,9 +301,11 @@ class OpenVINORunner(GraphRunner):
     """An OpenVINO IR (``.xml``) or ONNX file on OpenVINO's CPU plugin.
 
     Compiled with the latency hint, ``threads`` inference threads and the precision hint of
-    ``precision`` (f32 unless bf16 is asked for; checked after compiling). Dynamic-batch graphs are
-    compiled once per batch size met: static shapes compile to faster kernels. ``cache_dir`` turns
-    on OpenVINO's blob cache (later loads skip compilation).
+    ``precision`` (f32 unless bf16 is asked for; checked after compiling or importing).
+    Dynamic-batch graphs are compiled once per batch size met: static shapes compile to faster
+    kernels. ``cache_dir`` keeps the compiled models there (see :class:`_BlobCache`), so later
+    loads import instead of compiling. ``compiled`` maps a batch size to (infer request, output);
+    ``imported`` holds the batch sizes that came from the blob cache.
     """
 
     backend = "openvino"
@@ -313,19 +321,37 @@ class OpenVINORunner(GraphRunner):
             check_precision(precision)
         self.path = Path(path)
         self.core = ov.Core()
+        # The whole config goes to compile_model and import_model alike: OpenVINO applies the
+        # precision hint at import too, and an import without it runs in bf16 on BF16 CPUs.
         self.config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_HINT[precision]}
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        if cache_dir is not None:
-            self.config["CACHE_DIR"] = str(cache_dir)
         try:
             self.model = self.core.read_model(str(self.path))
         except RuntimeError as exc:
             raise BackendError(f"{path}: OpenVINO cannot read this model ({_first_line(exc)})") from None
+        self.blobs = _BlobCache(Path(cache_dir), self.path, self.config, ov.__version__) if cache_dir is not None else None
         self.compiled: dict[int, tuple[Any, Any]] = {}
+        self.imported: set[int] = set()
         self._compile(1)  # errors surface here, not at the first call
 
     def _compile(self, n: int) -> tuple[Any, Any]:
+        """The model at batch ``n``: imported from the blob cache when a valid blob is there, else
+        compiled (and the blob published for the next load)."""
+        if self.blobs is None:
+            compiled = self._compile_now(n)
+        else:
+            with self.blobs.locked(n):
+                compiled = self.blobs.load(n, self.core, self.config, self._precision_ok)
+                if compiled is not None:
+                    self.imported.add(n)
+                else:
+                    compiled = self._compile_now(n)
+                    self.blobs.publish(n, compiled, self._hint_of(compiled))
+        self.compiled[n] = (compiled.create_infer_request(), compiled.output(0))
+        return self.compiled[n]
+
+    def _compile_now(self, n: int) -> Any:
         model = self.model
         shape = model.input(0).get_partial_shape()
         if shape[0].is_dynamic:
@@ -336,18 +362,143 @@ class OpenVINORunner(GraphRunner):
             compiled = self.core.compile_model(model, "CPU", self.config)
         except RuntimeError as exc:
             raise BackendError(f"{self.path}: OpenVINO cannot compile this model ({_first_line(exc)})") from None
-        got = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        want = {"f32": "f32", "bf16": "bf16"}[self.config["INFERENCE_PRECISION_HINT"]]
-        if want not in got and not (want == "f32" and "float32" in got) and not (want == "bf16" and "bfloat16" in got):
-            raise BackendError(f"{self.path}: OpenVINO compiled in {got} instead of {want}; "
-                               f"use --backend onnxruntime or torch for exact maps")
-        self.compiled[n] = (compiled.create_infer_request(), compiled.output(0))
-        return self.compiled[n]
+        if not self._precision_ok(self._hint_of(compiled)):
+            raise BackendError(f"{self.path}: OpenVINO compiled in {self._hint_of(compiled)} instead of "
+                               f"{self.config['INFERENCE_PRECISION_HINT']}; use --backend onnxruntime or torch for exact maps")
+        return compiled
+
+    @staticmethod
+    def _hint_of(compiled: Any) -> str:
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+
+    def _precision_ok(self, got: str) -> bool:
+        want = self.config["INFERENCE_PRECISION_HINT"]
+        return want in got or (want == "f32" and "float32" in got) or (want == "bf16" and "bfloat16" in got)
 
     def run_graph(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         request, output = self.compiled.get(n) or self._compile(n)
         return request.infer({0: x})[output]  # share_outputs=False (default): a fresh array per call
+
+
+_BLOB_FORMAT = "fastsal-openvino-blob/1"
+
+
+class _BlobCache:
+    """Compiled OpenVINO models kept as ``<folder>/<key>.blob`` + ``<key>.blob.json``.
+
+    Why not OpenVINO's own ``CACHE_DIR``: it is not safe across processes (three ``--shard``
+    runs on an empty cache failed with "cannot set permissions: No such file or directory
+    [...blob]", once with a Bus error) and it imports a blob damaged in the middle without a check
+    (wrong maps, exit 0). Here:
+
+    - the key is a SHA-256 over everything the compiled code depends on: the model files'
+      SHA-256, the batch size, the whole compile config (precision hint and threads included),
+      the OpenVINO version and the CPU (name and feature flags);
+    - the sidecar records the blob's SHA-256 and size, the key's inputs and the precision the
+      compiled model reported; a blob is imported only when all of them match, otherwise it is
+      rebuilt (a damaged blob with a one-line :class:`BackendNotice`);
+    - blob and sidecar are written atomically (temporary, fsync, rename) under an exclusive lock
+      on ``<key>.blob.lock``, and read under it: processes compiling the same batch size take
+      turns, the later ones import what the first published;
+    - anything that goes wrong with the cache (unreadable, import error, full disk) falls back to
+      compiling: the cache can only save time, never fail a load.
+    """
+
+    def __init__(self, folder: Path, model_path: Path, config: dict[str, Any], openvino_version: str) -> None:
+        self.folder = folder
+        model_files = [model_path] + ([model_path.with_suffix(".bin")] if model_path.suffix == ".xml" else [])
+        self.inputs: dict[str, Any] = {
+            "model_sha256": [file_sha256(f) for f in model_files],
+            "config": {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in sorted(config.items())},
+            "device": "CPU",
+            "openvino_version": str(openvino_version),
+            "cpu": {"name": cpu_name(), "features": cpu_features(), "flags_sha256": _flags_digest(cpu_flags())},
+        }
+
+    def key(self, n: int) -> dict[str, Any]:
+        """The key's inputs for batch ``n`` (what the sidecar records)."""
+        return {**self.inputs, "batch": int(n)}
+
+    def path(self, n: int) -> Path:
+        digest = hashlib.sha256(json.dumps(self.key(n), sort_keys=True).encode()).hexdigest()
+        return self.folder / f"{digest[:32]}.blob"
+
+    @contextlib.contextmanager
+    def locked(self, n: int) -> Iterator[None]:
+        """Exclusive use of batch ``n``'s blob: one process imports or compiles-and-publishes at a time."""
+        blob = self.path(n)
+        try:
+            blob.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # publish will fail quietly and the model is compiled every time
+        with file_lock(blob.with_name(blob.name + ".lock")):
+            yield
+
+    def load(self, n: int, core: Any, config: dict[str, Any], precision_ok: Callable[[str], bool]) -> Any | None:
+        """The compiled model from batch ``n``'s blob, or None to compile (missing, stale, damaged,
+        or not importable; a damaged blob is deleted and reported)."""
+        blob = self.path(n)
+        side = self._sidecar(blob, n)
+        if side is None:
+            return None
+        try:
+            data = blob.read_bytes()
+        except OSError:
+            return None
+        if len(data) != side["size"] or hashlib.sha256(data).hexdigest() != side["sha256"]:
+            self._discard(blob)
+            warnings.warn(f"cached compiled model {blob} was damaged; rebuilt it", BackendNotice, stacklevel=6)
+            return None
+        try:
+            compiled = core.import_model(data, "CPU", config)
+        except Exception:  # noqa: BLE001 - whatever OpenVINO raises, compiling again is the answer
+            self._discard(blob)
+            return None
+        hint = OpenVINORunner._hint_of(compiled)
+        if not precision_ok(hint) or hint != side["precision_hint"]:
+            self._discard(blob)
+            return None
+        return compiled
+
+    def publish(self, n: int, compiled: Any, hint: str) -> None:
+        """Write batch ``n``'s blob and then its sidecar (each atomically); a failure only costs the
+        next load a compile, so it is reported once as a notice, never raised."""
+
+        blob = self.path(n)
+        try:
+            data = compiled.export_model()
+            data = data.getvalue() if hasattr(data, "getvalue") else bytes(data)
+            atomic_write_bytes(blob, data)
+            write_json({"format": _BLOB_FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                        "batch": int(n), "precision_hint": hint, "key": self.key(n)},
+                       blob.with_name(blob.name + ".json"))
+        except (OSError, RuntimeError) as exc:
+            warnings.warn(f"could not save the compiled model to {blob} ({_first_line(exc)}); "
+                          f"later loads will compile again (check that {self.folder} is writable)",
+                          BackendNotice, stacklevel=6)
+
+    def _sidecar(self, blob: Path, n: int) -> dict[str, Any] | None:
+        """The sidecar of ``blob`` if it is ours, whole and for exactly this key; else None."""
+        try:
+            side = json.loads(blob.with_name(blob.name + ".json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        if not (isinstance(side, dict) and side.get("format") == _BLOB_FORMAT and side.get("key") == self.key(n)
+                and isinstance(side.get("sha256"), str) and isinstance(side.get("size"), int)
+                and isinstance(side.get("precision_hint"), str)):
+            return None
+        return side
+
+    @staticmethod
+    def _discard(blob: Path) -> None:
+        for f in (blob, blob.with_name(blob.name + ".json")):
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+
+def _flags_digest(flags: frozenset[str]) -> str:
+    return hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
 
 
 # -- building runners for a model ------------------------------------------------------------------
@@ -412,9 +563,12 @@ def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: t
         path = E.cached_openvino_ir(model, name, folder, graph)
     else:
         path = E.cached_export(model, name, folder, graph)
-    if engine == "onnxruntime":
-        return OnnxRuntimeRunner(path, size, graph, precision, threads=threads)
-    return OpenVINORunner(path, size, graph, precision, threads=threads, cache_dir=blobs)
+    # Read under a shared lock: an exporter replacing a damaged file holds it exclusively, so the
+    # engine reads one whole export (never an .xml from one and a .bin from another).
+    with file_lock(E.lock_path(path), shared=True):
+        if engine == "onnxruntime":
+            return OnnxRuntimeRunner(path, size, graph, precision, threads=threads)
+        return OpenVINORunner(path, size, graph, precision, threads=threads, cache_dir=blobs)
 
 
 def build_runner(

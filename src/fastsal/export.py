@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from fastsal import defaults
-from fastsal.files import atomic_path, atomic_write, file_sha256
+from fastsal.files import atomic_path, atomic_write, file_lock, file_sha256
 
 SIDECAR_FORMAT = "fastsal-export/1"
 ONNX_OPSET = 17
@@ -260,8 +260,8 @@ def cached_export(
     The file name carries the first 16 hex digits of :func:`state_dict_sha256`, the size and the
     precision (for int8 also a digest of the calibration images' contents), and an existing file
     is reused only if its sidecar confirms them (and its SHA-256): changed weights or calibration
-    can never be served a stale graph. Export is deterministic and atomic, so two processes racing
-    to fill the cache both end with a valid file.
+    can never be served a stale graph. Processes filling the cache together take turns (a lock
+    file beside the artefact): one exports, the others reuse its file.
     """
     calibration = [Path(p) for p in calibration_images] if calibration_images is not None else None
     tag = "int8-" + calibration_digest(calibration)[:12] if int8 and calibration else ("int8" if int8 else "fp32")
@@ -275,21 +275,37 @@ def cached_openvino_ir(model: nn.Module, name: str, folder: str | Path, input_si
     return _cached(model, name, folder, input_size, "fp32.xml", "openvino")
 
 
+def lock_path(path: str | Path) -> Path:
+    """``model.xml`` -> ``model.xml.lock``: the lock file that guards an artefact in the cache."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
 def _cached(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int], tail: str,
             format: str, **kw: Any) -> Path:
+    """The check-then-export behind :func:`cached_export` and :func:`cached_openvino_ir`.
+
+    Held under an exclusive :func:`fastsal.files.file_lock` on ``<artefact>.lock``: processes that
+    start on an empty cache together (``--shard i/N``) would otherwise all export, and a reader
+    could meet an ``.xml`` from one export beside the ``.bin`` of another. One process exports;
+    the others wait, then find the files valid and reuse them. The sidecar check (SHA-256 of every
+    file) runs on every load, so a damaged file is exported again, never used.
+    """
     sha = state_dict_sha256(model)
     h, w = (int(v) for v in input_size)
     path = Path(folder) / f"{name}-{sha[:16]}-{h}x{w}-{tail}"
     precision = "int8" if kw.get("int8") else "fp32"
-    try:
-        side = read_sidecar(path)
-        if side["weights_sha256"] == sha and side["input_size"] == [h, w] and side["dynamic_batch"] \
-                and side["precision"] == precision and side["export_format"] == format \
-                and side.get("meta", {}) == dict(kw.get("meta") or {}):
-            return path
-    except ExportError:
-        pass
-    return export(model, name, path, format, (h, w), dynamic_batch=True, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock_path(path)):
+        try:
+            side = read_sidecar(path)
+            if side["weights_sha256"] == sha and side["input_size"] == [h, w] and side["dynamic_batch"] \
+                    and side["precision"] == precision and side["export_format"] == format \
+                    and side.get("meta", {}) == dict(kw.get("meta") or {}):
+                return path
+        except ExportError:
+            pass
+        return export(model, name, path, format, (h, w), dynamic_batch=True, **kw)
 
 
 def calibration_digest(paths: Sequence[str | Path]) -> str:
@@ -468,6 +484,6 @@ def read_sidecar(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
 
 
 __all__ = [
-    "ExportError", "FORMATS", "POSTPROCESS", "cached_export", "calibration_digest", "cached_openvino_ir", "export", "preprocess_image",
-    "read_sidecar", "sidecar_path", "state_dict_sha256",
+    "ExportError", "FORMATS", "POSTPROCESS", "cached_export", "calibration_digest", "cached_openvino_ir", "export",
+    "lock_path", "preprocess_image", "read_sidecar", "sidecar_path", "state_dict_sha256",
 ]

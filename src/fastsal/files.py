@@ -13,6 +13,10 @@ are encoded to memory first (:func:`encode_jpeg`, :func:`gray_png`) and written 
 
 A process killed mid-write leaves its temporary behind (``.<name>.<random>.tmp<suffix>``);
 :func:`remove_stale_temporaries` deletes such leftovers and nothing else.
+
+Atomic renames keep single files whole, but not a check-then-write of several files (an OpenVINO
+``.xml`` + ``.bin`` pair, a blob and its sidecar) done by several processes at once: that is what
+:func:`file_lock` is for.
 """
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ import struct
 import tempfile
 import time
 import zlib
+
+try:  # POSIX only; elsewhere the cache is used unlocked, as before
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +132,41 @@ def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -
         if size != len(view):
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({size} of {len(view)} bytes on disk)", str(path))
     return Path(path)
+
+
+@contextmanager
+def file_lock(path: str | Path, *, shared: bool = False) -> Iterator[bool]:
+    """Hold an advisory ``flock`` on ``path`` (created if missing) for the block; yields whether
+    a lock is held.
+
+    Why: processes sharing the model cache (``fastsal predict --shard i/N`` started together)
+    must not export or read the same artefact while another one is replacing it. Writers take the
+    lock exclusively around check-then-write, readers ``shared`` around reading, so a reader sees
+    one complete version of a set of files. The lock file is never deleted (deleting it would
+    let two processes lock different files of the same name). Where it cannot be created or
+    opened (a read-only folder, where nobody writes through fastsal either) or ``flock`` does not
+    exist, the block runs unlocked. The lock goes with the file descriptor, so a killed process
+    never leaves it held.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield False
+        return
+    path = Path(path)
+    fd = -1
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock works on read-only handles too
+        try:
+            fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+            break
+        except OSError:
+            continue
+    if fd < 0:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
