@@ -380,3 +380,16 @@ def test_camera_sized_photo_with_every_output_stays_under_1_gb(tmp_path):
     assert np.load(tmp_path / "out" / "big.npy", mmap_mode="r").shape == (h, w)
     with Image.open(tmp_path / "out" / "big_overlay.jpg") as img:
         assert img.size == (w, h)
+
+
+def test_ctrl_c_right_after_start_is_one_line_exit_130(tmp_path):
+    """Ctrl-C while the program is still importing PyTorch or loading the model: no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastsal", "predict", "-o", str(tmp_path / "o"), "-q"],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err

@@ -52,7 +52,7 @@ from torch.nn import functional as F
 from fastsal import defaults
 from fastsal.cpu import cpu_features, cpu_flags, cpu_name, supports_bf16
 from fastsal.errors import FastSalError
-from fastsal.files import atomic_write_bytes, file_lock, file_sha256, write_json
+from fastsal.files import atomic_write_bytes, file_lock, file_sha256, remove_stale_temporaries, write_json
 
 ENGINES: tuple[str, ...] = defaults.ENGINES
 BACKENDS = ENGINES  # the name earlier releases used
@@ -191,6 +191,8 @@ def _artefact_folder() -> Iterator[tuple[Path, Path | None]]:
     """(folder for model files, folder for OpenVINO's compiled models or None) for one build."""
     folder = writable_cache()
     if folder is not None:
+        for where in (folder, folder / "openvino"):  # leftovers of killed conversions (ours, over an hour old)
+            remove_stale_temporaries(where)
         yield folder, folder / "openvino"
         return
     warnings.warn(f"cache folder {cache_dir()} is not writable (set FASTSAL_CACHE_DIR); "
