@@ -364,6 +364,13 @@ sys.exit(main({argv!r}))
 """
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed into place between glob and stat
+        return 0
+
+
 def run_until_writing(argv: list[str], watch: Path, name: str, clip: str = "", camera: bool = False,
                       timeout: float = 240.0) -> tuple[int, str]:
     """Start ``fastsal`` in a subprocess, send SIGTERM once the temporary of ``watch/name`` (a .npy)
@@ -373,7 +380,7 @@ def run_until_writing(argv: list[str], watch: Path, name: str, clip: str = "", c
     deadline = time.monotonic() + timeout
     try:
         while True:
-            temps = [f for f in watch.glob(f".{name}.*.tmp.npy") if f.stat().st_size > 200_000] if watch.is_dir() else []
+            temps = [f for f in watch.glob(f".{name}.*.tmp.npy") if _size(f) > 200_000] if watch.is_dir() else []
             if temps:
                 break
             if proc.poll() is not None:

@@ -1,5 +1,3 @@
-import sys
+from fastsal.cli import entry
 
-from fastsal.cli import main
-
-sys.exit(main())
+entry()

@@ -160,13 +160,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             return value
         return parse
 
-    def size(text: str) -> tuple[int, int]:
-        lo, hi = side_range
-        h, w = _size(text)
-        if not (lo <= h <= hi and lo <= w <= hi):
-            raise argparse.ArgumentTypeError(f"each side must be in {lo}..{hi}, got {text!r}")
-        return h, w
-
     p = sub.add_parser("train", help="train a model on OSIE eye fixations (resumable)",
                        description="Train on the OSIE train split, select on val; checkpoints every epoch. "
                                    "Rerunning resumes from OUT/last.pt (a larger --epochs extends a finished run "
@@ -182,7 +175,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help=f"{batch_range[0]}..{batch_range[1]} (default: %(default)s)")
     p.add_argument("--lr", type=real(0.0, True), default=3e-4)
     p.add_argument("--encoder-lr-scale", type=real(0.0, False), default=0.3)
-    p.add_argument("--input-size", type=size, default=defaults.INPUT_SIZE, metavar="HxW",
+    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
                    help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, or 'none'")
@@ -470,7 +463,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
     from fastsal.metrics import METRICS
 
-    side_range, max_blur = (32, 2048), 50.0
+    max_blur = 50.0
 
     def blur(text: str) -> float:
         try:
@@ -480,13 +473,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         if not (math.isfinite(value) and 0.0 <= value <= max_blur):
             raise argparse.ArgumentTypeError(f"expected a number of pixels in 0..{max_blur:g}, got {text!r}")
         return value
-
-    def size(text: str) -> tuple[int, int]:
-        lo, hi = side_range
-        h, w = _size(text)
-        if not (lo <= h <= hi and lo <= w <= hi):
-            raise argparse.ArgumentTypeError(f"each side must be in {lo}..{hi}, got {text!r}")
-        return h, w
 
     p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
                        description="Score on every standard metric (MIT benchmark conventions), next to the "
@@ -505,8 +491,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
     p.add_argument("--blur", type=blur, default=None, metavar="SIGMA",
                    help=f"override the model's post-processing blur (px at input size, 0..{max_blur:g}; 0 = none)")
-    p.add_argument("--input-size", type=size, default=defaults.INPUT_SIZE, metavar="HxW",
-                   help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
+    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
+                   help=f"each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--max-pixels", type=_whole(1, None), default=None, metavar="N",
                    help="refuse images larger than N pixels (default: 100000000, or FASTSAL_MAX_PIXELS)")
     _add_engine_options(p)
@@ -617,6 +603,34 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+def _import_engines() -> None:
+    """Import PyTorch (and OpenVINO, the default engine) with Ctrl-C and SIGTERM held back.
+
+    Their C++ import code cannot be interrupted: a KeyboardInterrupt raised inside it aborts the
+    process ("terminate called after throwing ... KeyboardInterrupt"). A signal that arrives
+    meanwhile is raised right after the imports instead, and unwinds like any other.
+    """
+    import signal
+
+    wanted = [m for m in ("torch", "openvino") if m not in sys.modules and importlib.util.find_spec(m)]
+    if not wanted:
+        return
+    arrived: list[int] = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to hold
+        previous = {}
+    try:
+        for module in wanted:
+            importlib.import_module(module)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if arrived:
+        raise Terminated(arrived[0]) if arrived[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -626,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
     try:
         args = build_parser().parse_args(argv)
+        _import_engines()
         return int(args.func(args) or 0)
     except Terminated as exc:
         print(f"fastsal: stopped by {exc.name}; rerun the same command to resume", file=sys.stderr)
@@ -648,5 +663,23 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> None:
+    """The ``fastsal`` program: :func:`main`, then exit with its status.
+
+    After Ctrl-C or SIGTERM (130, 143) everything is already written and reported, so the process
+    ends at once: a signal that landed inside a C extension's import (PyTorch loads for about a
+    second) otherwise makes the interpreter re-raise it at shutdown and die by SIGINT (-2)
+    instead of exiting 130.
+    """
+    code = main()
+    if code in (130, 143):
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -256,17 +256,7 @@ def check_writable_folder(folder: str | Path, what: str = "-o") -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder}: is a file, not a folder; pass a folder path")
-    parent = folder
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{what} {folder}: {parent} is a file, not a folder; pass another path")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".fastsal-probe.", dir=parent)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise OutputError(f"{what} {folder}: cannot write in {parent} ({exc.strerror}); pass a writable folder") from None
+    _probe_nearest_folder(folder, what, "a writable folder")
     return folder
 
 
@@ -279,18 +269,25 @@ def check_writable_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; pass a file name such as {path / 'report.json'}")
-    parent = path.parent
+    _probe_nearest_folder(path, what, "a writable path", start=path.parent)
+    return path
+
+
+def _probe_nearest_folder(target: Path, what: str, fix: str, start: Path | None = None) -> None:
+    """The nearest existing ancestor of ``target`` (from ``start``) must be a folder in which a file
+    can be created: probed with a real temporary file, removed at once (permission bits do not
+    tell whether root can write, nor whether the file system is mounted read-only)."""
+    parent = target if start is None else start
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise OutputError(f"{what} {path}: {parent} is a file, not a folder; pass another path")
+        raise OutputError(f"{what} {target}: {parent} is a file, not a folder; pass another path")
     try:
         fd, name = tempfile.mkstemp(prefix=".fastsal-probe.", dir=parent)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise OutputError(f"{what} {path}: cannot write in {parent} ({exc.strerror}); pass a writable path") from None
-    return path
+        raise OutputError(f"{what} {target}: cannot write in {parent} ({exc.strerror}); pass {fix}") from None
 
 
 def file_sha256(path: str | Path) -> str:
