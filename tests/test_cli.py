@@ -357,3 +357,14 @@ def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):
     assert cli.main(["predict", str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "o")]) == 2
     assert "pip install 'fastsal[video]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "o").exists()
+
+
+def test_cli_rerun_of_one_image_still_prints_its_map(tmp_path, capsys):
+    from fastsal.cli import main as cli_main
+    from fastsal.predict import example_image
+
+    argv = ["predict", str(example_image()), "-o", str(tmp_path / "maps"), "-q", "--threads", "1"]
+    assert cli_main(argv) == 0
+    first = capsys.readouterr().out.strip()
+    assert cli_main(argv) == 0  # already done: skipped, but the path is still the answer
+    assert capsys.readouterr().out.strip() == first == str(tmp_path / "maps" / "example.png")

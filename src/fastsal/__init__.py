@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "fastsal.predict",
     "Predictor": "fastsal.predict",
-    "to_png": "fastsal.predict",
-    "overlay": "fastsal.predict",
-    "colormap": "fastsal.predict",
+    "to_png": "fastsal.viewing",
+    "overlay": "fastsal.viewing",
+    "colormap": "fastsal.viewing",
     "example_image": "fastsal.predict",
     "list_models": "fastsal.models",
     "ModelError": "fastsal.models",

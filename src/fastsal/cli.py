@@ -331,7 +331,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
         written = sum(1 for w in rep["written"] if not w.get("earlier_run"))
         failed, skipped = len(rep["failed"]), rep["skipped_existing"]
-        if len(jobs) == 1 and written == 1:
+        if len(jobs) == 1 and rep["written"]:  # its map, also when an earlier run already wrote it
             print(rep["written"][0]["outputs"][0])
         if not args.quiet:
             shard_note = f" [shard {index}/{count}]" if count > 1 else ""
