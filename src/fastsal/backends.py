@@ -720,7 +720,6 @@ def _first_line(exc: BaseException) -> str:
     return text[:200]
 
 
-Logits = Callable[[np.ndarray], np.ndarray]  # the plain-callable form a Runner also satisfies
 
 __all__ = [
     "AUTO", "BACKENDS", "BackendError", "BackendNotice", "ENGINES", "ENGINE_PRECISIONS", "GraphRunner",

@@ -203,7 +203,6 @@ class _Decoded:
     job: Job
     small: np.ndarray | None = None      # (h, w, 3) uint8 at the input size
     size: tuple[int, int] = (0, 0)       # the image's own (H, W)
-    full: np.ndarray | None = None       # the full image, only when an overlay is wanted
     error: ImageError | None = None
 
 
@@ -231,7 +230,6 @@ def run(
     from tqdm import tqdm
 
     from fastsal.predict import postprocess
-    from fastsal.viewing import blend, to_png
 
     for f in formats:
         if f not in FORMATS:

@@ -249,9 +249,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {out}: a file output takes exactly one input image; pass a folder for several")
     index, count = batch.shard_spec(args.shard)
     jobs: list[batch.Job] = []
+    everything: list[batch.Job] = []
     if args.camera is None:
         exclude = None if video_out or single else out
-        jobs = batch.shard(batch.collect(args.paths, args.list, exclude, IMAGE_SUFFIXES + VIDEO_SUFFIXES), index, count)
+        everything = batch.collect(args.paths, args.list, exclude, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        jobs = batch.shard(everything, index, count)
     if args.camera is not None or any(is_video(j.source) for j in jobs):
         _need("cv2", "video", "video input")
     from fastsal.files import check_writable_file, check_writable_folder
@@ -261,9 +263,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         check_writable_folder(out, "-o")
     if args.camera is None and not jobs:
-        total = len(batch.collect(args.paths, args.list, None if video_out or single else out,
-                                  IMAGE_SUFFIXES + VIDEO_SUFFIXES))
-        print(f"fastsal: shard {index}/{count} has no inputs ({total} inputs split {count} ways); "
+        print(f"fastsal: shard {index}/{count} has no inputs ({len(everything)} inputs split {count} ways); "
               f"nothing to do", file=sys.stderr)
 
     kw = {"input_size": args.input_size} if args.input_size else {}
@@ -522,9 +522,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             from fastsal.data.datasets import read_split
 
             calib = [Path(args.osie_root) / "stimuli" / n for n in read_split(args.osie_root, "train")]
+        elif args.calibrate:
+            calib = [p for p, _ in find_images(args.calibrate)]
         else:
-            calib = [p for p, _ in find_images(args.calibrate or [])]
-        if not args.osie_root and not args.calibrate:
             from fastsal.backends import default_calibration_images
 
             calib = default_calibration_images()  # the shipped set: 100 OSIE train images

@@ -141,12 +141,11 @@ def make_runner(
                                calibration_images=calibration_images)
     if not hasattr(model, "name"):
         model.name = name
-    before = set(Path(workdir).iterdir()) if Path(workdir).is_dir() else set()
     run = engine_runner(model, engine, input_size, precision, threads=threads, folder=workdir,
                         calibration_images=calibration_images)
     made = [p for p in Path(workdir).glob(f"{name}-*") if p.suffix in (".onnx", ".bin")
             and (precision == "int8") == ("int8" in p.name)]
-    info = {"file_bytes": max((p.stat().st_size for p in made), default=None), "new_files": len(set(Path(workdir).iterdir()) - before)}
+    info = {"file_bytes": max((p.stat().st_size for p in made), default=None)}
     return run, info
 
 
