@@ -47,7 +47,7 @@ def no_data_loading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the dataset was read before the check")
 
-    monkeypatch.setattr(train_mod, "load_osie", fail)
+    monkeypatch.setattr(train_mod, "load_dataset", fail)
 
 
 # ---- bounds at the command line and in TrainConfig -------------------------------------------
@@ -300,8 +300,11 @@ def test_sigterm_to_a_real_process(osie_root, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        first = proc.stdout.readline()  # "epoch 1/1000 ...": last.pt of epoch 1 is on disk
-        assert first.startswith("epoch 1/1000"), first + proc.stderr.read()
+        first = proc.stdout.readline()
+        while first.startswith("data: "):  # the data summary comes first
+            first = proc.stdout.readline()
+        # "epoch 1/1000 ...": last.pt of epoch 1 is on disk
+        assert first.startswith("epoch 1/1000"), first
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:

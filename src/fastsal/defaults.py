@@ -37,6 +37,15 @@ WORKERS = 2
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EVAL_SPLIT = "test"
 
+#: The fixation density's Gaussian: one degree of visual angle (MIT benchmark convention), in the
+#: dataset's own pixels per degree; SIGMA_PX where a dataset does not know its geometry (about
+#: one degree for an 800x600 image seen at OSIE's distance).
+SIGMA_DEG = 1.0
+#: Registered dataset readers (``fastsal.data.datasets.DATASETS``), named here so that ``--help``
+#: lists them without importing the readers.
+DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003")
+SIGMA_PX = 24.0
+
 #: Training loss: KLD - CC - NSS_WEIGHT * NSS (also the validation score that selects checkpoints).
 NSS_WEIGHT = 0.1
 LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 1.0, NSS_WEIGHT)

@@ -23,13 +23,15 @@ import numpy as np
 from PIL import Image
 
 from fastsal import baselines as B
+from fastsal import defaults
 from fastsal import files
 from fastsal import metrics as M
-from fastsal.data.datasets import DatasetError, Sample, load_osie
-from fastsal.data.fixations import OSIE_SIGMA_PX, fixation_density
+from fastsal.data.datasets import DATASETS, DatasetError, Sample, load_dataset
+from fastsal.data.fixations import fixation_density
 from fastsal.errors import FastSalError
 
-DATASETS: dict[str, Callable[..., list[Sample]]] = {"osie": load_osie}
+__all__ = ["DATASETS", "load_dataset", "evaluate", "check_map", "format_table", "write_json", "plot_examples",
+           "maps_from_folder", "maps_from_predictor", "sample_sigma"]
 BASELINES = ("centre_bias", "uniform", "gold_standard")
 # The uniform weight mixed into the gold standard: bounds the log-likelihood cost of a fixation
 # that no other observer made (see baselines.gold_standard); AUC, NSS and CC are unaffected.
@@ -77,10 +79,10 @@ def check_map(arr: np.ndarray, shape: tuple[int, int], label: str) -> np.ndarray
     return arr
 
 
-def load_dataset(name: str, root: str | Path, split: str | None) -> list[Sample]:
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](root, split)
+def sample_sigma(sample: Sample, sigma: float | None, degrees: float = defaults.SIGMA_DEG) -> float:
+    """The ground-truth density's sigma for ``sample``: ``sigma`` px if given, else ``degrees`` of
+    visual angle in the sample's own pixels (one degree: 35 px on MIT1003, 24 px on OSIE)."""
+    return float(sigma) if sigma is not None else sample.sigma_px(degrees)
 
 
 def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource:
@@ -144,14 +146,16 @@ def evaluate(
     train_samples: Sequence[Sample] | None = None,
     baselines: Iterable[str] = BASELINES,
     metrics: Sequence[str] | None = None,
-    sigma: float = OSIE_SIGMA_PX,
+    sigma: float | None = None,
+    sigma_deg: float = defaults.SIGMA_DEG,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score each model (name -> map source) and the chosen baselines on ``samples``.
 
     ``train_samples`` fit the centre bias (and IG needs it); without them centre bias and
     information gain are left out. Per image, the ground-truth density blurs all observers'
-    fixations by ``sigma`` px; shuffled-AUC negatives are the fixations of 10 other images of the
+    fixations by ``sigma`` px (None: one degree of visual angle in each sample's own pixels,
+    :meth:`Sample.sigma_px`, the MIT benchmark convention); shuffled-AUC negatives are the fixations of 10 other images of the
     split (seeded by the image index, so every model gets the same negatives).
     Returns ``{"results": {name: {metric: {mean, sem, n}}}, "per_image": {...}, "config": {...}}``.
     """
@@ -185,7 +189,7 @@ def evaluate(
         inputs = {
             "fixations": s.fixations,
             "shape": s.shape,
-            "gt_density": fixation_density(s.fixations, s.shape, sigma),
+            "gt_density": fixation_density(s.fixations, s.shape, sample_sigma(s, sigma, sigma_deg)),
             "baseline_density": B.centre_bias_density(cb_params, s.shape) if cb_params else None,
             "other_fixations": B.other_image_fixations(samples, i, n_images=10, rng=i) if len(samples) > 1 else None,
         }
@@ -197,13 +201,15 @@ def evaluate(
             per_image[name].append(M.score_all(smap, metrics=wanted, rng=i, **inputs))
         if "gold_standard" in baselines:
             per_image["gold standard"].append(B.score_gold_standard(
-                s, sigma, metrics=wanted, baseline_density=inputs["baseline_density"],
+                s, sample_sigma(s, sigma, sigma_deg), metrics=wanted, baseline_density=inputs["baseline_density"],
                 other_fixations=inputs["other_fixations"], uniform_weight=GOLD_UNIFORM_WEIGHT, rng=i))
 
     return {
         "results": {name: _summary(rows) for name, rows in per_image.items()},
         "per_image": {name: {s.name: row for s, row in zip(samples, rows)} for name, rows in per_image.items()},
-        "config": {"n_images": len(samples), "sigma_px": sigma, "metrics": metrics,
+        "config": {"n_images": len(samples),
+                   "sigma_px": sigma if sigma is not None else sorted({sample_sigma(s, None, sigma_deg) for s in samples}),
+                   "sigma": f"{sigma:g} px" if sigma is not None else f"{sigma_deg:g} degree(s) of visual angle", "metrics": metrics,
                    "information_gain_baseline": "centre bias (fitted on train)" if cb_params else None,
                    "centre_bias": cb_params.to_dict() if cb_params else None,
                    "gold_standard_uniform_weight": GOLD_UNIFORM_WEIGHT},
@@ -235,7 +241,7 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path, *, n: int = 4,
-                  sigma: float = OSIE_SIGMA_PX) -> Path:
+                  sigma: float | None = None) -> Path:
     """Grid of image | fixations | ground-truth density | prediction for the first ``n`` images."""
     try:
         import matplotlib
@@ -251,7 +257,7 @@ def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path
     for row, s in zip(axes, chosen):
         img = load_rgb(s.image_path)
         fx = s.fixations
-        panels = [("image", img), ("fixations", img), ("ground truth", fixation_density(fx, s.shape, sigma)),
+        panels = [("image", img), ("fixations", img), ("ground truth", fixation_density(fx, s.shape, sample_sigma(s, sigma))),
                   ("prediction", source(s))]
         for ax, (title, data) in zip(row, panels):
             ax.imshow(data, cmap=None if data.ndim == 3 else "inferno")

@@ -16,8 +16,10 @@ our one-line error, not Pillow's raw warning.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -312,6 +314,25 @@ def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.nda
             return image
         image = Image.fromarray(image)
     return np.asarray(image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR, reducing_gap=None))
+
+
+def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 32) -> tuple[int, int]:
+    """The network input (H, W) for an image of ``shape`` (H, W): its aspect, about the pixel count
+    of ``budget`` (H, W), each side a multiple of ``multiple``.
+
+    Squashing a portrait photo into a landscape input distorts every object the network knows;
+    keeping the aspect at the same pixel budget costs the same. Sides are rounded to the nearest
+    multiple (the encoder's output stride), at least one multiple. A 4:3 image with budget
+    192x256 gets exactly 192x256; a 3:4 portrait gets 256x192.
+    """
+    h, w = float(shape[0]), float(shape[1])
+    if not (h > 0 and w > 0):
+        raise ValueError(f"image shape must be positive; got {tuple(shape)}")
+    pixels = float(budget[0]) * float(budget[1])
+    side_h = math.sqrt(pixels * h / w)
+    side_w = pixels / side_h
+    return (max(multiple, int(round(side_h / multiple)) * multiple),
+            max(multiple, int(round(side_w / multiple)) * multiple))
 
 
 def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:

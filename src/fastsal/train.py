@@ -41,17 +41,16 @@ from torch import nn
 
 from fastsal import defaults
 from fastsal import files
-from fastsal.data.datasets import Sample, load_osie
+from fastsal.data.datasets import DatasetError, Sample, dataset_info, load_dataset
 from fastsal.data.fixations import (
-    OSIE_SIGMA_PX,
     fixation_density,
     fixation_map,
     rescale_points,
 )
 from fastsal.errors import FastSalError
-from fastsal.images import load_rgb, resize_rgb
+from fastsal.images import fit_input_size, load_rgb, resize_rgb
 from fastsal.losses import cc, kld, log_density, nss, saliency_loss
-from fastsal.models.registry import BACKBONES, atomic_save, build, list_models, save_checkpoint
+from fastsal.models.registry import BACKBONES, ModelError, atomic_save, build, list_models, read_checkpoint, save_checkpoint
 
 # Bounds the command line and TrainConfig share: wide enough for any real run, narrow enough that
 # a typo (--epochs 0, --batch-size -8) fails at once instead of after the data is loaded.
@@ -63,6 +62,7 @@ THREADS_RANGE = (1, 1024)
 # takes seconds), removed when a run starts.
 STALE_TEMPORARY_AGE_S = 60.0
 RESUME_FORMAT = "fastsal-train-state/1"
+OPTIMIZERS = ("adamw", "sgd")
 
 
 class TrainError(FastSalError, ValueError):
@@ -85,21 +85,42 @@ class TrainInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainConfig:
+    """One training run. ``data`` names the datasets mixed for training (each ``NAME`` under
+    ``data_dir``, or ``NAME=FOLDER``); ``root`` is the folder of a single dataset (``--root``).
+    Each dataset's ``val`` split is scored every epoch; the mean of their scores selects ``best.pt``.
+
+    ``input_size`` is the pixel budget: with ``aspect`` each image keeps its aspect at about that
+    many pixels (sides multiples of 32; :func:`fastsal.images.fit_input_size`), else it is squashed
+    to ``input_size``. The target density's sigma is ``sigma_deg`` degrees of visual angle in each
+    dataset's pixels per degree, or ``sigma_px`` pixels at the image's native resolution.
+    """
+
     model: str = defaults.MODEL
-    root: str = "../shared/data/osie"
+    data: tuple[str, ...] = ("osie",)
+    data_dir: str = "../shared/data"
+    root: str | None = None
     out: str = "runs/default"
     epochs: int = 20
     batch_size: int = 8
+    optimizer: str = "adamw"
     lr: float = 3e-4
+    momentum: float = 0.9  # SGD only
     encoder_lr_scale: float = 0.3
     weight_decay: float = 1e-4
     input_size: tuple[int, int] = defaults.INPUT_SIZE
-    sigma_px: float = OSIE_SIGMA_PX  # at the dataset's native resolution
+    aspect: bool = True
+    sigma_deg: float = defaults.SIGMA_DEG
+    sigma_px: float | None = None  # at the dataset's native resolution; overrides sigma_deg
     loss_weights: tuple[float, float, float] = defaults.LOSS_WEIGHTS
     backbone_weights: str | None = "imagenet"
+    init: str | None = None  # a fastsal checkpoint to start from (all weights, or the encoder's)
+    freeze_encoder: bool = False
     flip: bool = True
+    scale_aug: float = 0.0  # random crops keeping >= 1 - scale_aug of each side
+    colour_aug: float = 0.0  # brightness / contrast / saturation factors in 1 +- colour_aug
+    device: str = defaults.DEVICE
     seed: int = 0
-    limit: int | None = None  # use only the first N train/val images (smoke tests)
+    limit: int | None = None  # use only the first N train/val images of each dataset (smoke tests)
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -130,7 +151,29 @@ class TrainConfig:
         real("lr", self.lr, 0.0, True)
         real("encoder_lr_scale", self.encoder_lr_scale, 0.0, False)
         real("weight_decay", self.weight_decay, 0.0, False)
-        real("sigma_px", self.sigma_px, 0.0, True)
+        real("sigma_deg", self.sigma_deg, 0.0, True)
+        if self.sigma_px is not None:
+            real("sigma_px", self.sigma_px, 0.0, True)
+        real("momentum", self.momentum, 0.0, False)
+        for name in ("scale_aug", "colour_aug"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise TrainError(f"{name} must be a number in [0, 1); got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if isinstance(self.data, str):
+            self.data = tuple(p.strip() for p in self.data.split(",") if p.strip())
+        self.data = tuple(self.data)
+        if not self.data:
+            raise TrainError("data names no dataset; pass e.g. --data osie,mit1003")
+        for entry in self.data:
+            try:
+                dataset_info(entry.split("=", 1)[0])  # unknown names fail here, naming the known ones
+            except DatasetError as exc:
+                raise TrainError(f"--data: {exc}") from None
+        if self.root is not None and len(self.data) != 1:
+            raise TrainError("--root names the folder of one dataset; with several, pass --data NAME=FOLDER,... "
+                             "or --data-dir")
         size = tuple(self.input_size) if isinstance(self.input_size, (tuple, list)) else ()
         lo, hi = INPUT_SIDE_RANGE
         if len(size) != 2 or not all(isinstance(v, int) and lo <= v <= hi for v in size):
@@ -139,23 +182,155 @@ class TrainConfig:
             raise TrainError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
 
 
-def build_tensors(samples: list[Sample], size: tuple[int, int], sigma_px: float) -> dict[str, torch.Tensor]:
-    """Images (uint8), target densities and binary fixation maps at ``size``, for all samples."""
+def dataset_roots(cfg: TrainConfig) -> list[tuple[str, Path]]:
+    """(name, folder) of each dataset in ``cfg.data``: ``NAME=FOLDER``, ``--root`` for a single
+    dataset, else ``data_dir/NAME``."""
+    out = []
+    for entry in cfg.data:
+        name, _, folder = entry.partition("=")
+        if folder:
+            out.append((name, Path(folder)))
+        elif cfg.root is not None:
+            out.append((name, Path(cfg.root)))
+        else:
+            out.append((name, Path(cfg.data_dir) / name))
+    return out
+
+
+def load_split(cfg: TrainConfig, split: str) -> list[tuple[str, list[Sample]]]:
+    """Each dataset's samples of ``split`` (the first ``cfg.limit`` of each), named."""
+    return [(name, load_dataset(name, root, split)[: cfg.limit]) for name, root in dataset_roots(cfg)]
+
+
+def target_sigma(cfg: TrainConfig, sample: Sample) -> float:
+    """The target density's sigma at the sample's native resolution, in pixels."""
+    return float(cfg.sigma_px) if cfg.sigma_px is not None else sample.sigma_px(cfg.sigma_deg)
+
+
+def input_size_for(cfg: TrainConfig, shape: tuple[int, int]) -> tuple[int, int]:
+    """The network input for an image of ``shape``: its aspect at the budget, or the budget itself."""
+    return fit_input_size(shape, cfg.input_size) if cfg.aspect else tuple(cfg.input_size)
+
+
+def build_tensors(samples: list[Sample], size: tuple[int, int], sigmas: list[float]) -> dict[str, Any]:
+    """Images (uint8), target densities, binary fixation maps and fixation points at ``size``.
+
+    ``sigmas[i]`` is sample i's density sigma at its native resolution; it is scaled with the
+    image, so the target is the same density the metrics score, resampled. The points (at
+    ``size``) let augmentation move fixations exactly instead of resampling a binary map.
+    """
     h, w = size
     images = np.empty((len(samples), h, w, 3), dtype=np.uint8)
     dens = np.empty((len(samples), h, w), dtype=np.float32)
     fmaps = np.empty((len(samples), h, w), dtype=bool)
-    for i, s in enumerate(samples):
+    points = []
+    for i, (s, sigma) in enumerate(zip(samples, sigmas)):
         images[i] = resize_rgb(load_rgb(s.image_path), (h, w))
         pts = rescale_points(s.fixations, s.shape, size)
         scale = math.sqrt((h / s.height) * (w / s.width))
-        dens[i] = fixation_density(pts, size, sigma_px * scale)
+        dens[i] = fixation_density(pts, size, sigma * scale)
         fmaps[i] = fixation_map(pts, size)
+        points.append(torch.from_numpy(pts.astype(np.float32)))
     return {
         "images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         "density": torch.from_numpy(dens),
         "fixations": torch.from_numpy(fmaps),
+        "points": points,
     }
+
+
+def build_buckets(cfg: TrainConfig, samples: list[Sample]) -> list[dict[str, Any]]:
+    """Samples grouped by input size (one bucket per aspect class), each as :func:`build_tensors`.
+
+    A batch is drawn from one bucket, so every image in it keeps its aspect.
+    """
+    groups: dict[tuple[int, int], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(input_size_for(cfg, s.shape), []).append(s)
+    buckets = []
+    for size in sorted(groups):
+        group = groups[size]
+        bucket = build_tensors(group, size, [target_sigma(cfg, s) for s in group])
+        bucket["size"] = size
+        buckets.append(bucket)
+    return buckets
+
+
+def plan_batches(buckets: list[dict[str, Any]], batch_size: int, generator: torch.Generator) -> list[tuple[int, torch.Tensor]]:
+    """One epoch's batches as (bucket index, sample indices), shuffled within and across buckets."""
+    batches = []
+    for b, bucket in enumerate(buckets):
+        order = torch.randperm(len(bucket["images"]), generator=generator)
+        batches += [(b, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+def augment(x: torch.Tensor, density: torch.Tensor, points: list[torch.Tensor], cfg: TrainConfig,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flip, scale/crop and colour jitter of a batch; returns (images, densities, fixation maps).
+
+    Geometry moves image and density together (one affine grid, bilinear) and the fixation points
+    exactly, so the binary map is drawn afresh rather than resampled. A crop zooms in: the
+    density's blur grows with the image, as one degree of visual angle does. Mass cropped away is
+    dropped and the density renormalised.
+    """
+    n, _, h, w = x.shape
+    flip = (torch.rand(n, generator=generator) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
+    if cfg.scale_aug > 0:
+        scale = 1.0 - cfg.scale_aug * torch.rand(n, generator=generator)
+    else:
+        scale = torch.ones(n)
+    # Crop centre offsets in normalised coordinates, inside the image.
+    tx = (1.0 - scale) * (2.0 * torch.rand(n, generator=generator) - 1.0)
+    ty = (1.0 - scale) * (2.0 * torch.rand(n, generator=generator) - 1.0)
+    fmaps = torch.zeros(n, h, w, dtype=torch.bool)
+    for i, pts in enumerate(points):
+        if not len(pts):
+            continue
+        # Pixel-edge coordinates e = p + 0.5; the grid maps output e_out to input
+        # e_in = s * e_out + (t + 1 - s) * side / 2 (affine_grid, align_corners=False).
+        s = float(scale[i])
+        ex = (pts[:, 0] + 0.5 - (float(tx[i]) + 1.0 - s) * w / 2.0) / s
+        ey = (pts[:, 1] + 0.5 - (float(ty[i]) + 1.0 - s) * h / 2.0) / s
+        if flip[i]:
+            ex = w - ex
+        keep = (ex >= 0) & (ex < w) & (ey >= 0) & (ey < h)
+        fmaps[i, ey[keep].long().clamp(0, h - 1), ex[keep].long().clamp(0, w - 1)] = True
+    if cfg.scale_aug > 0:
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = scale
+        theta[:, 1, 1] = scale
+        theta[:, 0, 2] = tx
+        theta[:, 1, 2] = ty
+        grid = nn.functional.affine_grid(theta, [n, 1, h, w], align_corners=False)
+        x = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        density = nn.functional.grid_sample(density[:, None], grid, mode="bilinear", padding_mode="zeros",
+                                            align_corners=False)[:, 0]
+        total = density.flatten(1).sum(1).clamp_min(1e-12)
+        density = density / total[:, None, None]
+    if flip.any():
+        x[flip] = x[flip].flip(-1)
+        density[flip] = density[flip].flip(-1)
+    if cfg.colour_aug > 0:
+        c = cfg.colour_aug
+
+        def factor() -> torch.Tensor:
+            return (1.0 + c * (2.0 * torch.rand(n, generator=generator) - 1.0))[:, None, None, None]
+
+        x = x * factor()
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * factor() + mean
+        grey = x.mean(dim=1, keepdim=True)
+        x = (x - grey) * factor() + grey
+        x = x.clamp_(0.0, 1.0)
+    # A crop can leave an image without a fixation, and NSS then has nothing to score: mark the
+    # density's peak pixel instead (the density still holds the blurred mass near the border).
+    empty = ~fmaps.flatten(1).any(1)
+    for i in torch.nonzero(empty).flatten().tolist():
+        peak = int(density[i].flatten().argmax())
+        fmaps[i].view(-1)[peak] = True
+    return x, density, fmaps
 
 
 def _to_input(images_u8: torch.Tensor) -> torch.Tensor:
@@ -178,22 +353,40 @@ def param_groups(model: nn.Module, lr: float, encoder_scale: float, weight_decay
 
 
 @torch.no_grad()
-def validate(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
+def validate(model: nn.Module, buckets: list[dict[str, Any]], batch_size: int,
+             device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Mean KLD / CC / NSS at the training resolution (model selection; not the reported figures)."""
     model.eval()
     sums = {"kld": 0.0, "cc": 0.0, "nss": 0.0}
-    n = len(data["images"])
-    for i in range(0, n, batch_size):
-        logits = model(_to_input(data["images"][i:i + batch_size]))
-        logp = log_density(logits)
-        p = logp.exp()
-        d = data["density"][i:i + batch_size]
-        f = data["fixations"][i:i + batch_size]
-        sums["kld"] += kld(logp, d).sum().item()
-        sums["cc"] += cc(p, d).sum().item()
-        sums["nss"] += nss(p, f).sum().item()
-    out = {k: v / n for k, v in sums.items()}
+    n = 0
+    for data in buckets:
+        for i in range(0, len(data["images"]), batch_size):
+            logits = model(_to_input(data["images"][i:i + batch_size].to(device)))
+            logp = log_density(logits)
+            p = logp.exp()
+            d = data["density"][i:i + batch_size].to(device)
+            f = data["fixations"][i:i + batch_size].to(device)
+            sums["kld"] += kld(logp, d).sum().item()
+            sums["cc"] += cc(p, d).sum().item()
+            sums["nss"] += nss(p, f).sum().item()
+            n += len(d)
+    out = {k: v / max(n, 1) for k, v in sums.items()}
     out["score"] = out["kld"] - out["cc"] - defaults.NSS_WEIGHT * out["nss"]  # lower is better, as the loss
+    return out
+
+
+def validate_all(model: nn.Module, val_sets: list[tuple[str, list[dict[str, Any]]]], batch_size: int,
+                 device: torch.device) -> dict[str, float]:
+    """Each dataset's :func:`validate` (keys ``NAME_kld`` ...) and their means (``kld`` ... ``score``).
+
+    Averaging per dataset, not per image, keeps a large dataset from deciding alone which epoch
+    is best.
+    """
+    per = {name: validate(model, buckets, batch_size, device) for name, buckets in val_sets}
+    out = {k: float(np.mean([v[k] for v in per.values()])) for k in ("kld", "cc", "nss", "score")}
+    if len(per) > 1:
+        for name, v in per.items():
+            out.update({f"{name}_{k}": v[k] for k in ("kld", "cc", "nss")})
     return out
 
 
@@ -229,6 +422,41 @@ def _read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
 
 
 def _build_model(cfg: TrainConfig) -> nn.Module:
+    """The model to train: from ``cfg.init`` when given, else with ``cfg.backbone_weights``."""
+    model = _build_from_init(cfg) if cfg.init else _build_with_backbone(cfg)
+    if cfg.freeze_encoder:
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def _build_from_init(cfg: TrainConfig) -> nn.Module:
+    """Start from a fastsal checkpoint: all of it for the same model, else its encoder.
+
+    Taking the encoder of a trained model of the same backbone gives a new decoder variant
+    features that already know saliency; the decoder starts fresh.
+    """
+    try:
+        ckpt = read_checkpoint(cfg.init)
+    except ModelError as exc:
+        raise TrainError(f"--init {exc}") from None
+    model = build(cfg.model, backbone_weights=None)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    if ckpt["model"] == cfg.model:
+        model.load_state_dict(state)
+        return model
+    ref = model.state_dict()
+    encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    fits = encoder and all(k in ref and ref[k].shape == v.shape for k, v in encoder.items()) and \
+        len(encoder) == sum(k.startswith("encoder.") for k in ref)
+    if not fits:
+        raise TrainError(f"--init {cfg.init}: a {ckpt['model']!r} checkpoint, whose encoder does not fit {cfg.model}; "
+                         "pass a checkpoint of the same backbone")
+    model.load_state_dict(encoder, strict=False)
+    return model
+
+
+def _build_with_backbone(cfg: TrainConfig) -> nn.Module:
     """The model to train, with ``cfg.backbone_weights`` checked first so a bad file is one line."""
     weights = cfg.backbone_weights
     if weights is None or str(weights) == "imagenet":
@@ -261,7 +489,7 @@ def _build_model(cfg: TrainConfig) -> nn.Module:
 
 
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train ``cfg.model`` on OSIE ``train``, select on ``val``; returns the training log.
+    """Train ``cfg.model`` on the ``train`` splits of ``cfg.data``, select on their ``val``; returns the log.
 
     Writes ``last.pt`` (resumable: model, optimiser, scheduler, epoch) and ``best.pt`` (lowest val
     score) under ``cfg.out`` after every epoch, atomically. Ctrl-C or SIGTERM stops after the
@@ -285,9 +513,19 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         return state["log"]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        from fastsal.backends import check_device
+
+        device = check_device(cfg.device)
+    except FastSalError as exc:
+        raise TrainError(f"--device: {exc}") from None
     torch.manual_seed(cfg.seed)  # before building: the initial weights depend on it
-    model = _build_model(cfg)
-    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay))
+    model = _build_model(cfg).to(device)
+    groups = param_groups(model, cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        opt = torch.optim.AdamW(groups)
     max_lrs = [g["lr"] for g in opt.param_groups]  # this run's --lr, also for a warm restart
     if state is not None:
         try:
@@ -301,16 +539,24 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     if world > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    train_s = load_osie(cfg.root, "train")[: cfg.limit]
-    val_s = load_osie(cfg.root, "val")[: cfg.limit]
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     t0 = time.time()
-    train_d = build_tensors(train_s, cfg.input_size, cfg.sigma_px)
-    val_d = build_tensors(val_s, cfg.input_size, cfg.sigma_px)
+    train_sets = load_split(cfg, "train")
+    val_sets = load_split(cfg, "val")
+    train_samples = [s for _, samples in train_sets for s in samples]
+    if not train_samples:
+        raise TrainError(f"--data {','.join(cfg.data)}: no training images; check the datasets' splits.json")
+    train_b = build_buckets(cfg, train_samples)
+    val_b = [(name, build_buckets(cfg, samples)) for name, samples in val_sets if samples]
     prep_s = time.time() - t0
+    if rank == 0:
+        sizes = ", ".join(f"{b['size'][0]}x{b['size'][1]}: {len(b['images'])}" for b in train_b)
+        print(f"data: {' + '.join(f'{name} {len(s)}' for name, s in train_sets)} train images ({sizes}); "
+              f"prepared in {prep_s:.0f}s", flush=True)
 
-    n = len(train_s)
-    steps_per_epoch = math.ceil(n / (cfg.batch_size * world))
+    # Equal steps on every rank: the batch plan is shared, each rank takes every world-th batch.
+    steps_per_epoch = len(plan_batches(train_b, cfg.batch_size, torch.Generator().manual_seed(0))) // world
+    steps_per_epoch = max(1, steps_per_epoch)
 
     def one_cycle(epochs: int) -> torch.optim.lr_scheduler.OneCycleLR:
         return torch.optim.lr_scheduler.OneCycleLR(
@@ -373,35 +619,32 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         for epoch in range(start_epoch, cfg.epochs):
             stop["epoch"] = epoch + 1
             model.train()
+            if cfg.freeze_encoder:
+                model.encoder.eval()  # frozen: batch-norm statistics stay those it was trained with
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-            order = torch.randperm(n, generator=g)[rank::world]
+            plan = plan_batches(train_b, cfg.batch_size, g)[rank::world][:steps_per_epoch]
             t_epoch = time.time()
-            total = 0.0
-            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not progress or rank != 0, leave=False)
-            for i in bar:
-                idx = order[i:i + cfg.batch_size]
-                x = _to_input(train_d["images"][idx])
-                d = train_d["density"][idx]
-                f = train_d["fixations"][idx]
-                if cfg.flip:
-                    flip = torch.rand(len(idx), generator=g) < 0.5
-                    x[flip] = x[flip].flip(-1)
-                    d[flip] = d[flip].flip(-1)
-                    f[flip] = f[flip].flip(-1)
-                loss = saliency_loss(net(x), d, f, cfg.loss_weights)
+            total, seen = 0.0, 0
+            bar = tqdm(plan, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
+            for b, idx in bar:
+                bucket = train_b[b]
+                x, d, f = augment(_to_input(bucket["images"][idx]), bucket["density"][idx].clone(),
+                                  [bucket["points"][i] for i in idx.tolist()], cfg, g)
+                loss = saliency_loss(net(x.to(device)), d.to(device), f.to(device), cfg.loss_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
+                seen += len(idx)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if stop["signum"] is not None:
                     break
             if stop["signum"] is not None:
                 raise _interrupted()
-            val = validate(model, val_d, cfg.batch_size * 2)
-            entry = {"epoch": epoch + 1, "train_loss": total / len(order), "seconds": time.time() - t_epoch, **{f"val_{k}": v for k, v in val.items()}}
+            val = validate_all(model, val_b, cfg.batch_size * 2, device)
+            entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t_epoch,
+                     **{f"val_{k}": v for k, v in val.items()}}
             log["epochs"].append(entry)
             if rank == 0:
                 improved = val["score"] < best

@@ -1,5 +1,5 @@
 """Eye-fixation data: fixation points, fixation maps, densities and dataset readers."""
-from fastsal.data.datasets import Sample, load_osie, read_split
+from fastsal.data.datasets import DATASETS, DatasetInfo, Sample, load_dataset, load_mit1003, load_osie, read_split
 from fastsal.data.fixations import (
     fixation_density,
     fixation_map,
@@ -8,6 +8,10 @@ from fastsal.data.fixations import (
 )
 
 __all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "load_dataset",
+    "load_mit1003",
     "Sample",
     "fixation_density",
     "fixation_map",

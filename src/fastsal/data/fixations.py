@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # About one degree of visual angle for OSIE at 800x600 (the benchmark's usual choice).
-OSIE_SIGMA_PX = 24.0
+OSIE_SIGMA_PX = 24.0  # = defaults.SIGMA_PX; OSIE's one degree
 
 
 def _as_points(points: np.ndarray) -> np.ndarray:
