@@ -178,7 +178,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
                    help=f"each side {side_range[0]}..{side_range[1]} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--backbone-weights", default="imagenet",
-                   help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, or 'none'")
+                   help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, Google's "
+                        "MobileNetV2 .tflite file (for the MobileNetV2 models), or 'none'")
     p.add_argument("--seed", type=_whole(0, None), default=0)
     p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
                    help="use only the first N images per split (smoke test)")

@@ -51,6 +51,8 @@ from fastsal.data.fixations import (
 from fastsal.errors import FastSalError
 from fastsal.images import load_rgb, resize_rgb
 from fastsal.losses import cc, kld, log_density, nss, saliency_loss
+from fastsal.models.layers import recalibrate_batchnorm
+from fastsal.models.mobilenetv2 import TFLiteError, is_tflite
 from fastsal.models.registry import BACKBONES, atomic_save, build, list_models, save_checkpoint
 
 # Bounds the command line and TrainConfig share: wide enough for any real run, narrow enough that
@@ -63,6 +65,8 @@ THREADS_RANGE = (1, 1024)
 # takes seconds), removed when a run starts.
 STALE_TEMPORARY_AGE_S = 60.0
 RESUME_FORMAT = "fastsal-train-state/1"
+# Training images whose statistics replace the BN statistics a TFLite backbone folded away.
+BN_CALIBRATION_IMAGES = 64
 
 
 class TrainError(FastSalError, ValueError):
@@ -237,9 +241,18 @@ def _build_model(cfg: TrainConfig) -> nn.Module:
         except ImportError as exc:  # the packaged ImageNet weights are an optional dependency
             raise TrainError(str(exc).splitlines()[0]) from None
     path = Path(weights)
-    hint = "pass a torchvision/lukemelas backbone state dict, 'imagenet' or 'none'"
+    hint = "pass a torchvision/lukemelas backbone state dict, a MobileNetV2 .tflite file, 'imagenet' or 'none'"
     if not path.is_file():
         raise TrainError(f"--backbone-weights {path}: no such file; {hint}")
+    backbone = next((b for b in BACKBONES if cfg.model.endswith(f"_{b}")), "mobilenet_v2")
+    if is_tflite(path):
+        if backbone != "mobilenet_v2":
+            raise TrainError(f"--backbone-weights {path}: a TFLite file converts to MobileNetV2 only, not the "
+                             f"{backbone} backbone of {cfg.model}; pass --model {cfg.model.removesuffix('_' + backbone)}")
+        try:
+            return build(cfg.model, backbone_weights=path)
+        except TFLiteError as exc:  # already one line: the file, what is wrong, the fix
+            raise TrainError(f"--backbone-weights {exc}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -248,7 +261,6 @@ def _build_model(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f"--backbone-weights {path}: a whole fastsal checkpoint, not a backbone; {hint}")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TrainError(f"--backbone-weights {path}: not a state dict of tensors; {hint}")
-    backbone = next((b for b in BACKBONES if cfg.model.endswith(f"_{b}")), "mobilenet_v2")
     try:
         return build(cfg.model, backbone_weights=path)
     except (RuntimeError, KeyError) as exc:
@@ -258,6 +270,22 @@ def _build_model(cfg: TrainConfig) -> nn.Module:
         first = first if len(first) <= 120 else first[:117] + "..."
         raise TrainError(f"--backbone-weights {path}: keys do not fit the {backbone} backbone of {cfg.model} "
                          f"({first}); {hint}") from None
+
+
+def _calibrate_folded_batchnorm(model: nn.Module, images_u8: torch.Tensor, batch_size: int, rank: int) -> None:
+    """Give the encoder's BNs the statistics of the first training images before epoch 1.
+
+    A TFLite backbone has its BNs folded into the convolutions; :func:`from_tflite` rebuilds them
+    as identities, which train mode (batch statistics) would turn into another network at the
+    first step. Eval-mode outputs do not change (see :func:`recalibrate_batchnorm`). Every rank
+    sees the same images, so data-parallel replicas stay identical.
+    """
+    images = images_u8[:BN_CALIBRATION_IMAGES]
+    batches = (_to_input(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+    n_bn = recalibrate_batchnorm(model, batches, within=model.encoder)
+    if rank == 0:
+        print(f"backbone: {n_bn} batch norms folded into the TFLite file re-estimated on {len(images)} training images",
+              flush=True)
 
 
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -308,6 +336,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     train_d = build_tensors(train_s, cfg.input_size, cfg.sigma_px)
     val_d = build_tensors(val_s, cfg.input_size, cfg.sigma_px)
     prep_s = time.time() - t0
+    if state is None and cfg.backbone_weights not in (None, "imagenet") and is_tflite(cfg.backbone_weights):
+        _calibrate_folded_batchnorm(model, train_d["images"], cfg.batch_size, rank)
 
     n = len(train_s)
     steps_per_epoch = math.ceil(n / (cfg.batch_size * world))
