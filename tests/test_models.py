@@ -152,3 +152,20 @@ def test_efficientnet_lite0_packaged_imagenet_weights():
     assert n_params(model.encoder.features) == 4_652_008 - 1_281_000  # backbone minus the classifier
     # ImageNet statistics, not the initial ones, are in the batch-norm buffers.
     assert not torch.allclose(model.encoder.features[1].conv[0][1].running_var, torch.ones(1))
+
+
+def test_tf_padding_keeps_keys_and_shifts_the_strided_grid():
+    """TF "SAME" padding is parameter-free (torchvision keys load strictly either way). On even
+    sizes it pads stride-2 layers 0 before / 1 after, where torchvision pads 1 / 1: TF's stem
+    sees torchvision's stem input shifted by one pixel."""
+    tv = mobilenet_v2().eval()
+    tf = mobilenet_v2(tf_padding=True).eval()
+    tf.load_state_dict(tv.state_dict(), strict=True)
+    assert list(tf.state_dict()) == list(tv.state_dict())
+    assert tf.features[0].pad == (0, 1, 0, 1) and tf.features[0][0].padding == (0, 0)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # away from the top/left border, where torchvision's shifted input meets its zero padding
+        assert torch.allclose(tf.features[0](x)[..., 1:, 1:], tv.features[0](x[..., 1:, 1:])[..., 1:, 1:], atol=1e-6)
+        a, b = tf.features(x), tv.features(x)
+        assert a.shape == b.shape == (1, 1280, 7, 7) and (a - b).norm() > 0.1 * b.norm()

@@ -165,7 +165,8 @@ def test_bad_backbone_weights(tmp_path, capsys, no_data_loading, case):
     assert code == 2
     line = _error_line(err)
     assert line.startswith(f"fastsal: error: --backbone-weights {path}: ")
-    assert re.search(expected, line) and line.endswith("pass a torchvision/lukemelas backbone state dict, 'imagenet' or 'none'")
+    assert re.search(expected, line) and line.endswith(
+        "pass a torchvision/lukemelas backbone state dict, a MobileNetV2 .tflite file, 'imagenet' or 'none'")
 
 
 # ---- resuming -----------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ from fastsal.data.fixations import (
 from fastsal.errors import FastSalError
 from fastsal.images import fit_input_size, load_rgb, resize_rgb
 from fastsal.losses import cc, kld, log_density, nss, saliency_loss
+from fastsal.models.layers import recalibrate_batchnorm
+from fastsal.models.mobilenetv2 import TFLiteError, is_tflite
 from fastsal.models.registry import BACKBONES, ModelError, atomic_save, build, list_models, read_checkpoint, save_checkpoint
 
 # Bounds the command line and TrainConfig share: wide enough for any real run, narrow enough that
@@ -63,6 +65,8 @@ THREADS_RANGE = (1, 1024)
 STALE_TEMPORARY_AGE_S = 60.0
 RESUME_FORMAT = "fastsal-train-state/1"
 OPTIMIZERS = ("adamw", "sgd")
+# Training images whose statistics replace the BN statistics a TFLite backbone folded away.
+BN_CALIBRATION_IMAGES = 64
 
 
 class TrainError(FastSalError, ValueError):
@@ -465,9 +469,18 @@ def _build_with_backbone(cfg: TrainConfig) -> nn.Module:
         except ImportError as exc:  # the packaged ImageNet weights are an optional dependency
             raise TrainError(str(exc).splitlines()[0]) from None
     path = Path(weights)
-    hint = "pass a torchvision/lukemelas backbone state dict, 'imagenet' or 'none'"
+    hint = "pass a torchvision/lukemelas backbone state dict, a MobileNetV2 .tflite file, 'imagenet' or 'none'"
     if not path.is_file():
         raise TrainError(f"--backbone-weights {path}: no such file; {hint}")
+    backbone = next((b for b in BACKBONES if cfg.model.endswith(f"_{b}")), "mobilenet_v2")
+    if is_tflite(path):
+        if backbone != "mobilenet_v2":
+            raise TrainError(f"--backbone-weights {path}: a TFLite file converts to MobileNetV2 only, not the "
+                             f"{backbone} backbone of {cfg.model}; pass --model {cfg.model.removesuffix('_' + backbone)}")
+        try:
+            return build(cfg.model, backbone_weights=path)
+        except TFLiteError as exc:  # already one line: the file, what is wrong, the fix
+            raise TrainError(f"--backbone-weights {exc}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -476,7 +489,6 @@ def _build_with_backbone(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f"--backbone-weights {path}: a whole fastsal checkpoint, not a backbone; {hint}")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TrainError(f"--backbone-weights {path}: not a state dict of tensors; {hint}")
-    backbone = next((b for b in BACKBONES if cfg.model.endswith(f"_{b}")), "mobilenet_v2")
     try:
         return build(cfg.model, backbone_weights=path)
     except (RuntimeError, KeyError) as exc:
@@ -486,6 +498,23 @@ def _build_with_backbone(cfg: TrainConfig) -> nn.Module:
         first = first if len(first) <= 120 else first[:117] + "..."
         raise TrainError(f"--backbone-weights {path}: keys do not fit the {backbone} backbone of {cfg.model} "
                          f"({first}); {hint}") from None
+
+
+def _calibrate_folded_batchnorm(model: nn.Module, images_u8: torch.Tensor, batch_size: int, rank: int,
+                                device: torch.device) -> None:
+    """Give the encoder's BNs the statistics of the first training images before epoch 1.
+
+    A TFLite backbone has its BNs folded into the convolutions; :func:`from_tflite` rebuilds them
+    as identities, which train mode (batch statistics) would turn into another network at the
+    first step. Eval-mode outputs do not change (see :func:`recalibrate_batchnorm`). Every rank
+    sees the same images, so data-parallel replicas stay identical.
+    """
+    images = images_u8[:BN_CALIBRATION_IMAGES]
+    batches = (_to_input(images[i:i + batch_size]).to(device) for i in range(0, len(images), batch_size))
+    n_bn = recalibrate_batchnorm(model, batches, within=model.encoder)
+    if rank == 0:
+        print(f"backbone: {n_bn} batch norms folded into the TFLite file re-estimated on {len(images)} training images",
+              flush=True)
 
 
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -553,6 +582,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         sizes = ", ".join(f"{b['size'][0]}x{b['size'][1]}: {len(b['images'])}" for b in train_b)
         print(f"data: {' + '.join(f'{name} {len(s)}' for name, s in train_sets)} train images ({sizes}); "
               f"prepared in {prep_s:.0f}s", flush=True)
+    if state is None and cfg.backbone_weights not in (None, "imagenet") and is_tflite(cfg.backbone_weights):
+        _calibrate_folded_batchnorm(model, max(train_b, key=lambda b: len(b["images"]))["images"], cfg.batch_size, rank, device)
 
     # Equal steps on every rank: the batch plan is shared, each rank takes every world-th batch.
     steps_per_epoch = len(plan_batches(train_b, cfg.batch_size, torch.Generator().manual_seed(0))) // world

@@ -20,8 +20,8 @@ from fastsal.files import atomic_write
 from fastsal.models.decoders import DECODERS
 from fastsal.models.efficientnet import efficientnet_lite0
 from fastsal.models.encoder import FastSalEncoder
-from fastsal.models.fastsal import IMAGENET_MEAN, IMAGENET_STD, FastSal
-from fastsal.models.mobilenetv2 import mobilenet_v2
+from fastsal.models.fastsal import FastSal
+from fastsal.models.mobilenetv2 import TF_MEAN, TF_STD, mobilenet_v2
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKPOINT_FORMAT = "fastsal-checkpoint/1"
@@ -40,16 +40,23 @@ class Backbone:
 
 
 def _mobilenet(weights: Any) -> nn.Module:
+    """MobileNetV2 with TF padding: its one ImageNet init here, the TFLite file, is TF-trained.
+
+    A torchvision checkpoint still loads (same keys); it then starts one pixel off at the strided
+    layers and sees [-1, 1] inputs, both of which fine-tuning absorbs (a BN follows every conv).
+    """
     if weights == "imagenet":
         raise ModelError(
-            "MobileNetV2 ImageNet weights cannot be downloaded here; pass backbone_weights=PATH "
-            "to a torchvision mobilenet_v2 checkpoint (or train from scratch with backbone_weights=None)"
+            "MobileNetV2 ImageNet weights are not packaged; pass backbone_weights=PATH to Google's "
+            "mobilenet_v2_1.0_224_quant.tflite or a torchvision mobilenet_v2 checkpoint (or None to train from scratch)"
         )
-    return mobilenet_v2(weights)
+    return mobilenet_v2(weights, tf_padding=True)
 
 
+# MobileNetV2 uses the TF input convention ([-1, 1]) of the TFLite weights, its only ImageNet init
+# that can be had without a download; EfficientNet-Lite0's packaged TF weights want the same.
 BACKBONES: dict[str, Backbone] = {
-    "mobilenet_v2": Backbone(_mobilenet, IMAGENET_MEAN, IMAGENET_STD),
+    "mobilenet_v2": Backbone(_mobilenet, TF_MEAN, TF_STD),
     "effnet_lite0": Backbone(efficientnet_lite0, (127 / 255,) * 3, (128 / 255,) * 3),
 }
 
@@ -81,8 +88,9 @@ def build(name: str, weights: str | Path | None = None, *, backbone_weights: str
 
     ``weights``: None (random decoder; backbone from ``backbone_weights``), ``"shipped"`` (the
     packaged checkpoint for this name), or a path to a fastsal checkpoint. ``backbone_weights``:
-    ``"imagenet"`` for packaged ImageNet weights (EfficientNet-Lite0) or a local backbone
-    checkpoint in torchvision / lukemelas layout.
+    ``"imagenet"`` for packaged ImageNet weights (EfficientNet-Lite0), a local backbone
+    checkpoint in torchvision / lukemelas layout, or (MobileNetV2) a TFLite MobileNetV2 file,
+    converted by :func:`fastsal.models.mobilenetv2.from_tflite`.
     """
     if name == "default":
         name = DEFAULT_MODEL
