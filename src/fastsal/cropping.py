@@ -47,8 +47,9 @@ import numpy as np
 from fastsal.errors import FastSalError
 
 __all__ = [
-    "Aspect", "Crop", "CropError", "DEFAULT_MAX_SIDE", "aspect_label", "best_window", "centre_window", "crop",
-    "crop_box", "crop_boxes", "crop_image", "parse_aspect", "parse_aspects", "window_size",
+    "Aspect", "CROP_FORMATS", "Crop", "CropError", "DEFAULT_MAX_SIDE", "aspect_label", "best_window",
+    "centre_window", "check_crop_settings", "crop", "crop_box", "crop_boxes", "crop_image", "crop_paths",
+    "draw_crops", "parse_aspect", "parse_aspects", "report_path", "run", "small_density", "window_size",
 ]
 
 #: Maps larger than this (long side, cells) are summed into blocks before the search: 256 keeps the
@@ -492,3 +493,282 @@ def crop(image: Any, aspect: Any = (16, 9), *, predictor: Any = None, model: str
     inside. For several aspects at once use :func:`crop_image`; for your own map, :func:`crop_box`.
     """
     return crop_image(image, [parse_aspect(aspect)], predictor=predictor, model=model, **options)[0]
+
+
+# -- many images: what `fastsal crop` runs --------------------------------------------------------
+
+#: Image outputs of ``fastsal crop``: the cropped pictures as JPEG or PNG, or only the JSON of boxes.
+CROP_FORMATS: tuple[str, ...] = ("jpg", "png", "json")
+REPORT_FORMAT = "fastsal-crops/1"
+# The settings that change which boxes are chosen; a rerun with others is refused, not mixed in.
+CROP_SETTINGS = ("scale", "min_scale", "keep", "max_side")
+# The report is rewritten at least this often (seconds), so a killed run loses little to redo.
+_REPORT_EVERY_S = 5.0
+
+
+def report_path(out: str | Path, index: int = 0, count: int = 1) -> Path:
+    """``OUT/crops.json``, or ``OUT/crops-<i>-of-<n>.json`` for one of several shards."""
+    return Path(out) / ("crops.json" if count == 1 else f"crops-{index}-of-{count}.json")
+
+
+def crop_paths(out: str | Path, stem: Path, aspects: Sequence[Aspect], fmt: str, show: bool) -> dict[str, Path]:
+    """{aspect label or ``"show"``: file} for one input: ``<stem>_16x9.jpg`` per aspect (none for
+    ``json``) and ``<stem>_crops.jpg`` (the overlay with the boxes) with ``show``."""
+    out = Path(out)
+    paths = {} if fmt == "json" else {a.label: out / stem.with_name(f"{stem.name}_{a.tag}.{fmt}") for a in aspects}
+    if show:
+        paths["show"] = out / stem.with_name(f"{stem.name}_crops.jpg")
+    return paths
+
+
+def check_crop_settings(out: str | Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume into ``out`` if its crop reports were made with another model or options:
+    the boxes already written would silently differ from the new ones."""
+    import json
+
+    from fastsal.batch import MAP_SETTINGS, BatchError
+
+    for report in sorted(Path(out).glob("crops*.json")):
+        try:
+            old = json.loads(report.read_text(encoding="utf-8")).get("settings")
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable: nothing known about the outputs; a new report replaces it
+        if not isinstance(old, dict):
+            continue
+        diff = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in (*MAP_SETTINGS, *CROP_SETTINGS)
+                if old.get(k) != settings.get(k)]
+        if diff:
+            raise BatchError(f"{out}: holds crops made with other settings ({'; '.join(diff)}, see {report.name}); "
+                             f"pass --overwrite to redo them, or choose another -o folder")
+
+
+def _earlier_entries(out: Path) -> dict[str, dict[str, Any]]:
+    """Every entry of earlier runs' reports in ``out`` (any sharding), by input, for resuming."""
+    import json
+
+    entries: dict[str, dict[str, Any]] = {}
+    for path in sorted(out.glob("crops*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries.update({e["input"]: e for e in data.get("images", []) if isinstance(e, dict) and "input" in e})
+        except (OSError, ValueError, AttributeError, TypeError, KeyError):
+            continue
+    return entries
+
+
+def _write_image(path: Path, img: Any, fmt: str, quality: int = 90) -> None:
+    """Encode in memory, then write atomically (see fastsal.files: encoders writing into files
+    may drop a short write on a full disk)."""
+    import io
+
+    from fastsal.batch import BatchError
+    from fastsal.files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=3)
+    else:
+        img.save(buf, format="JPEG", quality=quality)
+    try:
+        atomic_write_bytes(path, buf.getbuffer())
+    except OSError as exc:
+        raise BatchError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another -o") from None
+
+
+_BOX_COLOURS = ((0, 229, 255), (118, 255, 3), (255, 64, 129), (255, 234, 0), (213, 0, 249), (255, 145, 0))
+
+
+def draw_crops(image: Any, crops: Sequence[Crop]) -> Any:
+    """Draw each crop's box and label (aspect, predicted share kept) on an RGB PIL image, in place.
+    For ``--show``: a person can check the choice at a glance."""
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(image)
+    W, H = image.size
+    line = max(2, round(min(W, H) / 200))
+    try:
+        font: Any = ImageFont.load_default(size=max(12, round(min(W, H) / 30)))
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    for i, c in enumerate(crops):
+        colour = _BOX_COLOURS[i % len(_BOX_COLOURS)]
+        inset = i * line  # boxes sharing an edge stay visible side by side
+        draw.rectangle((c.x + inset, c.y + inset, c.x + c.w - 1 - inset, c.y + c.h - 1 - inset),
+                       outline=colour, width=line)
+        draw.text((c.x + inset + 2 * line, c.y + inset + 2 * line), f"{c.aspect} {100 * c.score:.0f}%",
+                  fill=colour, font=font, stroke_width=max(1, line // 2), stroke_fill=(0, 0, 0))
+    return image
+
+
+def run(
+    predictor: Any,
+    jobs: Sequence[Any],
+    out: str | Path,
+    aspects: Any,
+    fmt: str = "jpg",
+    *,
+    show: bool = False,
+    overwrite: bool = False,
+    strict: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+    report: str | Path | None = None,
+    shard_info: tuple[int, int] = (0, 1),
+    on_skip: Any = None,
+    scale: float = 1.0,
+    min_scale: float | None = None,
+    keep: float = 0.9,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    quality: int = 90,
+) -> dict[str, Any]:
+    """Crop every job's image (:class:`fastsal.batch.Job`: source and output stem) for each aspect.
+
+    Writes ``<stem>_<W>x<H>.<fmt>`` per aspect (none for ``fmt="json"``), ``<stem>_crops.jpg`` with
+    ``show`` (the overlay with the boxes drawn), and the report ``report`` (JSON, atomically, also
+    when stopped): settings, every input with its boxes and scores, every failure. Resumable: an
+    input whose boxes are in a report in ``out`` from an earlier run with the same settings (any
+    sharding), and whose files
+    exist, is kept, not redone (``overwrite`` redoes it). An unreadable image is recorded and
+    skipped (``on_skip`` gets the line), or raises with ``strict``. Every file is written atomically.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from tqdm import tqdm
+
+    from fastsal.batch import STALE_TEMPORARY_AGE_S, BatchError, input_entry
+    from fastsal.files import remove_stale_temporaries, write_json
+    from fastsal.images import ImageError, load_image, load_resized
+
+    if fmt not in CROP_FORMATS:
+        raise BatchError(f"unknown crop format {fmt!r}; choose from: {', '.join(CROP_FORMATS)}")
+    if batch_size < 1:
+        raise BatchError(f"batch_size must be >= 1, got {batch_size}")
+    _check_scales(scale, min_scale, keep)
+    wanted = parse_aspects(aspects)
+    out = Path(out)
+    settings = {**predictor.settings(), "scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
+    if not overwrite:
+        check_crop_settings(out, settings)
+    earlier = {} if overwrite else _earlier_entries(out)
+    labels = [a.label for a in wanted]
+
+    def done_before(job: Any) -> dict[str, Any] | None:
+        entry = earlier.get(input_entry(job.source)["input"])
+        if entry is None:
+            return None
+        by_aspect = {c.get("aspect"): c for c in entry.get("crops", []) if isinstance(c, dict)}
+        paths = crop_paths(out, job.stem, wanted, fmt, show)
+        if any(a not in by_aspect for a in labels) or not all(p.is_file() for p in paths.values()):
+            return None
+        crops = [{**by_aspect[a], **({"output": str(paths[a])} if a in paths else {})} for a in labels]
+        kept = {k: v for k, v in entry.items() if k not in ("crops", "show")}
+        return {**kept, "crops": crops, **({"show": str(paths["show"])} if show else {}), "earlier_run": True}
+
+    result: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "shard": list(shard_info),
+        "settings": settings,
+        "aspects": labels,
+        "output_format": fmt,
+        "show": show,
+        "out": str(out),
+        "assigned": len(jobs),
+        "skipped_existing": 0,
+        "images": [],
+        "failed": [],
+        "complete": False,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    todo = []
+    for job in jobs:
+        kept = done_before(job)
+        if kept is None:
+            todo.append(job)
+        else:
+            result["images"].append(kept)
+    result["skipped_existing"] = len(jobs) - len(todo)
+    for folder in sorted({(out / j.stem).parent for j in todo}):
+        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
+
+    def save(path: Path | str | None) -> None:
+        if path is not None:
+            write_json(result, path)
+
+    def finish(job: Any, log_small: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
+        from fastsal.predict import postprocess
+        from fastsal.viewing import blend, to_png
+
+        crops = crop_boxes(np.exp(log_small), wanted, image_size=size, scale=scale, min_scale=min_scale,
+                           keep=keep, max_side=max_side)
+        paths = crop_paths(out, job.stem, wanted, fmt, show)
+        entry = {**input_entry(job.source), "width": size[1], "height": size[0],
+                 "crops": [{**c.to_dict(), **({"output": str(paths[c.aspect])} if c.aspect in paths else {})}
+                           for c in crops]}
+        if paths:
+            try:
+                full = load_image(job.source)
+            except ImageError as exc:  # it decoded a moment ago: changed or removed since
+                raise ImageError(f"{exc}; it changed while the run was going") from None
+            if full.size != (size[1], size[0]):
+                raise ImageError(f"{job.source}: changed size while the run was going; rerun")
+            for c in crops:
+                if c.aspect in paths:
+                    _write_image(paths[c.aspect], full.crop(c.pil_box), fmt, quality)
+            if show:
+                values = to_png(postprocess(log_small, size))
+                _write_image(paths["show"], draw_crops(blend(full, values), crops), "jpg", quality)
+                entry["show"] = str(paths["show"])
+        return entry
+
+    def fail(job: Any, exc: Exception) -> None:
+        result["failed"].append({**input_entry(job.source), "error": str(exc)})
+        if strict:
+            raise exc
+        if on_skip is not None:
+            on_skip(str(exc))
+
+    start = last_save = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
+    first_error: BaseException | None = None
+    try:
+        for b0 in range(0, len(todo), batch_size):
+            good, smalls = [], []
+            for job in todo[b0:b0 + batch_size]:
+                try:
+                    small, size = load_resized(job.source, predictor.input_size)
+                except ImageError as exc:
+                    bar.update(1)
+                    fail(job, exc)
+                    continue
+                good.append((job, (int(size[0]), int(size[1]))))
+                smalls.append(predictor.preprocess(small))
+            if not good:
+                continue
+            logs = predictor.small_log_density(np.stack(smalls))
+            for (job, size), log_small in zip(good, logs):
+                try:
+                    result["images"].append(finish(job, log_small, size))
+                except ImageError as exc:
+                    fail(job, exc)
+                bar.update(1)
+            if time.perf_counter() - last_save > _REPORT_EVERY_S:
+                save(report)
+                last_save = time.perf_counter()
+        result["complete"] = True
+    except BaseException as exc:
+        first_error = exc
+        raise
+    finally:
+        bar.close()
+        result["seconds"] = round(time.perf_counter() - start, 3)
+        result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if first_error is not None:
+            result["stopped_by"] = str(first_error) or type(first_error).__name__
+        try:
+            save(report)
+        except OSError as exc:
+            if first_error is None:
+                raise BatchError(f"cannot write {report}: {exc.strerror or exc}; free space or choose "
+                                 f"another -o folder") from None
+    return result
