@@ -252,7 +252,7 @@ def test_fastsal_crop_on_the_example(predictor):
     assert crop_image(rgb, ASPECTS, predictor=predictor)[1].box[2:] == crops[1].box[2:]
     full = crop_boxes(predictor.predict(path), ASPECTS)
     for a, b in zip(full, crops):
-        assert abs(a.x - b.x) <= 8 and abs(a.y - b.y) <= 8 and a.score == pytest.approx(b.score, abs=0.01)
+        assert abs(a.x - b.x) <= 4 and abs(a.y - b.y) <= 4 and a.score == pytest.approx(b.score, abs=0.01)
 
 
 def test_cropping_imports_no_torch():
