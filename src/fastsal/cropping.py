@@ -18,9 +18,10 @@ How the search stays exact and fast (well under 1 ms per aspect at 1024 px):
   it covers. A map at the image's own size is then exactly itself; the network's 192x256 map (what
   :func:`crop` searches, skipping the full-size resize) covers 4x4-pixel blocks of a 1024x768
   photo; a map larger than ``max_side`` is first summed into blocks of whole cells (mass kept).
-- The mass of every window comes from one summed-area table (SAT) of that map, interpolated
-  bilinearly between cell corners: for a piecewise-constant map that interpolation is the exact
-  integral, so the mass of a window at any pixel position is exact.
+- The mass of every window comes from the map's summed-area table (SAT), interpolated bilinearly
+  between cell corners: for a piecewise-constant map that interpolation is the exact integral, so
+  the mass of a window at any pixel position is exact. The table is built separably and only where
+  needed: cumulative sums along one axis, then along the other for the candidate bands alone.
 - Under that model the mass is a piecewise-bilinear function of the window's position, whose
   pieces change only where a window edge crosses a cell edge. A bilinear piece takes its largest
   value over whole pixels at a corner, so only positions next to those crossings (plus the image's
@@ -401,11 +402,13 @@ def crop_boxes(
     keep: float = 0.9,
     max_side: int | None = DEFAULT_MAX_SIDE,
 ) -> list[Crop]:
-    """The best crop for each of several aspects from one density map (one SAT for all of them).
+    """The best crop for each of several aspects from one density map (its cumulative sums are
+    computed once and shared by every aspect).
 
     ``density``: an (h, w) non-negative map, any resolution (it need not sum to 1): a fastsal
     prediction, the network's small map, or any other model's. ``image_size`` = (H, W): the image
-    the map covers, when the map has another resolution (same aspect); boxes are in its pixels.
+    the map covers, when the map has another resolution; boxes are in its pixels. The map is
+    stretched over the whole image, as the network's 192x256 map is over a photo of any aspect.
 
     ``scale`` (0, 1]: the window's side relative to the largest window of the aspect (1: full
     height or width). ``min_scale``: allow tighter crops down to this scale. Since a smaller window
@@ -414,9 +417,9 @@ def crop_boxes(
     of the mass that the best window at ``scale`` keeps.
 
     ``max_side``: maps longer than this (cells) are summed into square blocks of whole cells first,
-    so a full-resolution 1024 px map is searched in well under a millisecond; the search is exact
-    for the block-summed map (each block's mass spread evenly over its pixels), i.e. within one
-    block of the full-resolution optimum. ``None`` searches the map as given: exact per pixel.
+    so a full-resolution 1024 px map is searched in well under a millisecond; the search is then
+    exact for the block-summed map (each block's mass spread evenly over its pixels), not for the
+    map's single pixels. ``None`` searches the map as given: exact per pixel.
     ``score`` is the share of the map's mass inside each box, under the same reading.
     """
     _check_scales(scale, min_scale, keep)
