@@ -179,6 +179,30 @@ def test_coarse_map_search_is_exact_per_image_pixel():
         assert mass == pytest.approx(full[y:y + h, x:x + w].sum(), abs=1e-12)
 
 
+def overlap_mass(cells: np.ndarray, image: tuple, x: int, y: int, h: int, w: int) -> float:
+    """Mass of a window over a map stretched to ``image`` pixels, by the cells' overlap areas."""
+    (gh, gw), (H, W) = cells.shape, image
+    ey, ex = np.arange(gh + 1) * H / gh, np.arange(gw + 1) * W / gw
+    oy = np.clip(np.minimum(ey[1:], y + h) - np.maximum(ey[:-1], y), 0, None) / np.diff(ey)
+    ox = np.clip(np.minimum(ex[1:], x + w) - np.maximum(ex[:-1], x), 0, None) / np.diff(ex)
+    return float(oy @ cells @ ox)
+
+
+def test_search_is_exact_for_maps_of_any_other_resolution():
+    """Cells of fractional pixel size (the network's 192x256 map over an 801x601 photo): every
+    position is checked by the overlap formula, independently of the SAT and the candidate rule."""
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        gh, gw = (int(v) for v in rng.integers(1, 7, 2))
+        H, W = (int(v) for v in rng.integers(1, 23, 2))
+        cells = rng.random((gh, gw)) ** 4
+        h, w = int(rng.integers(1, H + 1)), int(rng.integers(1, W + 1))
+        best = max(overlap_mass(cells, (H, W), x, y, h, w) for y in range(H - h + 1) for x in range(W - w + 1))
+        x, y, mass = best_window(cells, (h, w), image_size=(H, W))
+        assert mass == pytest.approx(best, abs=1e-12)
+        assert mass == pytest.approx(overlap_mass(cells, (H, W), x, y, h, w), abs=1e-12)
+
+
 def test_block_summed_map_keeps_mass_and_is_exact_for_the_blocks():
     rng = np.random.default_rng(2)
     dens = rng.random((37, 53))
