@@ -3,6 +3,7 @@
     import fastsal
     predictor = fastsal.load()                  # shipped model, 192x256 input
     density = predictor.predict("photo.jpg")    # (H, W) float32, sums to 1
+    box = fastsal.crop("photo.jpg", aspect=(16, 9)).box   # (x, y, w, h) keeping the most attention
 
 The heavy names (``load``, ``Predictor``, ...) are imported on first use, so ``import fastsal``
 and the command line start quickly without importing PyTorch.
@@ -23,14 +24,16 @@ _LAZY = {
     "list_models": "fastsal.models",
     "ModelError": "fastsal.models",
     "ImageError": "fastsal.images",
+    "crop": "fastsal.cropping",
 }
 
 __all__ = [  # = ["__version__", *_LAZY], spelled out for linters
     "__version__", "load", "Predictor", "to_png", "overlay", "colormap", "example_image", "list_models", "ModelError",
-    "ImageError",
+    "ImageError", "crop",
 ]
 
 if TYPE_CHECKING:
+    from fastsal.cropping import crop
     from fastsal.images import ImageError
     from fastsal.models import ModelError, list_models
     from fastsal.predict import (

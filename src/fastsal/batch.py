@@ -265,7 +265,7 @@ def run(
     pending = set(todo)
     for job in jobs:
         if job not in pending:  # done by an earlier run: listed, so `written` covers every output on disk
-            report["written"].append({**_name(job.source), "outputs": [str(p) for p in output_paths(
+            report["written"].append({**input_entry(job.source), "outputs": [str(p) for p in output_paths(
                 out, job.stem, formats).values()], "earlier_run": True})
 
     def decode(job: Job) -> _Decoded:
@@ -302,7 +302,7 @@ def run(
     def finish_writes(keep: int) -> None:
         while len(writes) > keep:
             job, fut = writes.popleft()
-            report["written"].append({**_name(job.source), "outputs": fut.result()})
+            report["written"].append({**input_entry(job.source), "outputs": fut.result()})
             bar.update(1)
 
     first_error: BaseException | None = None
@@ -317,7 +317,7 @@ def run(
                 if d.error is None:
                     good.append(d)
                     continue
-                report["failed"].append({**_name(d.job.source), "error": str(d.error)})
+                report["failed"].append({**input_entry(d.job.source), "error": str(d.error)})
                 if strict:
                     raise d.error
                 bar.update(1)
@@ -348,9 +348,9 @@ def run(
             pool.shutdown(wait=True, cancel_futures=True)
         for job, fut in writes:
             if fut.exception() is None:
-                report["written"].append({**_name(job.source), "outputs": fut.result()})
+                report["written"].append({**input_entry(job.source), "outputs": fut.result()})
             elif not isinstance(fut.exception(), KeyboardInterrupt):
-                report["failed"].append({**_name(job.source), "error": str(fut.exception())})
+                report["failed"].append({**input_entry(job.source), "error": str(fut.exception())})
         bar.close()
         report["seconds"] = round(time.perf_counter() - start, 3)
         report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -367,7 +367,7 @@ def run(
     return report
 
 
-def _name(path: Path) -> dict[str, Any]:
+def input_entry(path: Path) -> dict[str, Any]:
     """A manifest's ``input`` entry: the path as text that any JSON reader accepts.
 
     File names are bytes on Linux; one that is not UTF-8 arrives as a str with surrogate escapes,
@@ -449,6 +449,6 @@ def encode_jpeg_image(img: Any, quality: int = 90) -> bytes:
 
 
 __all__ = [
-    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "check_settings", "collect", "manifest_path", "output_paths", "read_list", "run", "shard",
+    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "check_settings", "collect", "input_entry", "manifest_path", "output_paths", "read_list", "run", "shard",
     "shard_spec", "write_map",
 ]
