@@ -604,7 +604,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         weights = args.weights if args.weights and source == config.model else None
         return _load_predictor(argparse.Namespace(**{**vars(args), "model": source, "weights": weights}))
 
-    serve(config, access_log=not args.quiet, load=load)
+    try:
+        serve(config, access_log=not args.quiet, load=load)
+    except KeyboardInterrupt as exc:  # uvicorn shut down cleanly, then passed Ctrl-C / SIGTERM on
+        how = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
+        print(f"fastsal: server stopped ({how})", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,7 @@ __all__ = ["ServeConfig", "ServeError", "create_app", "read_api_key", "serve"]
 #: Module each extra-requiring name lives in: the modules the [serve] extra must make importable.
 _LAZY = {"create_app": "fastsal.serve.app", "serve": "fastsal.serve.server"}
 #: Import name -> distribution of everything the server imports beyond fastsal's own dependencies.
-REQUIREMENTS = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python-multipart",
+REQUIREMENTS = {"fastapi": "fastapi", "pydantic": "pydantic", "uvicorn": "uvicorn", "python_multipart": "python-multipart",
                 "swagger_ui_bundle": "swagger-ui-bundle-v2"}
 
 if TYPE_CHECKING:

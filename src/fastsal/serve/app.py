@@ -35,6 +35,9 @@ from fastsal.serve.work import Jobs, Models, Params
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FIELD = "image"
 _CONNECTION_CLOSE = {"Connection": "close"}  # after refusing a body we did not read
+#: Request head limits (uvicorn's h11 lets a head of up to ~64 KB through when it arrives at once).
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
 
 
 # -- documented shapes (for OpenAPI; answers are built directly, not validated, to stay fast) --
@@ -100,7 +103,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class _Guard:
-    """Pure ASGI middleware: refuse foreign Host headers on a loopback server, add safe headers.
+    """Pure ASGI middleware: refuse oversized heads (431) and foreign Host headers on a loopback
+    server (400), add safe headers.
 
     A page on another site can make a browser send requests to ``127.0.0.1`` under a hostname it
     controls (DNS rebinding) and read the answers; checking the Host header closes that on the
@@ -119,8 +123,16 @@ class _Guard:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = scope.get("headers") or []
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
+            body = b'{"detail":"request headers too large or too many; send fewer or smaller headers"}'
+            await send({"type": "http.response.start", "status": 431, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
         if self.loopback_only:
-            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            host = dict(headers).get(b"host", b"").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.lower() not in self._LOOPBACK_HOSTS:
                 body = b'{"detail":"this server only answers requests addressed to 127.0.0.1 or localhost"}'

@@ -12,9 +12,11 @@ import sys
 
 from fastsal.serve.config import ServeConfig, ServeError
 
-#: Largest request head uvicorn's h11 parser buffers: bigger headers get 400 and a closed
-#: connection instead of unbounded memory.
+#: Largest incomplete request head uvicorn's h11 parser buffers (bigger ones get 400 and a closed
+#: connection); heads that arrive whole are checked by the app (431 above 16 KB).
 MAX_HEADER_BYTES = 16 * 1024
+#: Connections waiting to be accepted (uvicorn's own default).
+BACKLOG = 2048
 #: Seconds an idle keep-alive connection is kept.
 KEEP_ALIVE_S = 5
 
@@ -37,6 +39,7 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EACCES:
             raise ServeError(f"port {port} needs more privileges; pass a --port above 1023") from None
         raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port") from None
+    sock.listen(BACKLOG)  # now: clients that connect as soon as the URL is printed wait instead of being refused
     sock.set_inheritable(True)
     return sock
 
