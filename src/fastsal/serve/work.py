@@ -163,7 +163,8 @@ class Jobs:
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         _check(deadline)
-        if sniff_format(data[:16]) is None:
+        kind = sniff_format(data[:16])
+        if kind is None:
             raise RequestError(415, "the upload is not a JPEG, PNG, GIF, WebP, BMP or TIFF image "
                                     "(judged by its content, not its name)")
         predictor = self.models.get(params.model)
@@ -180,8 +181,8 @@ class Jobs:
                 x = predictor.preprocess(small)
         except ImageTooLargeError as exc:
             raise RequestError(413, f"{str(exc).split('; ')[0]}; downscale it") from None
-        except UnrecognisedImageError as exc:
-            raise RequestError(415, str(exc).split("; ")[0]) from None
+        except UnrecognisedImageError:  # a supported type by its first bytes, but damaged beyond them
+            raise RequestError(422, f"image: starts like a {kind} file but is not a readable one; re-export it") from None
         except ImageError as exc:
             raise RequestError(422, str(exc)) from None
         timing["decode"] = time.perf_counter() - t0
