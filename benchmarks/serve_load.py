@@ -12,8 +12,11 @@ next image, one request at a time on a keep-alive connection, until ``--duration
 - latency p50/p95/p99/max over all answered requests, in ms;
 - the share of valid answers (200 with a PNG / JSON of the image's size) and every status seen;
 - the server's peak memory: its process's peak resident set (``VmHWM``) and RSS sampled during the load;
+- CPU milliseconds per map, of the server process and of ``fastsal predict`` (start-up excluded):
+  unlike the rates, hardly moved by other work on a shared machine;
 - ``fastsal predict`` on the same images, same engine, in the same run (its own images/s, model
-  load excluded, and its wall time), and the server's throughput as a share of it.
+  load excluded, and its wall time), and the server's throughput as a share of it; ``--rounds``
+  alternates the two (default 2), so both meet the same background load on a shared machine.
 
 The clients run in this process, on the same cores as the server, as they would on a 2-core box
 serving its own users; the CPU's name and extensions (:func:`fastsal.cpu.describe`) are printed
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -92,6 +96,12 @@ def memory_kb(pid: int) -> dict[str, int]:
             key, value = line.split(":", 1)
             out[key] = int(value.split()[0])
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def body_for(data: bytes, boundary: str) -> bytes:
@@ -159,6 +169,7 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
             time.sleep(0.2)
 
     mem_before = memory_kb(pid)
+    cpu_before = cpu_seconds(pid)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     threads = [threading.Thread(target=client) for _ in range(args.clients)]
@@ -169,6 +180,7 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     mem_after = memory_kb(pid)
+    cpu_used = cpu_seconds(pid) - cpu_before
     lat = np.array([r[0] for r in results]) * 1000.0
     statuses: dict[str, int] = {}
     for _, s, _ in results:
@@ -178,6 +190,7 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
         "clients": args.clients, "duration_s": round(wall, 2), "requests": len(results),
         "requests_per_s": round(len(results) / wall, 2), "valid_maps_per_s": round(n_valid / wall, 2),
         "valid_share": round(n_valid / max(1, len(results)), 4), "statuses": statuses,
+        "server_cpu_ms_per_map": round(1000.0 * cpu_used / max(1, n_valid), 2),
         "latency_ms": {q: round(float(np.percentile(lat, p)), 1) for q, p in
                        (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))} if len(lat) else {},
         "server_rss_mb": {"before_load": round(mem_before["VmRSS"] / 1024, 1),
@@ -186,8 +199,8 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
     }
 
 
-def run_predict(imgs: list, args: argparse.Namespace, repeat: int) -> dict:
-    """``fastsal predict`` over the same images (``repeat`` copies each), PNG maps, same engine."""
+def _predict_once(imgs: list, args: argparse.Namespace, repeat: int) -> tuple[int, float, float, float]:
+    """(maps written, its own img/s, wall s, CPU s of the whole process) for one ``fastsal predict``."""
     with tempfile.TemporaryDirectory(prefix="fastsal-serve-load-") as tmp:
         src = Path(tmp) / "in"
         src.mkdir()
@@ -195,19 +208,33 @@ def run_predict(imgs: list, args: argparse.Namespace, repeat: int) -> dict:
             for name, data, _ in imgs:
                 (src / f"{r:02d}_{name}").write_bytes(data)
         cmd = [sys.executable, "-m", "fastsal", "predict", str(src), "-o", str(Path(tmp) / "out"), "--format", "png",
-               "--backend", args.backend, "--precision",
-               args.precision]
+               "--backend", args.backend, "--precision", args.precision]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if res.returncode != 0:
             raise SystemExit(f"fastsal predict failed: {res.stderr[-2000:]}")
         m = re.search(r"(\d+) maps? written .*?([\d.]+) img/s", res.stderr)
         n = int(m.group(1)) if m else repeat * len(imgs)
         rate = float(m.group(2)) if m else n / wall
-    return {"images": n, "images_per_s": rate, "wall_s_with_startup": round(wall, 2)}
+        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return n, rate, wall, cpu_s
+
+
+def run_predict(imgs: list, args: argparse.Namespace, repeat: int) -> dict:
+    """``fastsal predict`` over the same images (``repeat`` copies each), PNG maps, same engine.
+
+    CPU per map leaves start-up out: a one-image run measures the start-up (imports, model load)
+    and is subtracted, so the figure compares with the server's, whose model is already loaded.
+    """
+    _, _, _, startup_cpu = _predict_once(imgs[:1], args, 1)
+    n, rate, wall, cpu_s = _predict_once(imgs, args, repeat)
+    return {"images": n, "images_per_s": rate, "wall_s_with_startup": round(wall, 2),
+            "cpu_ms_per_map": round(1000.0 * max(0.0, cpu_s - startup_cpu) / max(1, n - 1), 2)}
 
 
 def main() -> None:
@@ -222,12 +249,13 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=2, help="alternated server/predict rounds, 1..3 (default: 2)")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = ap.parse_args()
     if not (1 <= args.clients <= MAX_CLIENTS and 0 < args.duration <= MAX_DURATION_S
-            and 1 <= args.max_requests <= MAX_REQUESTS and 1 <= args.images <= 1000):
+            and 1 <= args.max_requests <= MAX_REQUESTS and 1 <= args.images <= 1000 and 1 <= args.rounds <= 3):
         ap.error(f"bounds: clients 1..{MAX_CLIENTS}, duration (0, {MAX_DURATION_S:g}], max-requests "
-                 f"1..{MAX_REQUESTS}, images 1..1000")
+                 f"1..{MAX_REQUESTS}, images 1..1000, rounds 1..3")
 
     info = cpu.describe()
     print(f"CPU: {info['name']} ({info['cores']} cores) [{' '.join(info['features'])}]")
@@ -235,35 +263,39 @@ def main() -> None:
     print(f"images: {source}; server output: {args.output}; {args.clients} clients for {args.duration:g} s")
 
     proc, url = start_server(args)
+    rounds: list[dict] = []
     try:
         pid = proc.pid
         warm = argparse.Namespace(**{**vars(args), "clients": 2, "duration": 3.0, "max_requests": 20})
         run_load(url, pid, imgs, warm)
-        load = run_load(url, pid, imgs, args)
+        for r in range(args.rounds):  # alternated, so both see the same background load on a shared machine
+            load = run_load(url, pid, imgs, args)
+            repeat = max(1, min(10, round(load["requests"] / max(1, len(imgs)))))
+            predict = run_predict(imgs, args, repeat)
+            load["share_of_predict_throughput"] = round(load["valid_maps_per_s"] / predict["images_per_s"], 3)
+            rounds.append({"server": load, "predict": predict})
+            lat, mem = load["latency_ms"], load["server_rss_mb"]
+            print(f"round {r + 1}/{args.rounds}")
+            print(f"  server:  {load['requests']} requests in {load['duration_s']} s = {load['requests_per_s']} req/s, "
+                  f"{load['valid_share'] * 100:.1f} % valid ({load['statuses']}); latency ms p50 {lat.get('p50')} "
+                  f"p95 {lat.get('p95')} p99 {lat.get('p99')} max {lat.get('max')}")
+            print(f"  memory:  server RSS {mem['before_load']} MB before, {mem['peak_during_load']} MB peak during "
+                  f"load (VmHWM {mem['peak_of_process_VmHWM']} MB)")
+            print(f"  predict: {predict['images']} images at {predict['images_per_s']:.1f} img/s (wall with start-up "
+                  f"{predict['wall_s_with_startup']} s); the server delivers "
+                  f"{load['share_of_predict_throughput'] * 100:.0f} % of that")
+            print(f"  CPU per map: server {load['server_cpu_ms_per_map']} ms, predict {predict['cpu_ms_per_map']} ms "
+                  f"(less sensitive to other work on the machine than the rates)")
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    repeat = max(1, min(10, round(load["requests"] / max(1, len(imgs)))))
-    predict = run_predict(imgs, args, repeat)
-    load["share_of_predict_throughput"] = round(load["valid_maps_per_s"] / predict["images_per_s"], 3)
-
-    lat = load["latency_ms"]
-    print(f"server:  {load['requests']} requests in {load['duration_s']} s = {load['requests_per_s']} req/s, "
-          f"{load['valid_share'] * 100:.1f} % valid ({load['statuses']}); latency ms p50 {lat.get('p50')} "
-          f"p95 {lat.get('p95')} p99 {lat.get('p99')} max {lat.get('max')}")
-    mem = load["server_rss_mb"]
-    print(f"memory:  server RSS {mem['before_load']} MB before, {mem['peak_during_load']} MB peak during load "
-          f"(VmHWM {mem['peak_of_process_VmHWM']} MB)")
-    print(f"predict: {predict['images']} images at {predict['images_per_s']:.1f} img/s (wall with start-up "
-          f"{predict['wall_s_with_startup']} s); the server delivers {load['share_of_predict_throughput'] * 100:.0f} % "
-          f"of that")
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
         "cpu": info, "images": source, "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "settings": {k: v for k, v in vars(args).items() if k != "json"}, "server": load, "predict": predict,
+        "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rounds": rounds,
         "cpu_count": os.cpu_count(), "machine_note": "clients run on the same cores as the server",
     }
     print(f"wrote {write_json(report, args.json)}")
