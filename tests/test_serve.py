@@ -24,7 +24,7 @@ from serve_util import FakePredictor, example_bytes, get_status, need_serve_extr
 need_serve_extra()
 
 with warnings.catch_warnings():  # Starlette's note that a newer httpx exists: not about fastsal
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
 from fastsal.peaks import PeakError, fixation_candidates, grid  # noqa: E402

@@ -26,12 +26,13 @@ from serve_util import example_bytes, get_status, need_serve_extra, running_serv
 need_serve_extra()
 
 with warnings.catch_warnings():  # Starlette's note that a newer httpx exists: not about fastsal
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 from fastsal.serve import ServeConfig, create_app  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")]  # PIL, on the damaged TIFF
 MAX_UPLOAD = 2 * 1024 * 1024  # small, so the oversize cases stay cheap
 MAX_PIXELS = 50_000_000  # the server's default
 
