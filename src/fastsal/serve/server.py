@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import socket
 import sys
+from typing import Any, Callable
 
 from fastsal.serve.config import ServeConfig, ServeError
 
@@ -50,7 +51,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(config: ServeConfig, *, access_log: bool = True, load=None) -> None:
+def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str], Any] | None = None) -> None:
     """Bind, load the model (once), print ``fastsal: serving URL ...`` and serve until Ctrl-C/SIGTERM."""
     import uvicorn
 
