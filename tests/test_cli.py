@@ -246,7 +246,8 @@ def _modules_after(argv: list[str]) -> tuple[int, set[str]]:
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["predict", "--help"], ["evaluate", "--help"],
                                   ["cost", "--help"], ["predict", "--input-size", "100000x100000"],
                                   ["predict", "--smoothing", "1.5"], ["evaluate", "--root", "x", "--blur", "nan"],
-                                  ["predict", "--precision", "fp8"], ["nonsense"]])
+                                  ["predict", "--precision", "fp8"], ["nonsense"], ["serve", "--help"],
+                                  ["serve", "--port", "70000"]])
 def test_cli_starts_without_torch(argv):
     rc, mods = _modules_after(argv)
     assert rc in (0, 2)

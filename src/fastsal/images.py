@@ -48,6 +48,38 @@ class ImageError(FastSalError, ValueError):
     """An input image cannot be used; the message names the file and what to do."""
 
 
+class ImageTooLargeError(ImageError):
+    """The image declares more pixels than the limit (a decompression bomb, or a huge scan).
+
+    A subclass so that a server can answer 413 (too large) rather than 422 (damaged) without
+    reading messages; everything else still catches it as an :class:`ImageError`.
+    """
+
+
+class UnrecognisedImageError(ImageError):
+    """The bytes are no image format Pillow knows (text, HTML, a video...): a server's 415."""
+
+
+# Leading bytes of the formats in IMAGE_SUFFIXES: how uploads are identified without trusting a
+# file name or a client's Content-Type. WebP is "RIFF" + 4 size bytes + "WEBP".
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format the first bytes announce (``'JPEG'``, ``'PNG'``, ``'GIF'``, ``'WEBP'``,
+    ``'BMP'``, ``'TIFF'``), or None: what a server checks before handing bytes to a decoder, since a
+    name like ``photo.jpg`` says nothing about the content. 12 bytes are enough."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    return None
+
+
 def _check_limit(value: Any, where: str) -> int:
     try:
         limit = int(value)
@@ -82,7 +114,7 @@ def _refuse_if_too_large(size: tuple[int, int], label: str, limit: int | None) -
     limit = max_pixels() if limit is None else _check_limit(limit, "max_pixels")
     w, h = size
     if w * h > limit:
-        raise ImageError(f"{label}: {w}x{h} = {_megapixels(w * h)} MP exceeds the {_megapixels(limit)} MP limit; "
+        raise ImageTooLargeError(f"{label}: {w}x{h} = {_megapixels(w * h)} MP exceeds the {_megapixels(limit)} MP limit; "
                          f"downscale it or raise the limit with --max-pixels (or {MAX_PIXELS_ENV})")
 
 
@@ -210,9 +242,9 @@ def _decode(source: str | Path | IO[bytes], draft: tuple[int, int] | None,
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not a recognised image format; convert it to JPEG or PNG") from None
+        raise UnrecognisedImageError(f"{label}: not a recognised image format; convert it to JPEG or PNG") from None
     except Image.DecompressionBombError as exc:  # a frame or tile larger than the header said
-        raise ImageError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
+        raise ImageTooLargeError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
     except (PermissionError, IsADirectoryError) as exc:
         raise ImageError(f"{label}: cannot read ({exc.strerror}); check the path and its permissions") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -243,7 +275,7 @@ def _pil_to_rgb(image: Image.Image, limit: int | None) -> np.ndarray:
         try:
             _load_unguarded(image)
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
+            raise ImageTooLargeError(f"{label}: image too large to decode safely ({exc}); downscale it") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
     return np.asarray(_labelled(to_rgb, image, label))

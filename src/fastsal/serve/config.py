@@ -1,0 +1,99 @@
+"""What a ``fastsal serve`` process is allowed to do: the settings and their limits.
+
+Kept free of FastAPI and PyTorch, so the command line can check every setting (and the API key
+file) in a second, before it loads a model or imports the web stack.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastsal import defaults
+from fastsal.errors import FastSalError
+
+#: Upload size limit in MB: a 12 MP JPEG is ~5 MB, a 12 MP PNG up to ~25 MB.
+DEFAULT_MAX_UPLOAD_MB = 25.0
+#: Pixel limit for uploads: a 48 MP camera frame passes; the library's 100 MP would let each of
+#: a few concurrent requests hold ~1 GB (the RGB image, the float map and its renderings).
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Requests admitted at once (uploading, waiting or running); one more is answered 503 at once.
+DEFAULT_QUEUE = 64
+#: Seconds one request may take from admission to answer (upload included).
+DEFAULT_TIMEOUT_S = 30.0
+#: Shortest API key accepted: shorter ones can be guessed by trying.
+MIN_KEY_LENGTH = 16
+LOOPBACK = "127.0.0.1"
+
+
+class ServeError(FastSalError, ValueError):
+    """A server setting that cannot work (unreadable key file, bad limit); one line with the fix."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of one server process; :func:`fastsal.serve.create_app` takes one."""
+
+    host: str = LOOPBACK
+    port: int = 8000
+    model: str = "default"
+    backend: str = defaults.AUTO
+    precision: str = defaults.PRECISION
+    threads: int | None = None
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    queue_size: int = DEFAULT_QUEUE
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    api_key: str | None = field(default=None, repr=False)  # never printed
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1024:
+            raise ServeError(f"the upload limit must be at least 1 KB, got {self.max_upload_bytes} bytes")
+        if self.max_pixels < 1:
+            raise ServeError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.queue_size < 1:
+            raise ServeError(f"the queue must hold at least 1 request, got {self.queue_size}")
+        if not 0 < self.timeout_s <= 3600:
+            raise ServeError(f"the timeout must be in (0, 3600] seconds, got {self.timeout_s}")
+        if self.api_key is not None and len(self.api_key) < MIN_KEY_LENGTH:
+            raise ServeError(f"the API key must have at least {MIN_KEY_LENGTH} characters; "
+                             f"make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ServeError(f"--cors-origin {origin!r}: expected an origin such as https://example.org (or *)")
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can connect (the default): then no key is not a hole."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def read_api_key(path: str | Path) -> str:
+    """The key in ``path`` (its first line, surrounding spaces removed).
+
+    Refuses an empty or unreadable file (a server that silently runs without its key is open to
+    anyone), and one that other users can read or write (they could read or change the key).
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ServeError(f"--api-key-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"--api-key-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if os.name == "posix" and info.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise ServeError(f"--api-key-file {path}: other users can read or change it; run chmod 600 {path}")
+    lines = text.strip().splitlines()
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ServeError(f"--api-key-file {path}: the file is empty; put the key on its first line")
+    return key

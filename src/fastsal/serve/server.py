@@ -1,0 +1,77 @@
+"""Running the application under uvicorn: bind first, then load the model, then serve.
+
+The socket is bound before the model loads, so a taken port or a bad ``--host`` is a one-line
+error in a second rather than after a model load; ``--port 0`` takes a free port, and the URL
+printed on standard output names the real one (tests and scripts read it from there).
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from typing import Any, Callable
+
+from fastsal.serve.config import ServeConfig, ServeError
+
+#: Largest incomplete request head uvicorn's h11 parser buffers (bigger ones get 400 and a closed
+#: connection); heads that arrive whole are checked by the app (431 above 16 KB).
+MAX_HEADER_BYTES = 16 * 1024
+#: Connections waiting to be accepted (uvicorn's own default).
+BACKLOG = 2048
+#: Seconds an idle keep-alive connection is kept.
+KEEP_ALIVE_S = 5
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port``, or :class:`ServeError` saying what to change."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ServeError(f"--host {host}: not an address of this machine; use 127.0.0.1 (default) or 0.0.0.0") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {port} on {host} is in use; pass another --port (0 picks a free one)") from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(f"port {port} needs more privileges; pass a --port above 1023") from None
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port") from None
+    sock.listen(BACKLOG)  # now: clients that connect as soon as the URL is printed wait instead of being refused
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str], Any] | None = None) -> None:
+    """Bind, load the model (once), print ``fastsal: serving URL ...`` and serve until Ctrl-C/SIGTERM."""
+    import uvicorn
+
+    from fastsal.serve.app import create_app
+
+    sock = bind(config.host, config.port)
+    try:
+        app = create_app(config, load=load)
+        models = app.state.models
+        settings = models.describe()[0]
+        if not config.loopback and config.api_key is None:
+            print(f"fastsal: note: listening on {config.host} without --api-key-file: anyone who can reach this "
+                  f"machine can use the server", file=sys.stderr)
+        print(f"fastsal: serving {url_of(sock)} (model {models.default}, engine {settings.get('backend')}, "
+              f"precision {settings.get('precision')}; API docs at {url_of(sock)}docs); Ctrl-C stops", flush=True)
+        uv = uvicorn.Config(
+            app, http="h11", lifespan="on", log_level="info" if access_log else "warning", access_log=access_log,
+            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
+            limit_concurrency=2 * config.queue_size + 32,  # connections: room for /healthz when the queue is full
+        )
+        uvicorn.Server(uv).run(sockets=[sock])
+    finally:
+        sock.close()
