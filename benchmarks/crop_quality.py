@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import fastsal
-    from fastsal.models.registry import SHIPPED
+    from fastsal.models.registry import WEIGHTS
 
     aspects = parse_aspects(args.aspects)
     use_smartcrop = not args.no_smartcrop
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("smartcrop is not installed: pip install smartcrop (or pass --no-smartcrop)") from None
     notes = []
     predictors = {"fastsal": fastsal.load("default", threads=args.threads)}
-    if "fastsal_a" in SHIPPED:
+    if "fastsal_a" in WEIGHTS:
         predictors["fastsal_a"] = fastsal.load("fastsal_a", threads=args.threads)
     else:
         notes.append("fastsal_a (the paper's MobileNetV2 model) has no shipped weights: skipped")

@@ -1,9 +1,19 @@
-"""Package a trained checkpoint as the shipped default: fp16, with its model card in the metadata.
+"""Package a trained checkpoint as shipped weights: fp16 file, JSON spec and Markdown model card.
 
-    python scripts/ship_weights.py runs/a_lite0/best.pt --blur 1.5 --card card.json
+Step 1, the weights (test scores still empty)::
 
-fp16 halves the file; the README records the NSS change it causes (must stay < 0.5 %). The blur
-(post-processing, selected on the val split) is stored so `fastsal.load()` applies it.
+    python scripts/ship_weights.py ship runs/a/best.pt --blur 2 --command "fastsal train ..." \
+        --recipe "..." [--encoder-from fastsal_a_effnet_lite0]
+
+Step 2, the scores, from ``fastsal evaluate --model NAME --split test --json R`` on each dataset::
+
+    python scripts/ship_weights.py score NAME --eval osie=osie.json --eval mit1003=mit.json
+
+The JSON spec (``fastsal/weights/NAME.json``) is what :class:`fastsal.models.registry.Weights` reads;
+the card (``NAME.md``) is for people. fp16 halves the file (the README records the score change it
+causes). The blur (post-processing, selected on the val split) is stored so ``fastsal.load()``
+applies it. ``--encoder-from`` ships a decoder trained on a frozen shipped encoder without the
+encoder (the file holds its hash).
 """
 from __future__ import annotations
 
@@ -11,26 +21,104 @@ import argparse
 import json
 from pathlib import Path
 
+from fastsal import files
+from fastsal.cost import count_macs, count_params
 from fastsal.models import load_model, save_checkpoint
-from fastsal.models.registry import SHIPPED, WEIGHTS_DIR
+from fastsal.models.registry import WEIGHTS_CARD_FORMAT, WEIGHTS_DIR
+
+METRICS = ("nss", "cc", "kld", "information_gain", "auc_judd", "auc_shuffled", "sim")
+LABELS = {"nss": "NSS", "cc": "CC", "kld": "KLD", "information_gain": "IG (bits)", "auc_judd": "AUC-Judd",
+          "auc_shuffled": "sAUC", "sim": "SIM"}
+
+
+def ship(args: argparse.Namespace) -> None:
+    model, meta = load_model(args.checkpoint)
+    name = model.name
+    config = meta.get("config") or meta.get("training_config") or {}
+    size = tuple(config.get("input_size", (192, 256)))
+    aspect = bool(config.get("aspect", False))
+    data = " + ".join(f"{d.split('=')[0]} train" for d in config.get("data", ["osie"]))
+    meta = {k: v for k, v in meta.items() if k not in ("config", "training_config")} | {"training_config": config, "blur_sigma": args.blur}
+    out = WEIGHTS_DIR / f"{name}.pt"
+    save_checkpoint(model, name, out, meta=meta, half=not args.fp32, encoder_from=args.encoder_from)
+    spec = {
+        "format": WEIGHTS_CARD_FORMAT, "model": name, "file": out.name, "input_size": list(size), "aspect": aspect,
+        "blur_sigma": args.blur, "data": f"{data} (selected on val: best epoch {meta.get('epoch')})",
+        "recipe": args.recipe, "command": args.command,
+        "gmacs": round(count_macs(model.eval(), size) / 1e9, 3), "params": count_params(model),
+        "metrics": {}, "card": f"{name}.md", "encoder_from": args.encoder_from,
+        "val": {k: round(v, 4) for k, v in meta.items() if k.startswith("val_") and isinstance(v, float)},
+    }
+    files.write_json(spec, WEIGHTS_DIR / f"{name}.json")
+    write_card(spec, {})
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card")
+
+
+def score(args: argparse.Namespace) -> None:
+    path = WEIGHTS_DIR / f"{args.name}.json"
+    spec = json.loads(path.read_text())
+    reports = {}
+    for item in args.eval:
+        dataset, _, report_path = item.partition("=")
+        report = json.loads(Path(report_path).read_text())
+        results = report["results"]
+        mine = next(k for k in results if k not in ("centre bias", "uniform", "gold standard"))
+        spec["metrics"][f"{dataset}_test"] = {m: round(results[mine][m]["mean"], 4) for m in METRICS if m in results[mine]}
+        reports[dataset] = (report, mine)
+    files.write_json(spec, path)
+    write_card(spec, reports)
+    print(f"updated {path} and its card")
+
+
+def write_card(spec: dict, reports: dict) -> None:
+    h, w = spec["input_size"]
+    lines = [
+        f"# Model card: `{spec['model']}`", "",
+        f"- **Weights**: `{spec['file']}` (fp16)" + (f"; the encoder is `{spec['encoder_from']}`'s, frozen "
+                                                   "(not stored twice)" if spec.get("encoder_from") else ""),
+        f"- **Input**: {h}x{w} pixels" + (", each image keeping its aspect (sides multiples of 32)" if spec["aspect"]
+                                          else ", squashed") + f"; post-processing blur {spec['blur_sigma']:g} px",
+        f"- **Cost**: {spec['gmacs']:.2f} GMACs at {h}x{w}, {spec['params']:,} parameters",
+        f"- **Data**: {spec['data']}. Never trained or tuned on a test split.",
+        f"- **Recipe**: {spec['recipe']}",
+        f"- **Command**: `{spec['command']}`",
+        "- **Intended use**: free-viewing fixation density of natural photos (3 s viewing, 15 observers). "
+        "Not validated on faces in video, text-heavy layouts, or tasks other than free viewing.",
+        "- **Licence of the training data**: OSIE (MIT licence); MIT1003 (research use, MIT saliency benchmark).", "",
+    ]
+    if reports:
+        lines += ["## Test scores (`fastsal evaluate`, mean ± s.e.)", ""]
+        for dataset, (report, mine) in reports.items():
+            res = report["results"]
+            cols = [m for m in METRICS if m in res[mine]]
+            lines += [f"### {dataset} test ({report['config']['n_images']} images)", "",
+                      "| | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            for row in (mine, "centre bias", "gold standard"):
+                if row in res:
+                    cells = [f"{res[row][c]['mean']:.3f} ± {res[row][c]['sem']:.3f}" if c in res[row] else "-" for c in cols]
+                    lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines += ["", f"Command: `fastsal evaluate --model {spec['model']} --dataset {dataset} "
+                          f"--root ../shared/data/{dataset} --split test`", ""]
+    files.atomic_write_bytes(WEIGHTS_DIR / spec["card"], ("\n".join(lines) + "\n").encode())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--blur", type=float, required=True, help="post-processing blur chosen on val")
-    parser.add_argument("--card", help="JSON with extra model-card fields (data, command, figures)")
-    parser.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
+    sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("ship")
+    p.add_argument("checkpoint")
+    p.add_argument("--blur", type=float, required=True, help="post-processing blur chosen on val")
+    p.add_argument("--command", required=True, help="the training command(s)")
+    p.add_argument("--recipe", required=True, help="init, optimiser, schedule, augmentation, epochs, wall time")
+    p.add_argument("--encoder-from", default=None, help="shipped model whose frozen encoder this one uses")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
+    p.set_defaults(func=ship)
+    p = sub.add_parser("score")
+    p.add_argument("name")
+    p.add_argument("--eval", action="append", required=True, metavar="DATASET=REPORT.json")
+    p.set_defaults(func=score)
     args = parser.parse_args()
-    model, meta = load_model(args.checkpoint)
-    name = model.name
-    meta = {k: v for k, v in meta.items() if k != "config"} | {"training_config": meta.get("config"),
-                                                               "blur_sigma": args.blur}
-    if args.card:
-        meta["card"] = json.loads(Path(args.card).read_text())
-    out = WEIGHTS_DIR / SHIPPED[name]
-    save_checkpoint(model, name, out, meta=meta, half=not args.fp32)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    args.func(args)
 
 
 if __name__ == "__main__":

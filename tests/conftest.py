@@ -13,6 +13,7 @@ torch.set_num_threads(1)
 os.environ["FASTSAL_CACHE_DIR"] = os.environ.get("FASTSAL_TEST_CACHE") or tempfile.mkdtemp(prefix="fastsal-test-cache-")
 
 OSIE_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "osie"
+MIT1003_ROOT = OSIE_ROOT.parent / "mit1003"
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,10 @@ def osie_root() -> Path:
     if not (OSIE_ROOT / "eye" / "fixations.mat").is_file():
         pytest.skip("OSIE data (../shared/data/osie) not present")
     return OSIE_ROOT
+
+
+@pytest.fixture(scope="session")
+def mit1003_root() -> Path:
+    if not (MIT1003_ROOT / "eye" / "fixations.mat").is_file():
+        pytest.skip("MIT1003 data (../shared/data/mit1003) not present")
+    return MIT1003_ROOT

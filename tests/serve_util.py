@@ -77,7 +77,10 @@ class FakePredictor:
         return {"model": self.name, "weights_sha256": None, "input_size": list(self.input_size),
                 "backend": "fake", "precision": "fp32", "blur_sigma": 0.0}
 
-    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+    def input_size_for(self, shape) -> tuple[int, int]:
+        return self.input_size
+
+    def preprocess(self, rgb: np.ndarray, shape=None) -> np.ndarray:
         from fastsal.images import resize_rgb
 
         return resize_rgb(rgb, self.input_size).transpose(2, 0, 1).astype(np.float32) / 255.0

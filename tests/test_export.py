@@ -160,7 +160,7 @@ def test_int8_density_correlates_with_fp32(tmp_path, osie_root):
     train = [osie_root / "stimuli" / f for f in splits["train"]]
     calib, held = train[:8], train[100:104]  # calibration and held-out images never overlap
     name = "fastsal_a_effnet_lite0"
-    model = build(name, weights="shipped").eval()
+    model = build(name, pretrained=True).eval()
     if read_checkpoint(shipped_weights(name)).get("meta", {}).get("placeholder"):
         # Placeholder weights have a near-zero head (constant density): give it a real range.
         scale_logits(model, torch.from_numpy(preprocess_image(calib[0], SIZE))[None])

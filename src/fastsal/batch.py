@@ -146,7 +146,7 @@ def _unique_stems(rels: list[Path]) -> list[Path]:
 
 
 # The settings that change a map's values (the engine does not, within the fp32 contract).
-MAP_SETTINGS = ("model", "weights_sha256", "input_size", "precision", "blur_sigma")
+MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma")
 
 
 def check_settings(out: str | Path, settings: dict[str, Any]) -> None:
@@ -258,7 +258,7 @@ def run(
         "complete": False,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    size = predictor.input_size
+    size = predictor.input_size_for  # each image's network size, from its header (its aspect kept)
     alpha = 0.5
     for folder in sorted({output_paths(out, j.stem, formats)[formats[0]].parent for j in jobs}):
         remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
@@ -325,8 +325,8 @@ def run(
                     on_skip(str(d.error))
             if not good:
                 continue
-            x = np.stack([predictor.preprocess(d.small) for d in good])
-            logs = predictor.small_log_density(x)  # what Predictor.predict_batch does, minus the resize
+            # what Predictor.predict_batch does, minus the resize; one forward pass per input size
+            logs = predictor.small_log_densities([predictor.preprocess(d.small, d.size) for d in good])
             for d, log_small in zip(good, logs):
                 if pool is None:
                     done: Future = Future()

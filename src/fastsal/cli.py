@@ -86,6 +86,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=defaults.DEVICE,
                    help="cpu (default), cuda or cuda:N (runs on PyTorch)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the network")
+    p.add_argument("--squash", action="store_true",
+                   help="resize every image to exactly the input size; by default each keeps its aspect at the "
+                        "input size's pixel count (sides multiples of 32), as the models are trained")
     p.add_argument("-v", "--verbose", action="store_true", help="say which engine, precision and weights run")
 
 
@@ -100,7 +103,7 @@ def _load_predictor(args: argparse.Namespace, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BackendNotice)
         predictor = load(source, threads=args.threads, backend=args.backend, precision=args.precision,
-                         device=args.device, **kw)
+                         device=args.device, aspect=False if getattr(args, "squash", False) else None, **kw)
     notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
     if args.backend == defaults.AUTO and predictor.backend == "torch" and args.device == "cpu":
         notes.append("running on PyTorch; pip install 'fastsal[openvino]' for ~2x faster CPU inference")
@@ -224,11 +227,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from fastsal.models import DEFAULT_MODEL, list_models
-    from fastsal.models.registry import SHIPPED
+    from fastsal.models.registry import WEIGHTS
 
+    rows = [("model", "weights", "input", "GMACs", "params", "OSIE NSS", "OSIE IG", "MIT1003 NSS", "MIT1003 IG")]
     for name in list_models():
-        tags = [t for t, on in (("default", name == DEFAULT_MODEL), ("shipped weights", name in SHIPPED)) if on]
-        print(name + (f"  ({', '.join(tags)})" if tags else ""))
+        spec = WEIGHTS.get(name)
+        label = name + (" (default)" if name == DEFAULT_MODEL else "")
+        if spec is None:
+            rows.append((label, "none", *["-"] * 7))
+            continue
+        m = spec.metrics
+        cell = lambda ds, k: f"{m[ds][k]:.2f}" if k in m.get(ds, {}) else "-"  # noqa: E731
+        size = f"{spec.input_size[0]}x{spec.input_size[1]}" + (" aspect" if spec.aspect else "")
+        rows.append((label, spec.file, size, f"{spec.gmacs:.2f}", f"{spec.params / 1e6:.2f}M",
+                     cell("osie_test", "nss"), cell("osie_test", "information_gain"),
+                     cell("mit1003_test", "nss"), cell("mit1003_test", "information_gain")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print("Scores: `fastsal evaluate` on each dataset's test split (IG in bits over the centre bias); "
+          "cards in fastsal/weights/*.md")
     return 0
 
 
@@ -429,8 +447,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "retries it). Unreadable or damaged videos in a folder are listed in manifest-videos.json "
                         "and skipped (see --strict); SIGTERM removes a file's partial outputs and exits 143")
     p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
-                   help=f"network input size, each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} "
-                        f"(default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]}, the training size)")
+                   help=f"network input size (a pixel budget unless --squash), each side {MIN_INPUT_SIDE}.."
+                        f"{MAX_INPUT_SIDE} (default: the size the weights were trained at)")
     p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
     p.add_argument("--workers", type=_nonnegative_int, default=defaults.WORKERS, metavar="N",
@@ -625,8 +643,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
     p.add_argument("--blur", type=blur, default=None, metavar="SIGMA",
                    help=f"override the model's post-processing blur (px at input size, 0..{max_blur:g}; 0 = none)")
-    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
-                   help=f"each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
+    p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+                   help=f"each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} (default: the size the weights were trained at)")
     p.add_argument("--max-pixels", type=_whole(1, None), default=None, metavar="N",
                    help="refuse images larger than N pixels (default: 100000000, or FASTSAL_MAX_PIXELS)")
     _add_engine_options(p)
@@ -640,14 +658,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from fastsal.export import export
     from fastsal.images import find_images
     from fastsal.models import load_model
-    from fastsal.models.registry import shipped_weights
+    from fastsal.models.registry import weights_for
 
     from fastsal.files import check_writable_file
 
     suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     if args.out:
         check_writable_file(args.out, "-o")  # before minutes of export and calibration
-    ckpt_path = Path(args.weights) if args.weights else shipped_weights(args.model)
+    ckpt_path = Path(args.weights) if args.weights else weights_for(args.model).path
     model, meta = load_model(ckpt_path)
     name = model.name
     calib = None

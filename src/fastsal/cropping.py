@@ -467,11 +467,11 @@ def small_density(predictor: Any, image: Any) -> tuple[np.ndarray, tuple[int, in
     from fastsal.images import as_rgb_array, load_resized
 
     if isinstance(image, (str, Path)):
-        small, size = load_resized(image, predictor.input_size)
+        small, size = load_resized(image, predictor.input_size_for)
     else:
         rgb = as_rgb_array(image)
         small, size = rgb, rgb.shape[:2]
-    log_small = predictor.small_log_density(predictor.preprocess(small)[None])[0]
+    log_small = predictor.small_log_density(predictor.preprocess(small, size)[None])[0]
     return np.exp(log_small), (int(size[0]), int(size[1]))
 
 
@@ -739,16 +739,16 @@ def run(
             good, smalls = [], []
             for job in todo[b0:b0 + batch_size]:
                 try:
-                    small, size = load_resized(job.source, predictor.input_size)
+                    small, size = load_resized(job.source, predictor.input_size_for)
                 except ImageError as exc:
                     bar.update(1)
                     fail(job, exc)
                     continue
                 good.append((job, (int(size[0]), int(size[1]))))
-                smalls.append(predictor.preprocess(small))
+                smalls.append(predictor.preprocess(small, size))
             if not good:
                 continue
-            logs = predictor.small_log_density(np.stack(smalls))
+            logs = predictor.small_log_densities(smalls)
             for (job, size), log_small in zip(good, logs):
                 try:
                     result["images"].append(finish(job, log_small, size))

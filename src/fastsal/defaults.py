@@ -9,6 +9,9 @@ from __future__ import annotations
 MODEL = "fastsal_a_effnet_lite0"
 #: (H, W) the network sees: the training size, OSIE's 4:3 aspect.
 INPUT_SIZE: tuple[int, int] = (192, 256)
+#: Whether INPUT_SIZE is a pixel budget at each image's own aspect (sides multiples of 32) rather
+#: than the exact size every image is squashed to; the models are trained that way.
+ASPECT = True
 
 #: Inference engines, fastest first on CPUs (``benchmarks/backends.py``); ``auto`` tries them in this order.
 ENGINES: tuple[str, ...] = ("openvino", "onnxruntime", "torch")

@@ -19,7 +19,7 @@ import errno
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -177,9 +177,13 @@ def load_rgb(path: str | Path | IO[bytes], *, max_pixels: int | None = None) -> 
     return np.asarray(load_image(path, max_pixels=max_pixels))
 
 
-def load_resized(path: str | Path | IO[bytes], size: tuple[int, int], *,
+def load_resized(path: str | Path | IO[bytes],
+                 size: tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]], *,
                  max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """(image resized to ``size`` = (h, w) as (h, w, 3) uint8, the image's own (H, W)).
+
+    ``size`` may be a function of the image's (H, W) (read from the header before decoding):
+    :meth:`fastsal.predict.Predictor.input_size_for`, which keeps the image's aspect.
 
     For prediction, which needs the pixels only at the network's size and the original size only
     as numbers. JPEGs are decoded straight to a reduced scale (libjpeg DCT scaling, PIL ``draft``)
@@ -187,8 +191,9 @@ def load_resized(path: str | Path | IO[bytes], size: tuple[int, int], *,
     photos and far more on camera-sized ones, with maps that differ from a full decode by far
     less than the model's own error (DCT scaling is itself a proper low-pass reduction).
     """
-    img, original = _decode(path, tuple(size), max_pixels)
-    return resize_rgb(img, size), original
+    img, original = _decode(path, size if callable(size) else tuple(size), max_pixels)
+    target = tuple(size(original)) if callable(size) else tuple(size)
+    return resize_rgb(img, target), original
 
 
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
@@ -199,7 +204,8 @@ def _stream_label(stream: Any) -> str:
     return str(name) if isinstance(name, (str, Path)) else f"<{type(stream).__name__} image stream>"
 
 
-def _decode(source: str | Path | IO[bytes], draft: tuple[int, int] | None,
+def _decode(source: str | Path | IO[bytes],
+            draft: tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]] | None,
             limit: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """(RGB image, original oriented (H, W)); decoded at a reduced JPEG scale if ``draft`` = (h, w).
 
@@ -233,7 +239,8 @@ def _decode(source: str | Path | IO[bytes], draft: tuple[int, int] | None,
             if img.getexif().get(0x0112, 1) in _SWAPS_AXES:
                 w, h = h, w
             if draft is not None and img.format == "JPEG":
-                side = max(draft)  # either orientation must still cover the target size
+                target = draft((h, w)) if callable(draft) else draft
+                side = max(target)  # either orientation must still cover the target size
                 img.draft("RGB", (side, side))
             _load_unguarded(img)
             if 0 in img.size:

@@ -39,14 +39,13 @@ from fastsal.backends import (
     make_runner,
 )
 from fastsal.errors import FastSalError
-from fastsal.images import ImageLike, as_rgb_array, resize_rgb
+from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
 from fastsal.models import (
     ModelError,
     list_models,
     load_model,
-    shipped_weights,
 )
-from fastsal.models.registry import SHIPPED
+from fastsal.models.registry import WEIGHTS, weights_for
 from fastsal.viewing import colormap, overlay, to_png
 
 # Floor for log-densities: pixels whose probability was clamped to exactly 0 (bicubic undershoot)
@@ -115,7 +114,15 @@ class Predictor:
     ``blur_sigma``: Gaussian blur (pixels at the input size) of the density before resizing; it
     removes the PixelShuffle grain and was selected on the validation split (stored with the
     weights, ``meta["blur_sigma"]``).
+
+    ``aspect``: ``input_size`` is a pixel budget and each image keeps its own aspect at about that
+    many pixels (:meth:`input_size_for`, sides multiples of 32), as the models are trained; a
+    portrait photo is then not squashed into a landscape input. The network is prepared once per
+    distinct size (a handful: 4:3, 3:4, 16:9, ...), kept for reuse.
     """
+
+    #: How many per-size runners an aspect-preserving predictor keeps (each holds a compiled graph).
+    MAX_RUNNERS = 16
 
     def __init__(
         self,
@@ -127,8 +134,11 @@ class Predictor:
         weights_sha256: str | None = None,
         blur_sigma: float | None = None,
         rebuild: Callable[[tuple[int, int]], Runner] | None = None,
+        aspect: bool = False,
     ) -> None:
         self.runner = runner
+        self.aspect = bool(aspect)
+        self._by_size: dict[tuple[int, int], Runner] = {}
         self.name = name
         self.meta = dict(meta or {})
         self.blur_sigma = check_blur(self.meta.get("blur_sigma", 0.0) if blur_sigma is None else blur_sigma)
@@ -169,7 +179,27 @@ class Predictor:
             raise PredictError(f"this predictor's network has a fixed input size {self.input_size}; load it again "
                                f"with input_size=({h}, {w})")
         self.runner = self._rebuild((h, w))
+        self._by_size.clear()
 
+    def input_size_for(self, shape: Sequence[int]) -> tuple[int, int]:
+        """(h, w) the network sees for an image of ``shape`` (H, W): ``input_size``, or with
+        ``aspect`` the image's aspect at ``input_size``'s pixel count (:func:`fastsal.images.fit_input_size`)."""
+        return fit_input_size(shape, self.input_size) if self.aspect else self.input_size
+
+    def runner_for(self, size: Sequence[int]) -> Runner:
+        """The network prepared for input ``size`` (h, w): the main runner, or one made for it."""
+        size = (int(size[0]), int(size[1]))
+        if size == self.input_size or not self.aspect:
+            return self.runner  # a wrong size is reported by the runner itself
+        runner = self._by_size.get(size)
+        if runner is None:
+            if self._rebuild is None:
+                raise PredictError(f"this predictor's network has a fixed input size {self.input_size}; load it with "
+                                   "aspect=False")
+            if len(self._by_size) >= self.MAX_RUNNERS:
+                self._by_size.pop(next(iter(self._by_size)))
+            runner = self._by_size[size] = self._rebuild(size)
+        return runner
     def settings(self) -> dict[str, Any]:
         """What shapes a map: model, weights, input size, engine, precision and blur (for manifests
         and reports: outputs made with other settings are not the same maps)."""
@@ -180,23 +210,29 @@ class Predictor:
             "backend": self.backend,
             "precision": self.precision,
             "blur_sigma": self.blur_sigma,
+            "aspect": self.aspect,
         }
 
     def __repr__(self) -> str:
         h, w = self.input_size
-        return (f"Predictor(model={self.name!r}, input_size={h}x{w}, backend={self.backend!r}, "
+        return (f"Predictor(model={self.name!r}, input_size={h}x{w}, aspect={self.aspect}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, device={str(self.device)!r})")
 
     # -- the pipeline's steps -------------------------------------------------------------------
-    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (3, h, w) float32 in [0, 1] at the input size."""
-        small = resize_rgb(rgb, self.input_size)
+    def preprocess(self, rgb: np.ndarray, shape: Sequence[int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, h, w) float32 in [0, 1] at :meth:`input_size_for` the image.
+
+        ``shape``: the original image's (H, W) when ``rgb`` was already reduced
+        (:func:`fastsal.images.load_resized` with :meth:`input_size_for`), which keeps its size.
+        """
+        small = resize_rgb(rgb, self.input_size_for(shape if shape is not None else rgb.shape[:2]))
         return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
 
     def small_log_density(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 in [0, 1] -> the model's log-density at the input size, (N, h, w)
-        float64: log-softmax over all pixels, then the post-processing blur."""
-        logits = self.runner(batch)
+        float64: log-softmax over all pixels, then the post-processing blur. All images of a batch
+        have one size; :meth:`small_log_densities` takes a list of any sizes."""
+        logits = self.runner_for(batch.shape[-2:])(batch)
         if not np.isfinite(logits).all():
             where = f" ({self.weights_path})" if self.weights_path is not None else ""
             raise PredictError(f"the network gave non-finite values: the weights{where} are damaged (NaN or inf); "
@@ -211,6 +247,18 @@ class Predictor:
             prob /= prob.sum(axis=(1, 2), keepdims=True)
             log_small = np.log(np.maximum(prob, np.finfo(np.float64).tiny))
         return log_small
+
+    def small_log_densities(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`small_log_density` for (3, h, w) inputs of possibly different sizes, in order:
+        each size is one batch through the network."""
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(tuple(x.shape), []).append(i)
+        for idx in groups.values():
+            for i, ls in zip(idx, self.small_log_density(np.stack([inputs[i] for i in idx]))):
+                out[i] = ls
+        return out  # type: ignore[return-value]
 
     postprocess = staticmethod(postprocess)
 
@@ -260,10 +308,10 @@ class Predictor:
             chunk.append(self.preprocess(rgb))
             sizes.append(rgb.shape[:2])
             if len(chunk) == batch_size:
-                yield from zip(self.small_log_density(np.stack(chunk)), sizes)
+                yield from zip(self.small_log_densities(chunk), sizes)
                 chunk, sizes = [], []
         if chunk:
-            yield from zip(self.small_log_density(np.stack(chunk)), sizes)
+            yield from zip(self.small_log_densities(chunk), sizes)
 
 
 def check_blur(sigma: Any) -> float:
@@ -287,6 +335,7 @@ def load(
     backend: str = AUTO,
     precision: str = defaults.PRECISION,
     calibration_images: Sequence[str | Path] | None = None,
+    aspect: bool | None = None,
 ) -> Predictor:
     """A ready :class:`Predictor`: ``fastsal.load().predict("photo.jpg")``.
 
@@ -304,7 +353,10 @@ def load(
     (calibrated on ``calibration_images``, default the shipped OSIE set). The graph engines convert
     the model once per weights, size and precision and cache it on disk (:mod:`fastsal.backends`).
 
-    ``input_size``: (H, W) the network sees (default 192x256; an exported file's own size).
+    ``input_size``: (H, W) the network sees: default the size the weights were trained at (their
+    :class:`~fastsal.models.registry.Weights` spec, a checkpoint's training config, else 192x256;
+    an exported file's own size). ``aspect``: treat it as a pixel budget, each image keeping its own
+    aspect (:meth:`Predictor.input_size_for`); default as the weights were trained, else True.
     ``threads``: CPU threads for the engine (torch: ``torch.set_num_threads``, process-wide).
     ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
     input size; 0 turns it off).
@@ -315,11 +367,14 @@ def load(
         blur_sigma = check_blur(blur_sigma)
     path, expected = _resolve(name_or_path)
     if path.suffix.lower() in EXPORT_SUFFIXES or Path(f"{path}.json").is_file():  # exported (TorchScript too)
-        return _load_exported(path, input_size, threads, blur_sigma, backend, precision)
-    size = tuple(input_size) if input_size is not None else defaults.INPUT_SIZE
+        return _load_exported(path, input_size, threads, blur_sigma, backend, precision,
+                              defaults.ASPECT if aspect is None else aspect)
     from fastsal.export import state_dict_sha256
 
     model, meta = load_model(path)
+    trained = training_geometry(meta, WEIGHTS.get(expected) if expected else None)
+    size = tuple(input_size) if input_size is not None else trained[0]
+    aspect = trained[1] if aspect is None else bool(aspect)
     if expected is not None and model.name != expected:
         raise ModelError(f"{path}: holds a {model.name!r} model, not {expected!r}; reinstall fastsal")
     if threads is not None:
@@ -334,11 +389,26 @@ def load(
                            calibration_images=calibration_images)
 
     return Predictor(runner, model.name, meta=meta, weights_path=path, weights_sha256=state_dict_sha256(model),
-                     blur_sigma=blur_sigma, rebuild=rebuild)
+                     blur_sigma=blur_sigma, rebuild=rebuild, aspect=aspect)
+
+
+def training_geometry(meta: dict[str, Any], spec: Any = None) -> tuple[tuple[int, int], bool]:
+    """(input size, aspect) the weights were trained at: from their shipped spec, else from the
+    training config a checkpoint carries (``meta["config"]``), else the defaults."""
+    if spec is not None:
+        return tuple(spec.input_size), bool(spec.aspect)
+    config = meta.get("config") or meta.get("training_config") or {}
+    size = config.get("input_size") if isinstance(config, dict) else None
+    try:
+        size = (int(size[0]), int(size[1]))
+    except (TypeError, ValueError, IndexError):
+        size = defaults.INPUT_SIZE
+    aspect = config.get("aspect", False) if isinstance(config, dict) and "input_size" in config else defaults.ASPECT
+    return size, bool(aspect)
 
 
 def _load_exported(path: Path, input_size: Sequence[int] | None, threads: int | None, blur_sigma: float | None,
-                   backend: str, precision: str) -> Predictor:
+                   backend: str, precision: str, aspect: bool) -> Predictor:
     """A Predictor on a file from ``fastsal export``: engine, precision and size come from the file."""
     file_precision = None if precision == defaults.PRECISION else precision  # fp32 asked: take the file's own
 
@@ -348,7 +418,7 @@ def _load_exported(path: Path, input_size: Sequence[int] | None, threads: int | 
     runner = runner_for(input_size)
     side = runner.sidecar  # type: ignore[attr-defined]
     return Predictor(runner, side["model"], meta=side.get("meta") or {}, weights_path=path,
-                     weights_sha256=side["weights_sha256"], blur_sigma=blur_sigma, rebuild=runner_for)
+                     weights_sha256=side["weights_sha256"], blur_sigma=blur_sigma, rebuild=runner_for, aspect=aspect)
 
 
 def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
@@ -360,12 +430,12 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
         text = str(name_or_path)
         name = defaults.MODEL if text == "default" else text
         if name in list_models():
-            if name not in SHIPPED:
+            if name not in WEIGHTS:
                 raise ModelError(
-                    f"no shipped weights for {name!r} (shipped: {', '.join(SHIPPED)}); "
+                    f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
                     f"pass a checkpoint file instead, e.g. fastsal.load('runs/x/best.pt') or --weights FILE"
                 )
-            return shipped_weights(name), name
+            return weights_for(name).path, name
         path = Path(text)
         if not path.exists() and not _looks_like_path(text):
             raise ModelError(

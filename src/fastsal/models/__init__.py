@@ -9,7 +9,9 @@ from fastsal.models.registry import (
     read_checkpoint,
     save_checkpoint,
     shipped_weights,
+    weights_for,
 )
+from fastsal.models.registry import WEIGHTS, Weights
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -21,4 +23,7 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "shipped_weights",
+    "weights_for",
+    "WEIGHTS",
+    "Weights",
 ]

@@ -2,7 +2,18 @@
 
 Names read ``fastsal_<decoder>[_<backbone>]``: ``fastsal_a`` and ``fastsal_c`` are the paper's
 MobileNetV2 models, ``fastsal_bare`` the trivial-decoder control, and ``_effnet_lite0`` swaps in the
-EfficientNet-Lite0 backbone. ``default`` names the shipped model.
+EfficientNet-Lite0 backbone. ``default`` names the shipped default model.
+
+Shipped weights are described by one frozen :class:`Weights` spec each (torchvision's
+``WeightsEnum`` / timm's pretrained config): the file, the input size and aspect handling it was
+trained for, the post-processing blur, the data, the cost and the test scores, and its model card.
+Specs are read from the JSON card beside each weights file (``weights/<model>.json``), written by
+``scripts/ship_weights.py`` from the training log and ``fastsal evaluate`` reports, so a number in
+a spec is the number that was measured, never typed in.
+
+A decoder trained on a frozen encoder ships without the encoder: its checkpoint names the shipped
+model whose encoder it uses (``encoder_from``) and the encoder's SHA-256, so the package holds each
+encoder once.
 """
 from __future__ import annotations
 
@@ -60,9 +71,72 @@ BACKBONES: dict[str, Backbone] = {
     "effnet_lite0": Backbone(efficientnet_lite0, (127 / 255,) * 3, (128 / 255,) * 3),
 }
 
-# Weights shipped inside the package (file names under fastsal/weights/).
-SHIPPED: dict[str, str] = {"fastsal_a_effnet_lite0": "fastsal_a_effnet_lite0_osie.pt"}
 DEFAULT_MODEL = defaults.MODEL
+WEIGHTS_CARD_FORMAT = "fastsal-weights/1"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One shipped weights entry: what :func:`fastsal.load` needs to reproduce its published maps.
+
+    ``input_size`` is the pixel budget the weights were trained and scored at, with ``aspect``
+    (each image keeps its aspect) or squashed; ``blur_sigma`` the post-processing blur chosen on
+    ``val``. ``metrics`` maps ``"<dataset>_test"`` to the ``fastsal evaluate`` means (NSS, CC, IG,
+    ...); ``gmacs`` is the network's cost at ``input_size``. ``card`` is the model card (Markdown).
+    """
+
+    model: str
+    file: str
+    input_size: tuple[int, int]
+    aspect: bool
+    blur_sigma: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    data: str
+    recipe: str
+    command: str
+    gmacs: float
+    params: int
+    metrics: dict[str, dict[str, float]]
+    card: str
+    encoder_from: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+    @property
+    def card_path(self) -> Path:
+        return WEIGHTS_DIR / self.card
+
+
+def _read_weights_specs() -> dict[str, Weights]:
+    """Every ``weights/*.json`` card as a :class:`Weights`, keyed by model name.
+
+    A malformed card is skipped with a warning rather than breaking ``import fastsal``: the
+    model then reports "no shipped weights", which names the fix (reinstall).
+    """
+    import json
+    import warnings
+
+    specs: dict[str, Weights] = {}
+    for card in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            data = json.loads(card.read_text())
+            if data.get("format") != WEIGHTS_CARD_FORMAT:
+                continue
+            backbone = BACKBONES[_parse(data["model"])[1]]
+            spec = Weights(
+                model=data["model"], file=data["file"], input_size=tuple(data["input_size"]), aspect=bool(data["aspect"]),
+                blur_sigma=float(data["blur_sigma"]), mean=backbone.mean, std=backbone.std, data=data["data"],
+                recipe=data["recipe"], command=data["command"], gmacs=float(data["gmacs"]), params=int(data["params"]),
+                metrics={k: dict(v) for k, v in data.get("metrics", {}).items()}, card=data["card"],
+                encoder_from=data.get("encoder_from"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"{card}: unreadable weights card ({exc}); reinstall fastsal", stacklevel=2)
+            continue
+        specs[spec.model] = spec
+    return specs
 
 
 def _parse(name: str) -> tuple[str, str]:
@@ -83,42 +157,91 @@ def list_models() -> list[str]:
     return names
 
 
-def build(name: str, weights: str | Path | None = None, *, backbone_weights: str | Path | None = None) -> FastSal:
+def build(name: str, weights: str | Path | None = None, *, pretrained: bool = False,
+          backbone_weights: str | Path | None = None) -> FastSal:
     """Build a model by name.
 
-    ``weights``: None (random decoder; backbone from ``backbone_weights``), ``"shipped"`` (the
-    packaged checkpoint for this name), or a path to a fastsal checkpoint. ``backbone_weights``:
-    ``"imagenet"`` for packaged ImageNet weights (EfficientNet-Lite0), a local backbone
-    checkpoint in torchvision / lukemelas layout, or (MobileNetV2) a TFLite MobileNetV2 file,
-    converted by :func:`fastsal.models.mobilenetv2.from_tflite`.
+    ``pretrained``: load the shipped weights of this name (:func:`weights_for`). ``weights``: a
+    path to a fastsal checkpoint instead. Neither: a random decoder, the backbone from
+    ``backbone_weights``: ``"imagenet"`` for packaged ImageNet weights (EfficientNet-Lite0), a
+    local backbone checkpoint in torchvision / lukemelas layout, or (MobileNetV2) a TFLite
+    MobileNetV2 file, converted by :func:`fastsal.models.mobilenetv2.from_tflite`.
     """
     if name == "default":
         name = DEFAULT_MODEL
     decoder_name, backbone_name = _parse(name)
     spec = BACKBONES[backbone_name]
+    if pretrained:
+        weights = weights_for(name).path
     backbone = spec.build(backbone_weights if weights is None else None)
     encoder = FastSalEncoder(backbone.features, backbone.feature_strides)
     model = FastSal(encoder, DECODERS[decoder_name](encoder.out_channels), spec.mean, spec.std)
     model.name = name
     if weights is not None:
-        path = shipped_weights(name) if str(weights) == "shipped" else Path(weights)
+        path = Path(weights)
         ckpt = read_checkpoint(path)
         if ckpt["model"] != name:
             raise ModelError(f"{path}: holds a {ckpt['model']!r} model, not {name!r}; pass --model {ckpt['model']}")
-        _load_state(model, ckpt["state_dict"], path)
+        _load_state(model, full_state_dict(ckpt, path), path)
     return model
 
 
-def shipped_weights(name: str) -> Path:
-    """Path of the checkpoint shipped for ``name``; error if none ships."""
+def weights_for(name: str) -> Weights:
+    """The shipped :class:`Weights` of model ``name`` (``default`` too); a one-line error if none ship."""
     if name == "default":
         name = DEFAULT_MODEL
-    if name not in SHIPPED:
-        raise ModelError(f"no shipped weights for {name!r} (shipped: {', '.join(SHIPPED)}); pass --weights FILE")
-    path = WEIGHTS_DIR / SHIPPED[name]
-    if not path.is_file():
-        raise ModelError(f"{path}: shipped weights missing; reinstall fastsal")
-    return path
+    spec = WEIGHTS.get(name)
+    if spec is None:
+        if name not in list_models():
+            raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        raise ModelError(f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
+                         "pass --weights FILE")
+    if not spec.path.is_file():
+        raise ModelError(f"{spec.path}: shipped weights missing; reinstall fastsal")
+    return spec
+
+
+def shipped_weights(name: str) -> Path:
+    """Path of the checkpoint shipped for ``name`` (:func:`weights_for`'s file)."""
+    return weights_for(name).path
+
+
+def full_state_dict(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's state_dict, with the encoder filled in from the shipped model it names.
+
+    Decoder-only checkpoints (a decoder trained on a frozen, shipped encoder) carry
+    ``encoder_from`` and ``encoder_sha256``; the encoder is read from that model's weights and
+    checked against the hash, so a changed encoder can never pair silently with an old decoder.
+    """
+    state = dict(ckpt["state_dict"])
+    source = ckpt.get("encoder_from")
+    if not source:
+        return state
+    encoder = encoder_state(read_checkpoint(weights_for(source).path)["state_dict"])
+    if encoder_sha256(encoder) != ckpt.get("encoder_sha256"):
+        raise ModelError(f"{path}: its encoder ({source}) has changed since it was trained; reinstall fastsal "
+                         "or retrain the decoder")
+    state.update(encoder)
+    return state
+
+
+def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``encoder.*`` entries of a state_dict."""
+    return {k: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def encoder_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over an encoder state (sorted keys, dtype, shape, bytes as stored)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(state.items()):
+        t = value.detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -152,23 +275,33 @@ def load_model(path: str | Path) -> tuple[FastSal, dict[str, Any]]:
     """
     ckpt = read_checkpoint(path)
     model = build(ckpt["model"])
-    _load_state(model, ckpt["state_dict"], Path(path))
+    _load_state(model, full_state_dict(ckpt, Path(path)), Path(path))
     return model.eval(), dict(ckpt.get("meta", {}))
 
 
 def save_checkpoint(
     model: nn.Module, name: str, path: str | Path, *, meta: dict[str, Any] | None = None,
-    half: bool = False, extra: dict[str, Any] | None = None,
+    half: bool = False, extra: dict[str, Any] | None = None, encoder_from: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file + rename): a crash never leaves half a file.
 
     ``half`` stores floating tensors as fp16 (half the size; loading casts back to fp32).
-    ``extra`` holds training state (optimiser, epoch) for resuming.
+    ``extra`` holds training state (optimiser, epoch) for resuming. ``encoder_from`` names a
+    shipped model whose encoder this model uses unchanged: the encoder is left out and its hash
+    kept (:func:`full_state_dict`); an encoder that differs from that model's is an error.
     """
     path = Path(path)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
     payload: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "model": name, "state_dict": state, "meta": meta or {}}
+    if encoder_from:
+        shipped = encoder_state(read_checkpoint(weights_for(encoder_from).path)["state_dict"])
+        mine = encoder_state(state)
+        if mine.keys() != shipped.keys() or any(not torch.equal(mine[k].float(), shipped[k].float()) for k in mine):
+            raise ModelError(f"{name}: its encoder is not {encoder_from}'s; train with --init and --freeze-encoder")
+        payload["state_dict"] = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        payload["encoder_from"] = encoder_from
+        payload["encoder_sha256"] = encoder_sha256(shipped)
     if extra:
         payload.update(extra)
     atomic_save(payload, path)
@@ -179,3 +312,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
     with atomic_write(path) as fh:
         torch.save(obj, fh)
+
+
+WEIGHTS: dict[str, Weights] = _read_weights_specs()

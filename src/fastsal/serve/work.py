@@ -82,9 +82,9 @@ class Models:
         self.default = str(first.name)
         self._loaded[self.default] = first
         self._sources = {self.default: config.model}
-        from fastsal.models.registry import SHIPPED
+        from fastsal.models.registry import WEIGHTS
 
-        for name in SHIPPED:
+        for name in WEIGHTS:
             self._sources.setdefault(name, name)
 
     def names(self) -> list[str]:
@@ -179,8 +179,8 @@ class Jobs:
                 size = rgb.shape[:2]
                 x = predictor.preprocess(rgb)
             else:
-                small, size = load_resized(stream, predictor.input_size, max_pixels=self.config.max_pixels)
-                x = predictor.preprocess(small)
+                small, size = load_resized(stream, predictor.input_size_for, max_pixels=self.config.max_pixels)
+                x = predictor.preprocess(small, size)
         except ImageTooLargeError as exc:
             raise RequestError(413, f"{str(exc).split('; ')[0]}; downscale it") from None
         except UnrecognisedImageError:  # a supported type by its first bytes, but damaged beyond them
