@@ -690,7 +690,7 @@ def load_folder(root: str | Path, split: str | None = None) -> list[Sample]:
         outside = 0
         for name in names:
             observers = []
-            shape = image_size(images[name]) if name in table else (0, 0)
+            shape = image_size(images[name])
             for points in table.get(name, {}).values():
                 kept, n_out = _inside(np.asarray(points, dtype=np.float64).reshape(-1, 2), shape)
                 observers.append(kept)
