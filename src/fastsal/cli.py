@@ -11,14 +11,16 @@ Anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 from fastsal import __version__, defaults
-from fastsal.errors import FastSalError, Terminated
+from fastsal.errors import FastSalError, FastSalWarning, Terminated
 
 
 class UsageError(FastSalError, ValueError):
@@ -181,8 +183,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--data-dir", default="../shared/data", metavar="DIR",
                    help="folder holding the datasets named in --data (default: %(default)s)")
-    p.add_argument("--root", default=None, help="the folder of the single dataset in --data (OSIE, MIT1003: "
-                                                "stimuli/, eye/fixations.mat, splits.json)")
+    p.add_argument("--root", default=None, help="the folder of the single dataset in --data, in the layout of its "
+                                                "reader (README: Datasets)")
     p.add_argument("--out", default="runs/default", help="output folder for last.pt, best.pt, log.json")
     p.add_argument("--epochs", type=_whole(*epochs_range), default=20, metavar="N",
                    help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
@@ -585,6 +587,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                  "source": args.maps or args.weights or args.model})
         if not args.maps:
             report["config"]["predictor"] = predictor.settings()  # engine, precision, weights: what made the maps
+        for note in report["notes"]:  # e.g. no gold standard on a dataset with pooled observers
+            print(f"fastsal: note: {note}", file=sys.stderr)
         print(E.format_table(report))
         if args.json:
             print(f"wrote {E.write_json(report, args.json)}")
@@ -627,10 +631,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
-    src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the image stems")
+    src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the images "
+                          "(1002.png; Action/001.png for nested names)")
     p.add_argument("--dataset", default="osie", metavar="NAME",
                    help=f"dataset reader: {', '.join(defaults.DATASET_NAMES)} (default: %(default)s)")
-    p.add_argument("--root", required=True, help="dataset folder (OSIE, MIT1003: stimuli/, eye/fixations.mat, splits.json)")
+    p.add_argument("--root", required=True, help="the dataset's folder, in the layout of its reader (README: Datasets)")
     sig = p.add_mutually_exclusive_group()
     sig.add_argument("--sigma-deg", type=_finite_range(0.05, 10.0), default=defaults.SIGMA_DEG, metavar="DEG",
                      help="ground-truth density sigma in degrees of visual angle, in each dataset's own pixels "
@@ -845,6 +850,30 @@ def _import_engines() -> None:
         raise Terminated(arrived[0]) if arrived[0] == signal.SIGTERM else KeyboardInterrupt()
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each :class:`~fastsal.errors.FastSalWarning` as one ``fastsal: warning:`` line.
+
+    The library warns (a dataset reader that left images out); Python's default rendering adds
+    the file and line of the code that warned, which tells a user nothing. Other warnings are
+    shown as usual.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            if issubclass(category, FastSalWarning):
+                print(f"fastsal: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -855,7 +884,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _import_engines()
-        return int(args.func(args) or 0)
+        with _one_line_warnings():
+            return int(args.func(args) or 0)
     except Terminated as exc:
         print(f"fastsal: stopped by {exc.name}; rerun the same command to resume", file=sys.stderr)
         return exc.exit_code

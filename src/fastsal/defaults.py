@@ -44,9 +44,9 @@ EVAL_SPLIT = "test"
 #: dataset's own pixels per degree; SIGMA_PX where a dataset does not know its geometry (about
 #: one degree for an 800x600 image seen at OSIE's distance).
 SIGMA_DEG = 1.0
-#: Registered dataset readers (``fastsal.data.datasets.DATASETS``), named here so that ``--help``
-#: lists them without importing the readers.
-DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003")
+#: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; a test keeps
+#: them equal), named here so that ``--help`` lists them without importing the readers.
+DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "cat2000", "salicon", "folder")
 SIGMA_PX = 24.0
 
 #: Training loss: KLD - CC - NSS_WEIGHT * NSS (also the validation score that selects checkpoints).

@@ -16,6 +16,11 @@ class FastSalError(Exception):
     """An error the user can fix; ``str(error)`` is one line naming the file or argument and the fix."""
 
 
+class FastSalWarning(UserWarning):
+    """Something the user should know but need not fix (data left out, a slower path taken);
+    ``str(warning)`` is one line. The command line prints it as ``fastsal: warning: ...``."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: raised where the program is, so that it unwinds exactly like Ctrl-C
     (atomic writers remove partial outputs, manifests and checkpoints are written).
@@ -32,4 +37,4 @@ class Terminated(KeyboardInterrupt):
         super().__init__(f"stopped by {self.name}")
 
 
-__all__ = ["FastSalError", "Terminated"]
+__all__ = ["FastSalError", "FastSalWarning", "Terminated"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from fastsal.data.fixations import fixation_density
 from fastsal.errors import FastSalError
 
 __all__ = ["DATASETS", "load_dataset", "evaluate", "check_map", "format_table", "write_json", "plot_examples",
-           "maps_from_folder", "maps_from_predictor", "sample_sigma"]
+           "maps_from_folder", "maps_from_predictor", "sample_sigma", "gold_standard_note"]
 BASELINES = ("centre_bias", "uniform", "gold_standard")
 # The uniform weight mixed into the gold standard: bounds the log-likelihood cost of a fixation
 # that no other observer made (see baselines.gold_standard); AUC, NSS and CC are unaffected.
@@ -85,28 +85,54 @@ def sample_sigma(sample: Sample, sigma: float | None, degrees: float = defaults.
     return float(sigma) if sigma is not None else sample.sigma_px(degrees)
 
 
-def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource:
-    """Saliency maps of another model, saved as PNG/JPEG (grayscale) or .npy, matched by file stem.
+def _map_key(name: str) -> str:
+    """A sample's or map's name without its suffix, as a relative POSIX path (``Action/001``)."""
+    return PurePosixPath(name).with_suffix("").as_posix()
 
-    Every sample must have a map; otherwise one error lists the missing stems, so a misnamed
+
+def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource:
+    """Saliency maps of another model, saved as PNG/JPEG (grayscale) or .npy, matched by name.
+
+    A map matches a sample by its path relative to ``folder`` without suffix (``Action/001.png``
+    for the CAT2000 image ``Action/001.jpg``), or by its bare stem (``001.png``) where that stem
+    names one sample only: datasets with nested names repeat stems across folders, and a flat
+    folder of maps must never score one map against several images.
+    Every sample must have a map; otherwise one error lists the missing names, so a misnamed
     folder is caught before minutes of scoring. Each map is checked as it is read
     (:func:`check_map`), with the file named in the error.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder of saliency maps; pass --maps DIR")
-    by_stem: dict[str, Path] = {}
+    by_key: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
     for f in sorted(folder.rglob("*")):
         if f.is_file() and f.suffix.lower() in MAP_SUFFIXES:
-            by_stem.setdefault(f.stem, f)  # .npy sorts before .png: the lossless one wins
-    missing = [Path(s.name).stem for s in samples if Path(s.name).stem not in by_stem]
+            key = _map_key(f.relative_to(folder).as_posix())
+            if key not in by_key:  # .npy sorts before .png: the lossless one wins
+                by_key[key] = f
+                by_stem.setdefault(f.stem, []).append(f)
+    stem_counts: dict[str, int] = {}
+    for s in samples:
+        stem = PurePosixPath(s.name).stem
+        stem_counts[stem] = stem_counts.get(stem, 0) + 1
+
+    def find(sample: Sample) -> Path | None:
+        found = by_key.get(_map_key(sample.name))
+        stem = PurePosixPath(sample.name).stem
+        if found is None and stem_counts[stem] == 1 and len(by_stem.get(stem, [])) == 1:
+            found = by_stem[stem][0]
+        return found
+
+    paths = {s.name: find(s) for s in samples}
+    missing = [_map_key(n) for n, p in paths.items() if p is None]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(f"{folder}: no saliency map for {len(missing)} of {len(samples)} images ({shown}); "
-                           "name maps after the image stems (e.g. 1002.png or 1002.npy)")
+                           "name maps after the images (e.g. 1002.png or 1002.npy; Action/001.png for nested names)")
 
     def read(sample: Sample) -> np.ndarray:
-        path = by_stem[Path(sample.name).stem]
+        path = paths[sample.name]
         try:
             if path.suffix.lower() == ".npy":
                 arr = np.load(path, allow_pickle=False)
@@ -127,6 +153,21 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
 def maps_from_predictor(predictor: Any) -> MapSource:
     """Probability maps of a fastsal Predictor at each image's original size."""
     return lambda sample: predictor.predict(sample.image_path)
+
+
+def gold_standard_note(samples: Sequence[Sample]) -> str | None:
+    """Why the gold standard cannot be computed on ``samples``, or None if it can.
+
+    It predicts each observer from the others, so every image needs fixations of at least two
+    observers. Datasets that pool all observers into one (CAT2000's public maps, a folder without
+    an ``observer`` column) cannot give it; a ceiling over only some images would not be
+    comparable with the model's score over all of them, so it is left out entirely.
+    """
+    lacking = [s.name for s in samples if sum(1 for o in s.observers if len(o)) < 2]
+    if not lacking:
+        return None
+    return (f"gold standard left out: {len(lacking)} of {len(samples)} images (e.g. {lacking[0]}) have fixations "
+            "of fewer than 2 observers, so no observer can be predicted from the others")
 
 
 def _summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -157,7 +198,10 @@ def evaluate(
     fixations by ``sigma`` px (None: one degree of visual angle in each sample's own pixels,
     :meth:`Sample.sigma_px`, the MIT benchmark convention); shuffled-AUC negatives are the fixations of 10 other images of the
     split (seeded by the image index, so every model gets the same negatives).
-    Returns ``{"results": {name: {metric: {mean, sem, n}}}, "per_image": {...}, "config": {...}}``.
+    The gold standard is left out, with a line in ``notes``, where images lack two observers
+    (:func:`gold_standard_note`).
+    Returns ``{"results": {name: {metric: {mean, sem, n}}}, "per_image": {...}, "config": {...},
+    "notes": [...]}``.
     """
     from tqdm import tqdm
 
@@ -171,6 +215,10 @@ def evaluate(
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
         raise EvaluateError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
+    notes = []
+    if "gold_standard" in baselines and (note := gold_standard_note(samples)):
+        baselines.remove("gold_standard")
+        notes.append(note)
     cb_params = B.fit_centre_bias(train_samples) if train_samples else None
     if cb_params is None:
         baselines = [b for b in baselines if b != "centre_bias"]
@@ -213,6 +261,7 @@ def evaluate(
                    "information_gain_baseline": "centre bias (fitted on train)" if cb_params else None,
                    "centre_bias": cb_params.to_dict() if cb_params else None,
                    "gold_standard_uniform_weight": GOLD_UNIFORM_WEIGHT},
+        "notes": notes,
     }
 
 

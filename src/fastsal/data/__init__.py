@@ -1,5 +1,18 @@
 """Eye-fixation data: fixation points, fixation maps, densities and dataset readers."""
-from fastsal.data.datasets import DATASETS, DatasetInfo, Sample, load_dataset, load_mit1003, load_osie, read_split
+from fastsal.data.datasets import (
+    DATASETS,
+    DatasetError,
+    DatasetInfo,
+    DatasetWarning,
+    Sample,
+    load_cat2000,
+    load_dataset,
+    load_folder,
+    load_mit1003,
+    load_osie,
+    load_salicon,
+    read_split,
+)
 from fastsal.data.fixations import (
     fixation_density,
     fixation_map,
@@ -9,9 +22,14 @@ from fastsal.data.fixations import (
 
 __all__ = [
     "DATASETS",
+    "DatasetError",
     "DatasetInfo",
+    "DatasetWarning",
+    "load_cat2000",
     "load_dataset",
+    "load_folder",
     "load_mit1003",
+    "load_salicon",
     "Sample",
     "fixation_density",
     "fixation_map",
