@@ -231,3 +231,36 @@ def test_predictor_keeps_portraits_upright():
     squash = fastsal.load(backend="torch", aspect=False)
     assert squash.input_size_for((400, 300)) == squash.input_size
     assert not np.allclose(squash.predict(portrait), m, atol=1e-6)
+
+
+def test_models_command_shows_weights_cost_and_scores(capsys):
+    from fastsal.cli import main
+    from fastsal.models import WEIGHTS
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in WEIGHTS.items():
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " ") or ln.startswith(name + "  "))
+        assert spec.file in line and f"{spec.gmacs:.2f}" in line
+    assert "none" in out or len(WEIGHTS) == 6
+
+
+def test_every_shipped_name_loads_by_name():
+    import fastsal
+    from fastsal.models import WEIGHTS
+
+    for name in WEIGHTS:
+        p = fastsal.load(name, backend="torch")
+        assert p.name == name and p.input_size == WEIGHTS[name].input_size
+
+
+def test_evaluate_cli_on_mit1003(mit1003_root, capsys, tmp_path):
+    from fastsal.cli import main
+
+    code = main(["evaluate", "--dataset", "mit1003", "--root", str(mit1003_root), "--split", "val", "--limit", "3",
+                 "--no-gold", "--backend", "torch", "--metrics", "nss", "information_gain", "-q",
+                 "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["dataset"] == "mit1003" and report["config"]["sigma_px"] == [35.0]
+    assert report["config"]["predictor"]["aspect"] in (True, False)

@@ -356,7 +356,8 @@ def load(
     ``input_size``: (H, W) the network sees: default the size the weights were trained at (their
     :class:`~fastsal.models.registry.Weights` spec, a checkpoint's training config, else 192x256;
     an exported file's own size). ``aspect``: treat it as a pixel budget, each image keeping its own
-    aspect (:meth:`Predictor.input_size_for`); default as the weights were trained, else True.
+    aspect (:meth:`Predictor.input_size_for`); default as the weights were trained, else True; an
+    exported file (one fixed graph size) is run at its size unless ``aspect=True``.
     ``threads``: CPU threads for the engine (torch: ``torch.set_num_threads``, process-wide).
     ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
     input size; 0 turns it off).
@@ -367,8 +368,8 @@ def load(
         blur_sigma = check_blur(blur_sigma)
     path, expected = _resolve(name_or_path)
     if path.suffix.lower() in EXPORT_SUFFIXES or Path(f"{path}.json").is_file():  # exported (TorchScript too)
-        return _load_exported(path, input_size, threads, blur_sigma, backend, precision,
-                              defaults.ASPECT if aspect is None else aspect)
+        # An exported graph has one fixed size: by default every image goes in at that size.
+        return _load_exported(path, input_size, threads, blur_sigma, backend, precision, bool(aspect))
     from fastsal.export import state_dict_sha256
 
     model, meta = load_model(path)
