@@ -57,11 +57,18 @@ def ship(args: argparse.Namespace) -> None:
 def score(args: argparse.Namespace) -> None:
     path = WEIGHTS_DIR / f"{args.name}.json"
     spec = json.loads(path.read_text())
+    gold = {}
+    for item in args.gold or []:  # the baselines do not depend on the model: one report with them serves all
+        dataset, _, report_path = item.partition("=")
+        gold[dataset] = json.loads(Path(report_path).read_text())["results"]
     reports = {}
     for item in args.eval:
         dataset, _, report_path = item.partition("=")
         report = json.loads(Path(report_path).read_text())
         results = report["results"]
+        for row in ("centre bias", "gold standard"):
+            if row not in results and row in gold.get(dataset, {}):
+                results[row] = gold[dataset][row]
         mine = next(k for k in results if k not in ("centre bias", "uniform", "gold standard"))
         spec["metrics"][f"{dataset}_test"] = {m: round(results[mine][m]["mean"], 4) for m in METRICS if m in results[mine]}
         reports[dataset] = (report, mine)
@@ -116,6 +123,8 @@ def main() -> None:
     p = sub.add_parser("score")
     p.add_argument("name")
     p.add_argument("--eval", action="append", required=True, metavar="DATASET=REPORT.json")
+    p.add_argument("--gold", action="append", metavar="DATASET=REPORT.json",
+                   help="a report of the same split holding the gold standard (when --eval's ran with --no-gold)")
     p.set_defaults(func=score)
     args = parser.parse_args()
     args.func(args)
