@@ -35,7 +35,7 @@ def ship(args: argparse.Namespace) -> None:
     model, meta = load_model(args.checkpoint)
     name = model.name
     config = meta.get("config") or meta.get("training_config") or {}
-    size = tuple(config.get("input_size", (192, 256)))
+    size = tuple(args.input_size or config.get("input_size", (192, 256)))
     aspect = bool(config.get("aspect", False))
     data = " + ".join(f"{d.split('=')[0]} train" for d in config.get("data", ["osie"]))
     meta = {k: v for k, v in meta.items() if k not in ("config", "training_config")} | {"training_config": config, "blur_sigma": args.blur}
@@ -44,6 +44,7 @@ def ship(args: argparse.Namespace) -> None:
     spec = {
         "format": WEIGHTS_CARD_FORMAT, "model": name, "file": out.name, "input_size": list(size), "aspect": aspect,
         "blur_sigma": args.blur, "data": f"{data} (selected on val: best epoch {meta.get('epoch')})",
+        "trained_at": list(config.get("input_size", size)),
         "recipe": args.recipe, "command": args.command,
         "gmacs": round(count_macs(model.eval(), size) / 1e9, 3), "params": count_params(model),
         "metrics": {}, "card": f"{name}.md", "encoder_from": args.encoder_from,
@@ -84,7 +85,9 @@ def write_card(spec: dict, reports: dict) -> None:
         f"- **Weights**: `{spec['file']}` (fp16)" + (f"; the encoder is `{spec['encoder_from']}`'s, frozen "
                                                    "(not stored twice)" if spec.get("encoder_from") else ""),
         f"- **Input**: {h}x{w} pixels" + (", each image keeping its aspect (sides multiples of 32)" if spec["aspect"]
-                                          else ", squashed") + f"; post-processing blur {spec['blur_sigma']:g} px",
+                                          else ", squashed") + f"; post-processing blur {spec['blur_sigma']:g} px"
+        + (f" (trained at {spec['trained_at'][0]}x{spec['trained_at'][1]}; the inference size was chosen on val)"
+           if spec.get("trained_at") and list(spec["trained_at"]) != list(spec["input_size"]) else ""),
         f"- **Cost**: {spec['gmacs']:.2f} GMACs at {h}x{w}, {spec['params']:,} parameters",
         f"- **Data**: {spec['data']}. Never trained or tuned on a test split.",
         f"- **Recipe**: {spec['recipe']}",
@@ -118,6 +121,8 @@ def main() -> None:
     p.add_argument("--command", required=True, help="the training command(s)")
     p.add_argument("--recipe", required=True, help="init, optimiser, schedule, augmentation, epochs, wall time")
     p.add_argument("--encoder-from", default=None, help="shipped model whose frozen encoder this one uses")
+    p.add_argument("--input-size", type=lambda t: tuple(int(v) for v in t.lower().split("x")), default=None,
+                   metavar="HxW", help="the inference size chosen on val (default: the training size)")
     p.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
     p.set_defaults(func=ship)
     p = sub.add_parser("score")

@@ -1,7 +1,7 @@
 """fastsal: fast visual saliency prediction (where people look), built for CPUs.
 
     import fastsal
-    predictor = fastsal.load()                  # shipped model, 192x256 input
+    predictor = fastsal.load()                  # shipped default, its trained input size and aspect
     density = predictor.predict("photo.jpg")    # (H, W) float32, sums to 1
     box = fastsal.crop("photo.jpg", aspect=(16, 9)).box   # (x, y, w, h) keeping the most attention
 

@@ -15,7 +15,7 @@ integer position, not sampled or refined greedily.
 How the search stays exact and fast (well under 1 ms per aspect at 1024 px):
 
 - The map is read as piecewise constant: each cell's mass is spread evenly over the image pixels
-  it covers. A map at the image's own size is then exactly itself; the network's 192x256 map (what
+  it covers. A map at the image's own size is then exactly itself; the network's own map (288x384 for the default; what
   :func:`crop` searches, skipping the full-size resize) covers 4x4-pixel blocks of a 1024x768
   photo; a map larger than ``max_side`` is first summed into blocks of whole cells (mass kept).
 - The mass of every window comes from the map's summed-area table (SAT), interpolated bilinearly
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Maps larger than this (long side, cells) are summed into blocks before the search: 256 keeps the
-#: search far below a millisecond and is finer than the network's own 192x256 output.
+#: search far below a millisecond and is finer than the network's own output.
 DEFAULT_MAX_SIDE = 256
 #: Widest accepted aspect ratio either way (100:1): anything longer is a typo, not a thumbnail.
 MAX_ASPECT = 100
@@ -408,7 +408,7 @@ def crop_boxes(
     ``density``: an (h, w) non-negative map, any resolution (it need not sum to 1): a fastsal
     prediction, the network's small map, or any other model's. ``image_size`` = (H, W): the image
     the map covers, when the map has another resolution; boxes are in its pixels. The map is
-    stretched over the whole image, as the network's 192x256 map is over a photo of any aspect.
+    stretched over the whole image, as the network's map is over a photo of any aspect.
 
     ``scale`` (0, 1]: the window's side relative to the largest window of the aspect (1: full
     height or width). ``min_scale``: allow tighter crops down to this scale. Since a smaller window
@@ -461,7 +461,7 @@ def _cached_predictor(model: str) -> Any:
 def small_density(predictor: Any, image: Any) -> tuple[np.ndarray, tuple[int, int]]:
     """(the network's density at its input size, the image's (H, W)): what the crop search needs.
 
-    Cropping needs no full-size map: the network's own 192x256 output holds all it knows, and
+    Cropping needs no full-size map: the network's own output (288x384) holds all it knows, and
     skipping the resize to the image's size saves more time than the whole search takes.
     """
     from fastsal.images import as_rgb_array, load_resized

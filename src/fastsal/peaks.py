@@ -9,7 +9,7 @@ same thing at every image size: "the chance that a fixation lands in this cell /
 **Fixation candidates** (:func:`fixation_candidates`), defined precisely:
 
 1. The map is summed into cells, at most :data:`PEAK_GRID` on the long side (the network itself
-   sees 192x256, so a finer search finds nothing new, and it stays fast on camera photos).
+   sees a few hundred pixels a side, so a finer search finds little new, and it stays fast on camera photos).
 2. Candidates are the cells that are local maxima of that mass (no larger value among their 8
    neighbours), taken largest first (ties in row-major order).
 3. Non-maximum suppression: a candidate closer than ``2 * r`` to one already taken is dropped,

@@ -108,8 +108,8 @@ class Predictor:
     """A model ready for inference: ``predict(image)`` -> (H, W) float32 map summing to 1.
 
     ``runner``: the network on an engine (:mod:`fastsal.backends`); ``input_size`` (H, W) is the
-    resolution it sees (default 192x256, the training size). Every image is resized to it, whatever
-    its own aspect, as in training, and the map is resized back to the image's original size.
+    resolution it sees (the weights' training size). Every image is resized to it (or, with
+    ``aspect``, to its own aspect at that many pixels), and the map back to the image's size.
     ``rebuild(size)`` makes a runner for another input size, so ``input_size`` can be changed.
     ``blur_sigma``: Gaussian blur (pixels at the input size) of the density before resizing; it
     removes the PixelShuffle grain and was selected on the validation split (stored with the

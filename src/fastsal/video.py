@@ -10,7 +10,7 @@ Temporal smoothing. A per-frame model flickers: small changes between frames mov
 weighted geometric mean of the distributions: mass survives only where recent frames agree, so
 jitter is suppressed while a peak that moves simply travels (at a lag of about ``1 / (1 - a)``
 frames) instead of smearing into the double image an average of probabilities gives. It runs at
-the input size (192x256 by default), where it costs nothing next to the network.
+the input size (the weights' training size), where it costs nothing next to the network.
 
 Outputs are written atomically (:func:`fastsal.files.atomic_path`): an error or Ctrl-C on a file
 leaves no partial video. A camera runs until ``max_frames`` or Ctrl-C, and Ctrl-C there ends the
