@@ -6,7 +6,7 @@ and is scored by the share of all observers' recorded fixations inside it (each 
 rounded pixel, clamped into the image, as :func:`fastsal.data.fixations.fixation_map` does);
 the table gives the mean over images. Methods:
 
-- ``fastsal``: the shipped default model; the box is searched on the network's own 192x256 map
+- ``fastsal``: the shipped default model; the box is searched on the network's own map
   (``fastsal.crop``'s path). ``fastsal_a`` (the paper's MobileNetV2 model) only if it has shipped
   weights, otherwise it is skipped with a note.
 - ``centre``: the centred window.

@@ -117,8 +117,8 @@ def test_bf16_refusal_names_the_cpu(monkeypatch):
 @pytest.mark.skipif(not supports_bf16(), reason="needs a CPU with AVX512_BF16 or AMX")
 @pytest.mark.parametrize("backend", ["torch", *(["openvino"] if backends.installed("openvino") else [])])
 def test_bf16_is_close_but_not_exact(backend, torch_predictor):
-    torch_predictor.input_size = defaults.INPUT_SIZE
     p = fastsal.load(backend=backend, precision="bf16", threads=1)
+    torch_predictor.input_size = p.input_size
     assert p.precision == "bf16"
     ref, got = torch_predictor.predict(example_image()), p.predict(example_image())
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
@@ -128,8 +128,8 @@ def test_bf16_is_close_but_not_exact(backend, torch_predictor):
 @pytest.mark.skipif(not backends.installed("onnxruntime"), reason="int8 needs onnxruntime's quantiser")
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_int8_uses_the_shipped_calibration(backend, torch_predictor):
-    torch_predictor.input_size = defaults.INPUT_SIZE
     p = fastsal.load(backend=backend, precision="int8", threads=1)
+    torch_predictor.input_size = p.input_size
     assert p.precision == "int8" and p.settings()["precision"] == "int8"
     ref, got = torch_predictor.predict(example_image()), p.predict(example_image())
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.98
@@ -221,7 +221,7 @@ def test_exported_file_loads_like_a_checkpoint(tmp_path, fmt, suffix, torch_pred
     path = export(model, model.name, tmp_path / f"m{suffix}", format=fmt, dynamic_batch=True, meta=meta)
     p = fastsal.load(path, threads=1)
     assert p.name == defaults.MODEL and p.blur_sigma == meta["blur_sigma"] and p.input_size == defaults.INPUT_SIZE
-    torch_predictor.input_size = defaults.INPUT_SIZE
+    torch_predictor.input_size = p.input_size
     ref, got = torch_predictor.predict(example_image()), p.predict(example_image())
     assert np.abs(got - ref).max() < MAP_RTOL * ref.max()
     assert p.settings()["weights_sha256"] == torch_predictor.settings()["weights_sha256"]

@@ -118,7 +118,7 @@ def test_sharded_predict_on_an_empty_cache(tmp_path, stagger):
 
 _COMPILE_BATCHES = """
 import numpy as np, fastsal
-p = fastsal.load(backend="openvino", threads=1)
+p = fastsal.load(backend="openvino", threads=1, input_size=(192, 256))
 for n in range(1, 5):
     assert p.runner(np.zeros((n, 3, 192, 256), np.float32)).shape == (n, 1, 192, 256)
 print("ok")

@@ -47,7 +47,8 @@ def test_load_default(predictor):
     assert predictor.name == fastsal.models.DEFAULT_MODEL
     assert predictor.backend == candidates("auto")[0][0]  # the fastest installed runtime
     assert predictor.precision == "fp32"
-    assert predictor.input_size == (192, 256)
+    spec = fastsal.models.weights_for("default")
+    assert predictor.input_size == spec.input_size and predictor.aspect == spec.aspect  # as the weights say
     assert predictor.weights_path is not None and predictor.weights_path.is_file()
     assert "Predictor(" in repr(predictor)
 
