@@ -104,8 +104,9 @@ def test_sharded_predict_on_an_empty_cache(tmp_path, stagger):
     env = _env(tmp_path)
     images = _images(tmp_path / "in")
     out = tmp_path / "out"
+    # --squash: one input size for the three images of different aspects, so one export to share
     scripts = [_cli("predict", *map(str, images), "--shard", f"{i}/3", "-o", str(out), "-q", "--threads", "1",
-                    "--backend", "openvino") for i in range(3)]
+                    "--backend", "openvino", "--squash") for i in range(3)]
     results = _start_together(scripts, env, tmp_path, stagger)
     for res in results:
         assert res.returncode == 0, res.stderr

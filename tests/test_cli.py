@@ -343,7 +343,9 @@ def test_cli_int8_openvino_export_runs_with_weights(tmp_path, capsys):
 def fastsal_load_torch():
     import fastsal
 
-    return fastsal.load(backend="torch", threads=1)
+    from fastsal import defaults
+
+    return fastsal.load(backend="torch", threads=1, input_size=defaults.INPUT_SIZE)  # the export's size
 
 
 def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):

@@ -27,6 +27,11 @@ def test_fit_input_size_keeps_aspect_at_the_budget(shape, expected):
     assert abs(got[0] * got[1] / (192 * 256) - 1) < 0.2
 
 
+def test_fit_input_size_clamps_extreme_aspects():
+    assert fit_input_size((1, 10000), (192, 256)) == fit_input_size((100, 400), (192, 256)) == (96, 448)
+    assert fit_input_size((10000, 1), (192, 256)) == (448, 96)
+
+
 def test_fit_input_size_rejects_empty_shapes():
     with pytest.raises(ValueError):
         fit_input_size((0, 10), (192, 256))
@@ -195,6 +200,17 @@ def test_decoder_only_checkpoint_round_trip(tmp_path, monkeypatch):
     save_checkpoint(a2, "fastsal_a", tmp_path / "fastsal_a.pt", half=True)
     with pytest.raises(ModelError, match="has changed since it was trained"):
         full_state_dict(read_checkpoint(tmp_path / "c.pt"), tmp_path / "c.pt")
+
+
+def test_a_model_without_weights_is_one_line(monkeypatch, capsys, tmp_path):
+    import fastsal.models.registry as R
+    from fastsal.cli import main
+    from fastsal.predict import example_image
+
+    monkeypatch.delitem(R.WEIGHTS, "fastsal_a")
+    code = main(["predict", str(example_image()), "-o", str(tmp_path / "o"), "--model", "fastsal_a"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "no shipped weights for 'fastsal_a'" in err[0]
 
 
 def test_shipped_specs_describe_their_files():

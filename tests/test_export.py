@@ -210,7 +210,7 @@ def test_sidecar_postprocess_text_is_what_predict_does(tmp_path):
     big = np.asarray(Image.fromarray(d.astype(np.float32)).resize((120, 90), Image.BICUBIC))
     big = np.maximum(big, 0)                                               # 3. resize, clamp, renormalise
     big = big / big.sum()
-    ours = fastsal.load(backend="torch", threads=1).predict(rgb)
+    ours = fastsal.load(backend="torch", threads=1, input_size=SIZE, aspect=False).predict(rgb)
     assert np.abs(ours - big).max() < 1e-3 * ours.max()
 
 

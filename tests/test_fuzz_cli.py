@@ -149,7 +149,6 @@ def test_bad_arguments(tmp_path, capsys, args, words):
 @pytest.mark.parametrize("args,words", [
     (["--shard", "5/2"], "shard"),
     (["--shard", "x"], "shard"),
-    (["--model", "fastsal_a"], "no shipped weights"),
     (["--model", "nope"], "unknown model"),
     (["--device", "cuda:7"], "cuda"),
     (["--backend", "onnxruntime", "--precision", "bf16"], "no bf16 mode"),

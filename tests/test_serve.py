@@ -225,7 +225,9 @@ def test_request_timeout_answers_503_and_frees_the_slot_when_the_job_ends():
 
 def test_other_shipped_model_is_named_and_unknown_is_422():
     c = client()
-    assert [m["name"] for m in c.get("/v1/models").json()["models"]] == ["fake_model", "fastsal_a_effnet_lite0"]
+    from fastsal.models import WEIGHTS
+
+    assert [m["name"] for m in c.get("/v1/models").json()["models"]] == ["fake_model", *WEIGHTS]
     r = post(c, jpeg(), "?model=fastsal_a_effnet_lite0")
     assert r.status_code == 200 and r.json()["model"] == "fastsal_a_effnet_lite0"
     r = post(c, jpeg(), "?model=nope")

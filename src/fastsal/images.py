@@ -355,6 +355,11 @@ def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.nda
     return np.asarray(image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR, reducing_gap=None))
 
 
+#: The most elongated network input: a panorama or a 1x10000 strip beyond 4:1 is squashed to 4:1,
+#: since a 32 x 7000 input would cost many times the budget and hold one row of features.
+MAX_INPUT_ASPECT = 4.0
+
+
 def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 32) -> tuple[int, int]:
     """The network input (H, W) for an image of ``shape`` (H, W): its aspect, about the pixel count
     of ``budget`` (H, W), each side a multiple of ``multiple``.
@@ -362,13 +367,15 @@ def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 
     Squashing a portrait photo into a landscape input distorts every object the network knows;
     keeping the aspect at the same pixel budget costs the same. Sides are rounded to the nearest
     multiple (the encoder's output stride), at least one multiple. A 4:3 image with budget
-    192x256 gets exactly 192x256; a 3:4 portrait gets 256x192.
+    192x256 gets exactly 192x256; a 3:4 portrait gets 256x192. Aspects beyond
+    :data:`MAX_INPUT_ASPECT` are clamped to it.
     """
     h, w = float(shape[0]), float(shape[1])
     if not (h > 0 and w > 0):
         raise ValueError(f"image shape must be positive; got {tuple(shape)}")
     pixels = float(budget[0]) * float(budget[1])
-    side_h = math.sqrt(pixels * h / w)
+    aspect = min(max(w / h, 1.0 / MAX_INPUT_ASPECT), MAX_INPUT_ASPECT)
+    side_h = math.sqrt(pixels / aspect)
     side_w = pixels / side_h
     return (max(multiple, int(round(side_h / multiple)) * multiple),
             max(multiple, int(round(side_w / multiple)) * multiple))
