@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 import fastsal
 from fastsal import cpu
 from fastsal import evaluate as E
-from fastsal.cost import count_macs
+from fastsal.cost import count_macs, time_runner
 from fastsal.data.datasets import load_dataset
 from fastsal.files import write_json
 
@@ -39,13 +38,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def ms_per_image(model: torch.nn.Module, size: tuple[int, int], runs: int = 7) -> float:
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        model(x)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000.0
+        return statistics.median(time_runner(model, x, warmup=1, runs=runs)) * 1000.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,10 @@ def test_unknown_model_is_one_line_exit_2(tmp_path, capsys):
     (["--model", "fastsal_c"], "no shipped weights"),
     (["--weights", "missing.pt"], "not found"),
 ])
-def test_model_errors_exit_2(tmp_path, capsys, args, message):
+def test_model_errors_exit_2(tmp_path, capsys, args, message, monkeypatch):
+    import fastsal.models.registry as R
+
+    monkeypatch.delitem(R.WEIGHTS, "fastsal_c")  # every model ships weights: pretend one does not
     make_jpg(tmp_path / "a.jpg")
     assert main(["predict", str(tmp_path / "a.jpg"), *args, "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

@@ -156,7 +156,10 @@ def test_post_processing_keeps_the_peak_and_clamps_undershoot():
     assert np.isfinite(logd).all()  # clamped zeros get a finite floor, not -inf
 
 
-def test_load_errors(tmp_path):
+def test_load_errors(tmp_path, monkeypatch):
+    import fastsal.models.registry as R
+
+    monkeypatch.delitem(R.WEIGHTS, "fastsal_c")  # every model ships weights: pretend one does not
     with pytest.raises(ModelError, match="unknown model"):
         load("no_such_model")
     with pytest.raises(ModelError, match="no shipped weights.*checkpoint file"):

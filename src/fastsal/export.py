@@ -80,19 +80,14 @@ class ExportError(FastSalError, ValueError):
 
 # -- hashing ----------------------------------------------------------------
 def state_dict_sha256(model: nn.Module) -> str:
-    """SHA-256 over a model's state_dict (sorted keys; each key, dtype, shape and raw bytes).
+    """SHA-256 over a model's state_dict (:func:`fastsal.models.registry.tensors_sha256`).
 
     Independent of how (or whether) the weights were serialised, so an export can be traced back
     to the weights it came from.
     """
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    from fastsal.models.registry import tensors_sha256
+
+    return tensors_sha256(model.state_dict())
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -231,7 +231,12 @@ def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def encoder_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over an encoder state (sorted keys, dtype, shape, bytes as stored)."""
+    """SHA-256 over an encoder state (:func:`tensors_sha256`)."""
+    return tensors_sha256(state)
+
+
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors: sorted keys, each key, dtype, shape and raw bytes as stored."""
     import hashlib
 
     h = hashlib.sha256()
