@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,17 +134,12 @@ def read_fixations_mat(mat_path: Path, what: str) -> dict[str, tuple[np.ndarray,
     The layout OSIE and the ksvd-saliency copy of MIT1003 share. ``what`` names the dataset in
     errors ("OSIE", "MIT1003").
     """
-    from scipy.io import loadmat
 
     if not mat_path.is_file():
         raise DatasetError(f"{mat_path}: not found; pass --root pointing at the {what} folder (stimuli/, eye/, splits.json)")
-    try:
-        mat = loadmat(str(mat_path), squeeze_me=True, struct_as_record=False)
-        entries = np.atleast_1d(mat["fixations"])
-    except KeyError:
-        raise DatasetError(f"{mat_path}: no variable 'fixations'; restore the {what} fixations file") from None
-    except Exception as exc:  # scipy raises several types for corrupt files
-        raise DatasetError(f"{mat_path}: cannot read MATLAB file ({exc}); restore the {what} fixations file") from None
+    restore = f"restore the {what} fixations file"
+    entries = np.atleast_1d(read_mat(mat_path, "fixations", restore, restore, squeeze_me=True,
+                                     struct_as_record=False)["fixations"])
     out: dict[str, tuple[np.ndarray, ...]] = {}
     for entry in entries:
         img = str(getattr(entry, "img", ""))
@@ -220,6 +216,22 @@ def load_mit1003(root: str | Path, split: str | None = None) -> list[Sample]:
             path = root / "stimuli" / img
             by_name[img] = Sample(img, path, *image_size(path), fix[img], MIT1003_PPD)
     return _select(by_name, root, split, mat_path, "MIT1003")
+
+
+def read_mat(mat_path: Path, name: str, missing_fix: str, unreadable_fix: str, **options: Any) -> dict[str, Any]:
+    """A MATLAB file's variables (``scipy.io.loadmat(**options)``) if it holds ``name``, else a
+    one-line :class:`DatasetError` naming the file and the fix: ``missing_fix`` when the variable
+    is absent, ``unreadable_fix`` when the file cannot be read (scipy raises several types for
+    damaged files)."""
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(mat_path), **options)
+    except Exception as exc:  # noqa: BLE001 - scipy's many error types for damaged files
+        raise DatasetError(f"{mat_path}: cannot read MATLAB file ({_first_line(exc)}); {unreadable_fix}") from None
+    if name not in mat:
+        raise DatasetError(f"{mat_path}: no variable '{name}'; {missing_fix}")
+    return mat
 
 
 def _first_line(exc: BaseException) -> str:
@@ -308,17 +320,12 @@ def _cat2000_split(names: Iterable[str], split: str) -> list[str]:
 
 
 def _cat2000_points(mat_path: Path, image: Path, shape: tuple[int, int]) -> np.ndarray:
-    from scipy.io import loadmat
 
     if not mat_path.is_file():
         raise DatasetError(f"{mat_path}: not found; every stimulus needs its FIXATIONLOCS file: restore "
                            "trainSet/FIXATIONLOCS from CAT2000")
-    try:
-        fix = np.asarray(loadmat(str(mat_path))["fixLocs"])
-    except KeyError:
-        raise DatasetError(f"{mat_path}: no variable 'fixLocs'; restore the file from CAT2000's FIXATIONLOCS") from None
-    except Exception as exc:  # scipy raises several types for corrupt files
-        raise DatasetError(f"{mat_path}: cannot read MATLAB file ({_first_line(exc)}); restore it from CAT2000") from None
+    fix = np.asarray(read_mat(mat_path, "fixLocs", "restore the file from CAT2000's FIXATIONLOCS",
+                              "restore it from CAT2000")["fixLocs"])
     if fix.ndim != 2 or fix.dtype.kind not in "biuf":
         raise DatasetError(f"{mat_path}: fixLocs is not a 2-D fixation map (shape {fix.shape}, dtype {fix.dtype}); "
                            "restore the file from CAT2000")
@@ -395,15 +402,10 @@ SALICON_LAYOUT = "images/{train,val,test}/COCO_*.jpg and fixations/{train,val}/C
 def _salicon_observers(mat_path: Path) -> tuple[list[np.ndarray], bool, tuple[int, int] | None]:
     """(per-observer 0-based points, whether raw mouse ``location`` stood in for ``fixations``, the
     ``resolution`` (H, W) the file states, if any)."""
-    from scipy.io import loadmat
 
-    try:
-        mat = loadmat(str(mat_path), squeeze_me=True, struct_as_record=False)
-        gaze = np.atleast_1d(mat["gaze"])
-    except KeyError:
-        raise DatasetError(f"{mat_path}: no variable 'gaze'; restore the file from SALICON's 2017 fixations") from None
-    except Exception as exc:  # scipy raises several types for corrupt files
-        raise DatasetError(f"{mat_path}: cannot read MATLAB file ({_first_line(exc)}); restore it from SALICON") from None
+    mat = read_mat(mat_path, "gaze", "restore the file from SALICON's 2017 fixations", "restore it from SALICON",
+                   squeeze_me=True, struct_as_record=False)
+    gaze = np.atleast_1d(mat["gaze"])
     observers, used_location = [], False
     for i, entry in enumerate(gaze):
         fields = getattr(entry, "_fieldnames", None) or []
