@@ -142,3 +142,18 @@ def test_adapt_writes_a_checkpoint_predict_can_use(tmp_path, capsys):
         adapt([tmp_path / "photos"], tmp_path / "x", model=photos[0], epochs=1)
     with pytest.raises(AdaptError, match="pass at least one folder"):
         adapt([], tmp_path / "x")
+
+
+def test_train_command_distils_on_the_fly(tmp_path, capsys):
+    from fastsal.cli import main
+
+    write_images(tmp_path / "photos", 4)
+    argv = ["train", "--model", "fastsal_bare", "--data", "none", "--teacher", centre_teacher(tmp_path),
+            "--teacher-tta", "flip", "--distill-images", str(tmp_path / "photos"), "--distill-loss", "paper",
+            "--mixup", "1", "--scale-aug", "0.3", "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2",
+            "--input-size", "64x96", "--backbone-weights", "none", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "teacher-labelled 4 train images (64x96 teacher: 4)" in out and "no validation data" in out
+    config = load_model(tmp_path / "run" / "best.pt")[1]["config"]
+    assert not config["data"] and config["distill_loss"] == "paper" and config["mixup"] == 1.0

@@ -239,8 +239,8 @@ def _tta(text: str) -> str:
 
     try:
         TTA.parse(text)
-    except TTAError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except TTAError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
     return text
 
 
@@ -392,7 +392,8 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
                       help=f"wall-clock minutes to spend (default: %(default)s; 1..{defaults.ADAPT_MAX_EPOCHS} epochs)")
     plan.add_argument("--epochs", type=_whole(1, 100_000), default=None, metavar="N", help="train exactly N epochs")
     p.add_argument("--batch-size", type=_whole(1, 4096), default=8, metavar="N", help="default: %(default)s")
-    p.add_argument("--lr", type=_finite_range(1e-8, 1.0), default=defaults.ADAPT_LR, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=_finite_range(1e-8, 1.0), default=defaults.ADAPT_LR,
+                   help="peak learning rate (default: %(default)s)")
     p.add_argument("--distill-loss", choices=defaults.DISTILL_LOSSES, default=defaults.DISTILL_LOSS,
                    help="default: %(default)s")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N")
@@ -737,6 +738,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fastsal import files
 
     # Everything that can fail in a second fails before minutes of scoring.
+    if args.dataset == "pseudo":
+        raise UsageError("--dataset pseudo: pseudo-labels are training data with no fixations to score; evaluate on "
+                         "a dataset with eye tracking (e.g. --dataset mit1003)")
     try:
         if args.plot and importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib: pip install 'fastsal[plot]'")
