@@ -11,7 +11,8 @@ from helpers import randomise
 SIZE = (64, 96)
 
 
-def write_images(folder: Path, n: int = 4, size: tuple[int, int] = SIZE, seed: int = 0, nested: bool = True) -> list[Path]:
+def write_images(folder: Path, n: int = 4, size: tuple[int, int] = SIZE, seed: int = 0,
+                 nested: bool = True) -> list[Path]:
     """``n`` PNG photos (a bright blob on a noisy gradient, so maps differ between images); with
     ``nested`` the last one lies in a subfolder, so outputs must mirror the tree."""
     rng = np.random.default_rng(seed)

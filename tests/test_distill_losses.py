@@ -53,7 +53,8 @@ def test_paper_loss_and_cross_entropy_loss():
     assert cross_entropy_distillation_loss(UNIFORM_LOGITS, TEACHER).item() == pytest.approx(math.log(4), abs=1e-6)
     # Batch mean; an unnormalised teacher map is renormalised; shift of logits does not matter to H.
     two = torch.cat([TEACHER, 3 * TEACHER])
-    assert cross_entropy_distillation_loss(torch.zeros(2, 1, 2, 2) + 5.0, two).item() == pytest.approx(math.log(4), abs=1e-5)
+    shifted = torch.zeros(2, 1, 2, 2) + 5.0
+    assert cross_entropy_distillation_loss(shifted, two).item() == pytest.approx(math.log(4), abs=1e-5)
     assert set(DISTILLATION_LOSSES) == {"cross_entropy", "paper"}
 
 

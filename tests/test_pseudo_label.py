@@ -93,7 +93,8 @@ def test_shards_and_the_pseudo_dataset(setup, tmp_path):
 def test_labelling_a_dataset_split(tmp_path):
     root = tmp_path / "mine"
     write_images(root / "images", 4, nested=False)
-    (root / "fixations.csv").write_text("image,x,y\n" + "".join(f"img{i}.png,10,10\n" for i in range(4)))
+    (root / "fixations.csv").write_text("image,x,y\n" + "".join(f"img{i}.png,{x},{y}\n" for i in range(4)
+                                                                 for x, y in ((10, 10), (40, 30), (70, 50))))
     (root / "splits.json").write_text(json.dumps({"train": ["img0.png", "img2.png"], "val": ["img1.png"],
                                                   "test": ["img3.png"]}))
     teacher = str(teacher_checkpoint(tmp_path / "t.pt", 4))
@@ -102,6 +103,13 @@ def test_labelling_a_dataset_split(tmp_path):
                  "--backend", "torch", "-q"]) == 0
     assert sorted(p.name for p in out.glob("*.npy")) == ["img0.npy", "img2.npy"]  # train only: never test
     assert np.load(out / "img0.npy").shape == (64, 96)  # the source's own input size
+    # The teacher (ensemble and TTA) is scored on the test split like any model.
+    report = tmp_path / "report.json"
+    assert main(["evaluate", "--teacher", teacher, "--tta", "flip", "--dataset", "folder", "--root", str(root),
+                 "--split", "test", "--backend", "torch", "--no-gold", "--metrics", "nss", "cc", "-q",
+                 "--json", str(report)]) == 0
+    config = json.loads(report.read_text())["config"]
+    assert config["teacher"]["tta"]["flip"] and config["teacher"]["name"] == "t"
 
 
 @pytest.mark.parametrize("argv, message", [

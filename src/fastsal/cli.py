@@ -140,7 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init=args.init, freeze_encoder=args.freeze_encoder, flip=not args.no_flip,
             scale_aug=args.scale_aug, colour_aug=args.colour_aug, device=args.device,
             seed=args.seed, limit=args.limit, threads=args.threads,
-            teacher=tuple(args.teacher or ()), teacher_tta=args.teacher_tta, distill_images=tuple(args.distill_images or ()),
+            teacher=tuple(args.teacher or ()), teacher_tta=args.teacher_tta,
+            distill_images=tuple(args.distill_images or ()),
             distill_data=tuple(p for p in (args.distill_data or "").split(",") if p), distill_loss=args.distill_loss,
             mixup=args.mixup,
         )
@@ -341,7 +342,8 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="label only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
-    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="images per teacher pass (default: 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+                   help="images per teacher pass (default: 4)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="inference engine of the teacher's fastsal sources, fp32 (default: auto)")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N (runs on PyTorch)")
@@ -756,6 +758,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
         if args.maps:
             name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
+        elif args.teacher:  # an ensemble with TTA, scored as the maps it labels
+            from fastsal.teacher import Teacher
+
+            teacher = Teacher(args.teacher, tta=args.tta, backend=args.backend, device=args.device,
+                              threads=args.threads)
+            name, source = teacher.name, E.maps_from_teacher(teacher)
         else:
             predictor = _load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
             name, source = predictor.name, E.maps_from_predictor(predictor)
@@ -764,8 +772,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             metrics=args.metrics, sigma=args.sigma_px, sigma_deg=args.sigma_deg,
                             progress=not args.quiet)
         report["config"].update({"dataset": args.dataset, "split": args.split,
-                                 "source": args.maps or args.weights or args.model})
-        if not args.maps:
+                                 "source": args.maps or args.teacher or args.weights or args.model})
+        if args.teacher:
+            report["config"]["teacher"] = teacher.identity()
+        elif not args.maps:
             report["config"]["predictor"] = predictor.settings()  # engine, precision, weights: what made the maps
         for note in report["notes"]:  # e.g. no gold standard on a dataset with pooled observers
             print(f"fastsal: note: {note}", file=sys.stderr)
@@ -813,6 +823,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
     src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the images "
                           "(1002.png; Action/001.png for nested names)")
+    src.add_argument("--teacher", action="append", metavar="T",
+                     help="score a teacher (repeat for an ensemble; see `fastsal pseudo-label --help`): its labels, "
+                          "resized to each image as a model's map is")
+    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
+                   help="with --teacher: its test-time augmentation (default: the preset's, else none)")
     p.add_argument("--dataset", default="osie", metavar="NAME",
                    help=f"dataset reader: {', '.join(defaults.DATASET_NAMES)} (default: %(default)s)")
     p.add_argument("--root", required=True, help="the dataset's folder, in the layout of its reader (README: Datasets)")

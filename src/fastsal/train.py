@@ -202,7 +202,8 @@ class TrainConfig:
                                else tuple(str(d) for d in self.distill_images))
         distilling = bool(self.distill_images or self.distill_data)
         if not self.data and not (self.teacher and distilling):
-            raise TrainError("data names no dataset; pass e.g. --data osie,mit1003 (or --teacher with --distill-images)")
+            raise TrainError("data names no dataset; pass e.g. --data osie,mit1003 (or --teacher with "
+                             "--distill-images)")
         for option, entries in (("--data", self.data), ("--distill-data", self.distill_data)):
             for entry in entries:
                 try:
@@ -215,7 +216,8 @@ class TrainConfig:
         if distilling and not self.teacher:
             raise TrainError("--distill-images / --distill-data need a --teacher to label them")
         if self.distill_loss not in defaults.DISTILL_LOSSES:
-            raise TrainError(f"unknown distill_loss {self.distill_loss!r}; choose one of {', '.join(defaults.DISTILL_LOSSES)}")
+            raise TrainError(f"unknown distill_loss {self.distill_loss!r}; choose one of "
+                             f"{', '.join(defaults.DISTILL_LOSSES)}")
         if not (isinstance(self.mixup, (int, float)) and 0.0 <= self.mixup <= 1.0):
             raise TrainError(f"mixup must be a share in [0, 1]; got {self.mixup!r}")
         try:
@@ -779,8 +781,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 stop["resume_at"] = epoch + 2
                 scores = (f"val kld {val['kld']:.4f} cc {val['cc']:.4f} nss {val['nss']:.4f} {'*' if improved else ''}"
                           if val else "(no validation data: best.pt = this epoch)")
-                print(f"epoch {epoch + 1}/{cfg.epochs} loss {entry['train_loss']:.4f} {scores} ({entry['seconds']:.0f}s)",
-                      flush=True)
+                print(f"epoch {epoch + 1}/{cfg.epochs} loss {entry['train_loss']:.4f} {scores} "
+                      f"({entry['seconds']:.0f}s)", flush=True)
             if stop["signum"] is not None and epoch + 1 < cfg.epochs:
                 stop["resume_at"] = epoch + 2  # also on ranks that do not write (last.pt is rank 0's)
                 raise _interrupted()
