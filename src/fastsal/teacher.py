@@ -87,16 +87,15 @@ class PredictorMember:
     """A :class:`fastsal.predict.Predictor` (a checkpoint, a shipped model or an exported file).
 
     Each image keeps its aspect at a budget when the weights were trained so (``aspect``); a
-    squash-trained source sees exactly the budget, and switching budgets then prepares its network
-    again (done once per scale and batch, since views are run a scale at a time).
+    squash-trained source sees exactly the budget (so give such sources scales of their training
+    aspect, e.g. 4:3 192x256+288x384). The predictor keeps one prepared network per size.
     """
 
     def __init__(self, predictor: Any, label: str | None = None) -> None:
         self.predictor = predictor
         self.label = label or predictor.name
         self.native_size = tuple(predictor.input_size)
-        # Read once: running a squash-trained source at a TTA scale changes its input size.
-        settings = predictor.settings()
+        settings = predictor.settings()  # its maps' settings as loaded (its own input size)
         self.settings = {k: settings.get(k) for k in MAP_SETTINGS}
 
     def size_for(self, shape: Sequence[int], budget: tuple[int, int] | None) -> tuple[int, int]:
@@ -104,10 +103,6 @@ class PredictorMember:
         return fit_input_size(shape, budget) if self.predictor.aspect else (int(budget[0]), int(budget[1]))
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        if not self.predictor.aspect:
-            sizes = {tuple(x.shape[-2:]) for x in inputs}
-            if len(sizes) == 1 and sizes != {self.predictor.input_size}:
-                self.predictor.input_size = next(iter(sizes))
         return self.predictor.small_log_densities(inputs)
 
     def describe(self) -> dict[str, Any]:
