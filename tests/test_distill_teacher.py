@@ -23,7 +23,7 @@ def _ensemble(sources, tta="flip,scales=64x96+96x128", **kw):
 
 def test_ensemble_with_tta_is_a_log_density(sources):
     teacher = _ensemble(sources)
-    assert teacher.resolution == (96, 128)  # the largest budget a view runs at
+    assert teacher.resolution == (96, 128) and teacher.runs_per_image == 8  # 2 sources x 2 flips x 2 scales
     portrait = np.ascontiguousarray(load_rgb(sources["images"][0]).transpose(1, 0, 2))  # 96x64: its own aspect
     for image in [sources["images"][0], portrait]:
         logp = teacher.log_density(image)

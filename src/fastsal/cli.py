@@ -298,8 +298,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     if not args.quiet:
         h, w = teacher.resolution
         print(f"fastsal: teacher {teacher.name} (sha256 {teacher.sha256[:12]}), {len(teacher.members)} source"
-              f"{'s' if len(teacher.members) != 1 else ''}, TTA {teacher.tta}, labels at {h}x{w} pixels",
-              file=sys.stderr)
+              f"{'s' if len(teacher.members) != 1 else ''}, TTA {teacher.tta} ({teacher.runs_per_image} network runs "
+              f"per image), labels at {h}x{w} pixels", file=sys.stderr)
     rep = pseudo_label.run(teacher, jobs, out, overwrite=args.overwrite, strict=args.strict,
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),

@@ -247,6 +247,12 @@ class Teacher:
     def sha256(self) -> str:
         return self.identity()["sha256"]
 
+    @property
+    def runs_per_image(self) -> int:
+        """Network runs per labelled image (sources x flips x scales): the teacher's cost, as a
+        multiple of one source's."""
+        return len(self.members) * self._views_per_member()
+
     def __repr__(self) -> str:
         h, w = self.resolution
         return f"Teacher({self.name!r}, sources={len(self.members)}, tta={str(self.tta)!r}, resolution={h}x{w})"
