@@ -67,25 +67,33 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
 
 
 def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2) -> float:
-    """Measured seconds per image of one adapt step (teacher labels + student forward and backward)
-    on the first few images, the second of ``batches`` timed runs (the first prepares engines)."""
+    """Measured seconds per image of one training step as :func:`fastsal.train.train` takes it
+    (augmentation, mixup, teacher labels, student forward, backward and optimiser step) on the
+    first batch of images: the last of ``batches`` timed steps (the first prepares engines)."""
+    from fastsal.distill import teacher_views
     from fastsal.images import load_rgb, resize_rgb
     from fastsal.losses import DISTILLATION_LOSSES
     from fastsal.models import load_model
-    from fastsal.train import input_size_for
+    from fastsal.train import augment, input_size_for
 
     batch = list(samples[: cfg.batch_size])
     size = input_size_for(cfg, batch[0].shape)
-    x = torch.from_numpy(np.stack([resize_rgb(load_rgb(s.image_path), size) for s in batch]))
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    model, _ = load_model(cfg.init)
+    images = torch.from_numpy(np.stack([resize_rgb(load_rgb(s.image_path), size) for s in batch]))
+    images = images.permute(0, 3, 1, 2).contiguous()
+    model, _ = load_model(cfg.init)  # a copy: timing must not train the real run's start
     model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     loss_fn = DISTILLATION_LOSSES[cfg.distill_loss]
+    g = torch.Generator().manual_seed(cfg.seed)
+    empty = [torch.zeros(0, 2)] * len(batch)
     seconds = math.inf
     for _ in range(batches):
         start = time.perf_counter()
-        target = teacher.label_views(x).exp()
+        x, _, _ = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
+        x, target = teacher_views(x, teacher, cfg.mixup, g)
+        opt.zero_grad(set_to_none=True)
         loss_fn(model(x), target).backward()
+        opt.step()
         seconds = time.perf_counter() - start
     return seconds / len(batch)
 
@@ -147,10 +155,9 @@ def adapt(
         plan = {"epochs": cfg.epochs, "images": len(samples), "seconds_per_image": round(spi, 4),
                 "budget_min": budget_min, "teacher": list(teacher), "tta": tta, "model": name, "init": str(init)}
         files.write_json(plan, plan_path)
-        if progress:
-            print(f"adapt: {len(samples)} images, {spi:.2f} s per image and epoch here: {cfg.epochs} epoch"
-                  f"{'s' if cfg.epochs != 1 else ''} (~{cfg.epochs * spi * len(samples) / 60:.1f} min) in the "
-                  f"{budget_min:g}-minute budget", flush=True)
+        print(f"adapt: {len(samples)} images, {spi:.2f} s per image and epoch here: {cfg.epochs} epoch"
+              f"{'s' if cfg.epochs != 1 else ''} (~{cfg.epochs * spi * len(samples) / 60:.1f} min) in the "
+              f"{budget_min:g}-minute budget", flush=True)
     return train(cfg, resume=resume, progress=progress)
 
 

@@ -58,7 +58,7 @@ LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 1.0, NSS_WEIGHT)
 #: with flips at two scales (it becomes the trained strong teacher once one ships).
 TEACHER = "default-ensemble"
 TEACHER_PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
-    "default-ensemble": (("default",), "flip,scales=192x256+256x352"),
+    "default-ensemble": (("default",), "flip,scales=192x256+288x384"),
 }
 #: Losses a student can learn a teacher density with: ``cross_entropy`` = H(teacher, student), the
 #: information-theoretic one (a proper scoring rule: its minimum is the teacher's density itself);
