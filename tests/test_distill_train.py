@@ -43,6 +43,7 @@ def test_on_the_fly_distillation_lowers_the_distillation_loss(tmp_path, loss):
                         teacher_kl(torch.log_softmax(logits.flatten(1), 1), target).mean().item())
     assert scores["after"][0] < scores["before"][0] and scores["after"][1] < scores["before"][1], scores
     assert tuple(meta["config"]["teacher"]) == (teacher,) and meta["config"]["distill_loss"] == loss
+    assert meta["teacher"]["sha256"] == Teacher([teacher], tta="flip").sha256 == log["teacher"]["sha256"]
 
 
 def test_teacher_labels_the_mixed_view_the_student_sees():

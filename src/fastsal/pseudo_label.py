@@ -156,7 +156,7 @@ def run(
                 for (job, rgb), logp in zip(good, labels):
                     name = label_name(job.stem)
                     _write_label(out / name, logp)
-                    entries[name] = {"input": str(job.source.absolute()), "label": name, "status": OK,
+                    entries[name] = {**input_entry(job.source.absolute()), "label": name, "status": OK,
                                      "shape": list(rgb.shape[:2]), "label_shape": list(logp.shape),
                                      "teacher_sha256": sha}
                     report["labelled"] += 1

@@ -684,6 +684,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
 
     sched = one_cycle(cfg.epochs)
     log: dict[str, Any] = {"config": asdict(cfg), "epochs": [], "prep_seconds": prep_s}
+    if teacher is not None:
+        log["teacher"] = teacher.identity()  # the hash of what taught it, as a label manifest records
     start_epoch = 0
     best = math.inf
     if state is not None:
@@ -773,7 +775,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 improved = not val or val["score"] < best  # no validation data: the latest epoch is kept
                 if improved:
                     best = val["score"] if val else best
-                    save_checkpoint(model, cfg.model, best_path, meta={"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg)})
+                    meta = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg)}
+                    if teacher is not None:
+                        meta["teacher"] = log["teacher"]
+                    save_checkpoint(model, cfg.model, best_path, meta=meta)
                 atomic_save({"format": RESUME_FORMAT, "model": cfg.model, "state_dict": model.state_dict(),
                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                              "log": log, "best": best}, last_path)

@@ -17,6 +17,7 @@ uses :func:`latest_entries` to decide what to skip when resuming. Torch-free.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,18 @@ def latest_entries(root: Path, *, skip_unreadable: bool = False) -> dict[str, di
     return entries
 
 
+def _input_path(entry: dict[str, Any]) -> Path:
+    """The labelled image: ``input``, or its exact bytes (``input_hex``) for names that are not UTF-8
+    (:func:`fastsal.batch.input_entry` writes both)."""
+    raw = entry.get("input_hex")
+    if isinstance(raw, str):
+        try:
+            return Path(os.fsdecode(bytes.fromhex(raw)))
+        except ValueError:
+            pass
+    return Path(str(entry.get("input", "")))
+
+
 def load_pseudo(root: str | Path, split: str | None = None) -> list[Sample]:
     """The labelled images of a ``fastsal pseudo-label`` folder as samples with a target density.
 
@@ -87,7 +100,7 @@ def load_pseudo(root: str | Path, split: str | None = None) -> list[Sample]:
     samples, missing_labels, missing_images = [], [], []
     for label in sorted(done):
         entry = done[label]
-        path, image = root / label, Path(str(entry.get("input", "")))
+        path, image = root / label, _input_path(entry)
         if not path.is_file():
             missing_labels.append(label)
             continue
