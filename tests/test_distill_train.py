@@ -95,6 +95,7 @@ def test_ground_truth_mixed_with_pseudo_labels(tmp_path, osie_root, monkeypatch)
     log = train(cfg, progress=False)
     assert calls == {"fixations": 2, "density": 2}  # 4 OSIE + 4 labelled images, one loss per bucket kind
     assert np.isfinite(log["epochs"][0]["val_nss"])  # selected on OSIE's fixations only
+    assert {"train_loss_fixations", "train_loss_density"} <= set(log["epochs"][0])
     assert load_model(tmp_path / "run" / "best.pt")[1]["config"]["data"][1].startswith("pseudo=")
 
 

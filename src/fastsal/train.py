@@ -745,6 +745,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             plan = plan_batches(train_b, cfg.batch_size, g)[rank::world][:steps_per_epoch]
             t_epoch = time.time()
             total, seen = 0.0, 0
+            by_kind: dict[str, list[float]] = {}  # kind -> [loss sum, images]: the losses differ in scale
             bar = tqdm(plan, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
             for b, idx in bar:
                 bucket = train_b[b]
@@ -762,6 +763,9 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 sched.step()
                 total += loss.item() * len(idx)
                 seen += len(idx)
+                kind_sum = by_kind.setdefault(bucket["kind"], [0.0, 0])
+                kind_sum[0] += loss.item() * len(idx)
+                kind_sum[1] += len(idx)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if stop["signum"] is not None:
                     break
@@ -770,6 +774,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             val = validate_all(model, val_b, cfg.batch_size * 2, device) if val_b else {}
             entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t_epoch,
                      **{f"val_{k}": v for k, v in val.items()}}
+            if len(by_kind) > 1:  # ground truth and teacher densities mixed: each loss on its own
+                entry.update({f"train_loss_{k}": v[0] / max(v[1], 1) for k, v in by_kind.items()})
             log["epochs"].append(entry)
             if rank == 0:
                 improved = not val or val["score"] < best  # no validation data: the latest epoch is kept
