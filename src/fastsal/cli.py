@@ -335,7 +335,7 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     src = p.add_argument_group("images (one of)")
     src.add_argument("--images", nargs="+", metavar="PATH", help="images or folders (searched recursively)")
     src.add_argument("--list", metavar="FILE", help="text file of image paths, one per line (relative to the file)")
-    src.add_argument("--dataset", choices=defaults.DATASET_NAMES, default=None,
+    src.add_argument("--dataset", choices=[n for n in defaults.DATASET_NAMES if n != "pseudo"], default=None,
                      help="the images of a dataset's split (never its test images by accident), with --root, --split")
     src.add_argument("--root", metavar="DIR", help="the --dataset folder")
     src.add_argument("--split", choices=defaults.SPLITS, default="train", help="the --dataset split (default: train)")
