@@ -129,8 +129,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fastsal.train import TrainConfig, TrainInterrupted, train
 
     try:
+        data = () if args.data.strip().lower() == "none" else tuple(args.data.split(","))
         cfg = TrainConfig(
-            model=args.model, data=tuple(args.data.split(",")), data_dir=args.data_dir, root=args.root,
+            model=args.model, data=data, data_dir=args.data_dir, root=args.root,
             out=args.out, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
             lr=args.lr, momentum=args.momentum, encoder_lr_scale=args.encoder_lr_scale,
             weight_decay=args.weight_decay, input_size=args.input_size, aspect=not args.squash,
@@ -139,6 +140,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init=args.init, freeze_encoder=args.freeze_encoder, flip=not args.no_flip,
             scale_aug=args.scale_aug, colour_aug=args.colour_aug, device=args.device,
             seed=args.seed, limit=args.limit, threads=args.threads,
+            teacher=tuple(args.teacher or ()), teacher_tta=args.teacher_tta,
+            distill_images=tuple(args.distill_images or ()),
+            distill_data=tuple(p for p in (args.distill_data or "").split(",") if p), distill_loss=args.distill_loss,
+            mixup=args.mixup,
         )
         train(cfg, resume=not args.restart, progress=not args.no_progress)
     except TrainInterrupted as exc:  # the "interrupted ...; rerun to resume" line is already printed
@@ -179,7 +184,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "Run under torchrun for data-parallel training.")
     p.add_argument("--model", default=defaults.MODEL, help="model name (see `fastsal models`)")
     p.add_argument("--data", default="osie", metavar="NAME[=FOLDER],...",
-                   help=f"datasets to mix ({', '.join(defaults.DATASET_NAMES)}); a bare NAME is DATA_DIR/NAME "
+                   help=f"datasets to mix ({', '.join(defaults.DATASET_NAMES)}); a bare NAME is DATA_DIR/NAME; "
+                        "pseudo=LABELS is a folder from `fastsal pseudo-label`; none: only --distill-* images "
                         "(default: %(default)s)")
     p.add_argument("--data-dir", default="../shared/data", metavar="DIR",
                    help="folder holding the datasets named in --data (default: %(default)s)")
@@ -222,9 +228,182 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
                    help="use only the first N images per split (smoke test)")
     p.add_argument("--threads", type=_whole(*threads_range), default=None, metavar="N")
+    _add_distill_options(p)
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+
+def _tta(text: str) -> str:
+    """An argparse type: a TTA spec, checked (torch-free) and kept as text."""
+    from fastsal.tta import TTA, TTAError
+
+    try:
+        TTA.parse(text)
+    except TTAError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+    return text
+
+
+def _add_distill_options(p: argparse.ArgumentParser) -> None:
+    from fastsal.tta import TTA_HELP
+
+    g = p.add_argument_group("knowledge transfer", "learn from a teacher: stored labels come in through --data "
+                                                   "pseudo=LABELS; with --teacher the teacher labels every augmented "
+                                                   "view of the --distill-* images on the fly")
+    g.add_argument("--teacher", action="append", metavar="T",
+                   help=f"a teacher source (repeat for an ensemble): a shipped model name, a checkpoint, an exported "
+                        f".onnx/.xml, py:FILE.py:FUNCTION, or the preset {defaults.TEACHER}")
+    g.add_argument("--teacher-tta", type=_tta, default=None, metavar="SPEC",
+                   help=f"the teacher's test-time augmentation: {TTA_HELP} (default: the preset's, else none)")
+    g.add_argument("--distill-images", action="append", metavar="DIR",
+                   help="a folder of unlabelled images the teacher labels on the fly (repeatable)")
+    g.add_argument("--distill-data", default=None, metavar="NAME[=FOLDER],...",
+                   help="datasets whose train images (not fixations) the teacher labels on the fly")
+    g.add_argument("--distill-loss", choices=defaults.DISTILL_LOSSES, default=defaults.DISTILL_LOSS,
+                   help="loss to teacher densities, stored or on the fly: cross_entropy = H(teacher, student), or "
+                        "paper = 0.5 KL + 0.3 BCE + 0.2 (1 - cos) (default: %(default)s)")
+    g.add_argument("--mixup", type=_finite_range(0.0, 1.0), default=defaults.MIXUP, metavar="P",
+                   help="share of on-the-fly views blending two images with a random weight (default: %(default)s)")
+
+
+def _cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from fastsal import batch, pseudo_label
+    from fastsal.files import check_writable_folder
+    from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.teacher import Teacher
+
+    out = Path(args.out)
+    if args.dataset:
+        if args.images or args.list:
+            raise UsageError("--dataset labels a dataset's split; pass it without --images or --list")
+        if not args.root:
+            raise UsageError(f"--dataset {args.dataset} needs --root, the dataset's folder")
+        everything = pseudo_label.dataset_jobs(args.dataset, args.root, args.split)
+    elif args.images or args.list:
+        everything = batch.collect(args.images or [], args.list, out, IMAGE_SUFFIXES)
+    else:
+        raise UsageError("pass the images to label: --images DIR, --list FILE, or --dataset NAME --root DIR "
+                         "--split train")
+    index, count = batch.shard_spec(args.shard)
+    jobs = batch.shard(everything, index, count)
+    check_writable_folder(out, "-o")  # before loading the teacher
+    if not jobs:
+        print(f"fastsal: shard {index}/{count} has no inputs ({len(everything)} split {count} ways); nothing to do",
+              file=sys.stderr)
+    teacher = Teacher(args.teacher, tta=args.tta, resolution=args.resolution, backend=args.backend,
+                      device=args.device, threads=args.threads)
+    from tqdm import tqdm
+
+    if not args.quiet:
+        h, w = teacher.resolution
+        print(f"fastsal: teacher {teacher.name} (sha256 {teacher.sha256[:12]}), {len(teacher.members)} source"
+              f"{'s' if len(teacher.members) != 1 else ''}, TTA {teacher.tta} ({teacher.runs_per_image} network runs "
+              f"per image), labels at {h}x{w} pixels", file=sys.stderr)
+    rep = pseudo_label.run(teacher, jobs, out, overwrite=args.overwrite, strict=args.strict,
+                           batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
+                           manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
+                           on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
+    done, failed, skipped = rep["labelled"], rep["failed"], rep["skipped_existing"]
+    if not args.quiet:
+        shard_note = f" [shard {index}/{count}]" if count > 1 else ""
+        rate = f", {rep['seconds'] / done:.2f} s/img" if done else ""
+        print(f"{done} label{'s' if done != 1 else ''} written to {out}{shard_note} ({failed} failed, {skipped} "
+              f"already done{rate})", file=sys.stderr)
+    return 1 if failed and not done and not skipped else 0
+
+
+def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
+    from fastsal.tta import TTA_HELP
+
+    p = sub.add_parser(
+        "pseudo-label", help="label images with a teacher's density, for training students (resumable, sharded)",
+        description="Write, for each image, OUT/<relative path>.npy: the teacher's natural-log density (float16, "
+                    "logsumexp 0) at the teacher resolution, and OUT/manifest[-I-of-N].json: the teacher's identity "
+                    "and hash, input sizes, TTA, centre-bias handling (none: the teacher's own density) and every "
+                    "image's status. Reruns skip images already labelled by the same teacher; unreadable images are "
+                    "listed and skipped (see --strict). Train on the labels with `fastsal train --data "
+                    "osie,pseudo=OUT`.")
+    p.add_argument("--teacher", action="append", required=True, metavar="T",
+                   help=f"a teacher source (repeat for an ensemble, the mean of log-densities): a shipped model name, "
+                        f"a checkpoint, an exported .onnx/.xml, py:FILE.py:FUNCTION, or the preset {defaults.TEACHER}")
+    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
+                   help=f"test-time augmentation: {TTA_HELP} (default: the preset's, else none)")
+    p.add_argument("--resolution", type=_size, default=None, metavar="HxW",
+                   help="pixel budget of the labels, each at its image's aspect (default: the largest input a view "
+                        "runs at)")
+    src = p.add_argument_group("images (one of)")
+    src.add_argument("--images", nargs="+", metavar="PATH", help="images or folders (searched recursively)")
+    src.add_argument("--list", metavar="FILE", help="text file of image paths, one per line (relative to the file)")
+    src.add_argument("--dataset", choices=[n for n in defaults.DATASET_NAMES if n != "pseudo"], default=None,
+                     help="the images of a dataset's split (never its test images by accident), with --root, --split")
+    src.add_argument("--root", metavar="DIR", help="the --dataset folder")
+    src.add_argument("--split", choices=defaults.SPLITS, default="train", help="the --dataset split (default: train)")
+    p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="label only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+                   help="images per teacher pass (default: 4)")
+    p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
+                   help="inference engine of the teacher's fastsal sources, fp32 (default: auto)")
+    p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N (runs on PyTorch)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the teacher")
+    p.add_argument("--overwrite", action="store_true", help="relabel images already labelled by this teacher")
+    p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_pseudo_label)
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from fastsal.adapt import adapt
+    from fastsal.train import TrainInterrupted
+
+    try:
+        adapt(args.images, args.out, teacher=args.teacher or [defaults.TEACHER], tta=args.tta, model=args.model,
+              epochs=args.epochs, budget_min=args.budget, batch_size=args.batch_size, lr=args.lr,
+              distill_loss=args.distill_loss, device=args.device, threads=args.threads, seed=args.seed,
+              resume=not args.restart, progress=not args.no_progress)
+    except TrainInterrupted as exc:
+        return exc.exit_code
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another -o, then rerun to resume") from None
+    print(f"adapted checkpoint: {Path(args.out) / 'best.pt'} (fastsal predict --weights {Path(args.out) / 'best.pt'})")
+    return 0
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    from fastsal.tta import TTA_HELP
+
+    p = sub.add_parser(
+        "adapt", help="tune a model to your own photos by distillation from a teacher (no eye tracking needed)",
+        description="Fine-tune --model on the photos under --images: at every step the teacher labels the "
+                    "augmented, mixed views the model sees (on-the-fly distillation). By default the epochs are what "
+                    "fits --budget minutes, timed on these photos first. Writes OUT/best.pt, a checkpoint for "
+                    "`fastsal predict --weights`; resumable like `fastsal train`.")
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="folders of your photos")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder (best.pt, last.pt, adapt.json)")
+    p.add_argument("--teacher", action="append", metavar="T",
+                   help=f"teacher source, repeatable (default: {defaults.TEACHER}; see `fastsal pseudo-label --help`)")
+    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
+                   help=f"the teacher's test-time augmentation: {TTA_HELP} (default: the preset's, else none)")
+    p.add_argument("--model", default="default",
+                   help="the model to adapt: a name with shipped weights or a checkpoint (default: %(default)s)")
+    plan = p.add_mutually_exclusive_group()
+    plan.add_argument("--budget", type=_finite_range(0.1, 100_000.0), default=defaults.ADAPT_BUDGET_MIN, metavar="MIN",
+                      help=f"wall-clock minutes to spend (default: %(default)s; 1..{defaults.ADAPT_MAX_EPOCHS} epochs)")
+    plan.add_argument("--epochs", type=_whole(1, 100_000), default=None, metavar="N", help="train exactly N epochs")
+    p.add_argument("--batch-size", type=_whole(1, 4096), default=8, metavar="N", help="default: %(default)s")
+    p.add_argument("--lr", type=_finite_range(1e-8, 1.0), default=defaults.ADAPT_LR,
+                   help="peak learning rate (default: %(default)s)")
+    p.add_argument("--distill-loss", choices=defaults.DISTILL_LOSSES, default=defaults.DISTILL_LOSS,
+                   help="default: %(default)s")
+    p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=_whole(1, 1024), default=None, metavar="N")
+    p.add_argument("--seed", type=_whole(0, None), default=0)
+    p.add_argument("--restart", action="store_true", help="ignore an existing OUT/last.pt instead of resuming")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_adapt)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -561,6 +740,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fastsal import files
 
     # Everything that can fail in a second fails before minutes of scoring.
+    if args.dataset == "pseudo":
+        raise UsageError("--dataset pseudo: pseudo-labels are training data with no fixations to score; evaluate on "
+                         "a dataset with eye tracking (e.g. --dataset mit1003)")
     try:
         if args.plot and importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib: pip install 'fastsal[plot]'")
@@ -576,6 +758,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
         if args.maps:
             name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
+        elif args.teacher:  # an ensemble with TTA, scored as the maps it labels
+            from fastsal.teacher import Teacher
+
+            teacher = Teacher(args.teacher, tta=args.tta, backend=args.backend, device=args.device,
+                              threads=args.threads)
+            name, source = teacher.name, E.maps_from_teacher(teacher)
         else:
             predictor = _load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
             name, source = predictor.name, E.maps_from_predictor(predictor)
@@ -584,8 +772,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             metrics=args.metrics, sigma=args.sigma_px, sigma_deg=args.sigma_deg,
                             progress=not args.quiet)
         report["config"].update({"dataset": args.dataset, "split": args.split,
-                                 "source": args.maps or args.weights or args.model})
-        if not args.maps:
+                                 "source": args.maps or args.teacher or args.weights or args.model})
+        if args.teacher:
+            report["config"]["teacher"] = teacher.identity()
+        elif not args.maps:
             report["config"]["predictor"] = predictor.settings()  # engine, precision, weights: what made the maps
         for note in report["notes"]:  # e.g. no gold standard on a dataset with pooled observers
             print(f"fastsal: note: {note}", file=sys.stderr)
@@ -633,6 +823,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
     src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the images "
                           "(1002.png; Action/001.png for nested names)")
+    src.add_argument("--teacher", action="append", metavar="T",
+                     help="score a teacher (repeat for an ensemble; see `fastsal pseudo-label --help`): its labels, "
+                          "resized to each image as a model's map is")
+    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
+                   help="with --teacher: its test-time augmentation (default: the preset's, else none)")
     p.add_argument("--dataset", default="osie", metavar="NAME",
                    help=f"dataset reader: {', '.join(defaults.DATASET_NAMES)} (default: %(default)s)")
     p.add_argument("--root", required=True, help="the dataset's folder, in the layout of its reader (README: Datasets)")
@@ -806,7 +1001,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_export, _add_cost, _add_serve]
+    _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_export,
+    _add_cost, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

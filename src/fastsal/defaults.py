@@ -46,9 +46,29 @@ EVAL_SPLIT = "test"
 SIGMA_DEG = 1.0
 #: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; a test keeps
 #: them equal), named here so that ``--help`` lists them without importing the readers.
-DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "cat2000", "salicon", "folder")
+DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "cat2000", "salicon", "folder", "pseudo")
 SIGMA_PX = 24.0
 
 #: Training loss: KLD - CC - NSS_WEIGHT * NSS (also the validation score that selects checkpoints).
 NSS_WEIGHT = 0.1
 LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 1.0, NSS_WEIGHT)
+
+#: Knowledge transfer (``fastsal pseudo-label``, ``train --teacher``, ``adapt``). A teacher preset
+#: names its sources and test-time augmentation; ``default-ensemble`` is the shipped default model
+#: with flips at two scales (it becomes the trained strong teacher once one ships).
+TEACHER = "default-ensemble"
+TEACHER_PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "default-ensemble": (("default",), "flip,scales=192x256+288x384"),
+}
+#: Losses a student can learn a teacher density with: ``cross_entropy`` = H(teacher, student), the
+#: information-theoretic one (a proper scoring rule: its minimum is the teacher's density itself);
+#: ``paper`` = 0.5 KL + 0.3 BCE + 0.2 (1 - cosine), the FastSal paper's loss on DeepGaze II labels.
+DISTILL_LOSSES: tuple[str, ...] = ("cross_entropy", "paper")
+DISTILL_LOSS = "cross_entropy"
+#: Share of on-the-fly distillation views that are a mixup of two images (the teacher labels the mix).
+MIXUP = 0.5
+#: ``fastsal adapt``: the default wall-clock budget in minutes, and the most epochs it may plan.
+ADAPT_BUDGET_MIN = 15.0
+ADAPT_MAX_EPOCHS = 30
+#: ``fastsal adapt``'s peak learning rate: a third of training's, since it fine-tunes a trained model.
+ADAPT_LR = 1e-4

@@ -155,6 +155,15 @@ def maps_from_predictor(predictor: Any) -> MapSource:
     return lambda sample: predictor.predict(sample.image_path)
 
 
+def maps_from_teacher(teacher: Any) -> MapSource:
+    """Probability maps of a :class:`fastsal.teacher.Teacher` at each image's original size: its
+    label (ensemble and TTA included), post-processed as a predictor's map is, so a teacher is
+    scored exactly as the students it teaches."""
+    from fastsal.predict import postprocess
+
+    return lambda sample: postprocess(teacher.log_density(sample.image_path), sample.shape)
+
+
 def gold_standard_note(samples: Sequence[Sample]) -> str | None:
     """Why the gold standard cannot be computed on ``samples``, or None if it can.
 

@@ -187,19 +187,25 @@ class Predictor:
         return fit_input_size(shape, self.input_size) if self.aspect else self.input_size
 
     def runner_for(self, size: Sequence[int]) -> Runner:
-        """The network prepared for input ``size`` (h, w): the main runner, or one made for it."""
+        """The network prepared for input ``size`` (h, w): the main runner, or one made for it and kept.
+
+        ``aspect`` decides which sizes :meth:`preprocess` makes; a batch of another size, passed
+        on purpose (a teacher's test-time scales, :mod:`fastsal.teacher`), gets its own runner
+        either way, so alternating sizes never prepares the network again.
+        """
         size = (int(size[0]), int(size[1]))
-        if size == self.input_size or not self.aspect:
-            return self.runner  # a wrong size is reported by the runner itself
+        if size == self.input_size:
+            return self.runner
         runner = self._by_size.get(size)
         if runner is None:
             if self._rebuild is None:
-                raise PredictError(f"this predictor's network has a fixed input size {self.input_size}; load it with "
-                                   "aspect=False")
+                raise PredictError(f"this predictor's network has a fixed input size {self.input_size}; pass "
+                                   f"{self.input_size[0]}x{self.input_size[1]} inputs")
             if len(self._by_size) >= self.MAX_RUNNERS:
                 self._by_size.pop(next(iter(self._by_size)))
             runner = self._by_size[size] = self._rebuild(size)
         return runner
+
     def settings(self) -> dict[str, Any]:
         """What shapes a map: model, weights, input size, engine, precision and blur (for manifests
         and reports: outputs made with other settings are not the same maps)."""

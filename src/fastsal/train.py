@@ -42,6 +42,8 @@ from torch import nn
 from fastsal import defaults
 from fastsal import files
 from fastsal.data.datasets import DatasetError, Sample, dataset_info, load_dataset
+from fastsal.densities import log_density_from_file
+from fastsal.distill import FIXATIONS_KIND, TEACHER_KIND, DistillError, build_teacher, distill_samples, teacher_views
 from fastsal.data.fixations import (
     fixation_density,
     fixation_map,
@@ -49,10 +51,20 @@ from fastsal.data.fixations import (
 )
 from fastsal.errors import FastSalError
 from fastsal.images import fit_input_size, load_rgb, resize_rgb
-from fastsal.losses import cc, kld, log_density, nss, saliency_loss
+from fastsal.losses import DISTILLATION_LOSSES, cc, kld, log_density, nss, saliency_loss
 from fastsal.models.layers import recalibrate_batchnorm
 from fastsal.models.mobilenetv2 import TFLiteError, is_tflite
-from fastsal.models.registry import BACKBONES, ModelError, atomic_save, build, list_models, read_checkpoint, save_checkpoint
+from fastsal.models.registry import (
+    BACKBONES,
+    ModelError,
+    atomic_save,
+    build,
+    full_state_dict,
+    list_models,
+    read_checkpoint,
+    save_checkpoint,
+)
+from fastsal.tta import TTA, TTAError
 
 # Bounds the command line and TrainConfig share: wide enough for any real run, narrow enough that
 # a typo (--epochs 0, --batch-size -8) fails at once instead of after the data is loaded.
@@ -97,6 +109,14 @@ class TrainConfig:
     many pixels (sides multiples of 32; :func:`fastsal.images.fit_input_size`), else it is squashed
     to ``input_size``. The target density's sigma is ``sigma_deg`` degrees of visual angle in each
     dataset's pixels per degree, or ``sigma_px`` pixels at the image's native resolution.
+
+    Knowledge transfer: a ``pseudo=LABELS`` entry of ``data`` brings a teacher's stored densities
+    (``fastsal pseudo-label``), learned with ``distill_loss``. ``teacher`` (sources of
+    :class:`fastsal.teacher.Teacher`, TTA ``teacher_tta``) turns on on-the-fly distillation
+    (:mod:`fastsal.distill`): the teacher labels every augmented view of the ``distill_images``
+    folders and ``distill_data`` datasets' train images, ``mixup`` of them blended in pairs.
+    ``data`` may then be empty (``fastsal adapt``); without validation data every epoch is kept
+    as ``best.pt``.
     """
 
     model: str = defaults.MODEL
@@ -126,6 +146,13 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None  # use only the first N train/val images of each dataset (smoke tests)
     threads: int | None = None
+    teacher: tuple[str, ...] = ()  # on-the-fly distillation: the teacher's sources (or one preset)
+    teacher_tta: str | None = None  # e.g. "flip"; None: the preset's, else none
+    teacher_backend: str = "torch"
+    distill_images: tuple[str, ...] = ()  # folders of unlabelled images the teacher labels
+    distill_data: tuple[str, ...] = ()  # NAME[=FOLDER] datasets whose train images the teacher labels
+    distill_loss: str = defaults.DISTILL_LOSS  # for pseudo-labels and on-the-fly labels alike
+    mixup: float = defaults.MIXUP  # share of teacher-labelled views that blend two images
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -165,16 +192,38 @@ class TrainConfig:
                 raise TrainError(f"{name} must be a number in [0, 1); got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise TrainError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if isinstance(self.data, str):
-            self.data = tuple(p.strip() for p in self.data.split(",") if p.strip())
-        self.data = tuple(self.data)
-        if not self.data:
-            raise TrainError("data names no dataset; pass e.g. --data osie,mit1003")
-        for entry in self.data:
-            try:
-                dataset_info(entry.split("=", 1)[0])  # unknown names fail here, naming the known ones
-            except DatasetError as exc:
-                raise TrainError(f"--data: {exc}") from None
+        for name in ("data", "distill_data"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = tuple(p.strip() for p in value.split(",") if p.strip())
+            setattr(self, name, tuple(value))
+        self.teacher = (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher)
+        self.distill_images = ((self.distill_images,) if isinstance(self.distill_images, str)
+                               else tuple(str(d) for d in self.distill_images))
+        distilling = bool(self.distill_images or self.distill_data)
+        if not self.data and not (self.teacher and distilling):
+            raise TrainError("data names no dataset; pass e.g. --data osie,mit1003 (or --teacher with "
+                             "--distill-images)")
+        for option, entries in (("--data", self.data), ("--distill-data", self.distill_data)):
+            for entry in entries:
+                try:
+                    dataset_info(entry.split("=", 1)[0])  # unknown names fail here, naming the known ones
+                except DatasetError as exc:
+                    raise TrainError(f"{option}: {exc}") from None
+        if self.teacher and not distilling:
+            raise TrainError("--teacher labels images on the fly: pass --distill-images DIR or --distill-data NAME "
+                             "(for stored labels use --data pseudo=LABELS)")
+        if distilling and not self.teacher:
+            raise TrainError("--distill-images / --distill-data need a --teacher to label them")
+        if self.distill_loss not in defaults.DISTILL_LOSSES:
+            raise TrainError(f"unknown distill_loss {self.distill_loss!r}; choose one of "
+                             f"{', '.join(defaults.DISTILL_LOSSES)}")
+        if not (isinstance(self.mixup, (int, float)) and 0.0 <= self.mixup <= 1.0):
+            raise TrainError(f"mixup must be a share in [0, 1]; got {self.mixup!r}")
+        try:
+            TTA.parse(self.teacher_tta)
+        except TTAError as exc:
+            raise TrainError(str(exc)) from None
         if self.root is not None and len(self.data) != 1:
             raise TrainError("--root names the folder of one dataset; with several, pass --data NAME=FOLDER,... "
                              "or --data-dir")
@@ -216,45 +265,64 @@ def input_size_for(cfg: TrainConfig, shape: tuple[int, int]) -> tuple[int, int]:
     return fit_input_size(shape, cfg.input_size) if cfg.aspect else tuple(cfg.input_size)
 
 
-def build_tensors(samples: list[Sample], size: tuple[int, int], sigmas: list[float]) -> dict[str, Any]:
+def build_tensors(samples: list[Sample], size: tuple[int, int], sigmas: list[float],
+                  kind: str = FIXATIONS_KIND) -> dict[str, Any]:
     """Images (uint8), target densities, binary fixation maps and fixation points at ``size``.
 
     ``sigmas[i]`` is sample i's density sigma at its native resolution; it is scaled with the
     image, so the target is the same density the metrics score, resampled. The points (at
     ``size``) let augmentation move fixations exactly instead of resampling a binary map.
+
+    ``kind``: ``fixations`` (the above), ``density`` (the target is the sample's stored teacher
+    density, resampled; no fixations) or ``teacher`` (images only: the teacher labels each
+    augmented view during training, so the density is a shared placeholder of zeros).
     """
     h, w = size
-    images = np.empty((len(samples), h, w, 3), dtype=np.uint8)
-    dens = np.empty((len(samples), h, w), dtype=np.float32)
-    fmaps = np.empty((len(samples), h, w), dtype=bool)
+    n = len(samples)
+    images = np.empty((n, h, w, 3), dtype=np.uint8)
+    dens = np.empty((n, h, w), dtype=np.float32) if kind != TEACHER_KIND else np.zeros((1, h, w), dtype=np.float32)
+    fmaps = np.zeros((n, h, w), dtype=bool)
     points = []
     for i, (s, sigma) in enumerate(zip(samples, sigmas)):
         images[i] = resize_rgb(load_rgb(s.image_path), (h, w))
-        pts = rescale_points(s.fixations, s.shape, size)
-        scale = math.sqrt((h / s.height) * (w / s.width))
-        dens[i] = fixation_density(pts, size, sigma * scale)
-        fmaps[i] = fixation_map(pts, size)
+        if kind == FIXATIONS_KIND:
+            pts = rescale_points(s.fixations, s.shape, size)
+            scale = math.sqrt((h / s.height) * (w / s.width))
+            dens[i] = fixation_density(pts, size, sigma * scale)
+            fmaps[i] = fixation_map(pts, size)
+        else:
+            pts = np.zeros((0, 2))
+            if kind != TEACHER_KIND:
+                try:
+                    dens[i] = log_density_from_file(str(s.density_path), size)
+                except (OSError, ValueError) as exc:
+                    raise TrainError(f"{s.density_path}: not a readable label ({_first_line(exc)}); rerun "
+                                     "`fastsal pseudo-label` with --overwrite") from None
         points.append(torch.from_numpy(pts.astype(np.float32)))
+    density = torch.from_numpy(dens)
     return {
         "images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        "density": torch.from_numpy(dens),
+        "density": density if kind != TEACHER_KIND else density.expand(n, h, w),
         "fixations": torch.from_numpy(fmaps),
         "points": points,
+        "kind": kind,
     }
 
 
-def build_buckets(cfg: TrainConfig, samples: list[Sample]) -> list[dict[str, Any]]:
-    """Samples grouped by input size (one bucket per aspect class), each as :func:`build_tensors`.
+def build_buckets(cfg: TrainConfig, samples: list[Sample], kind: str | None = None) -> list[dict[str, Any]]:
+    """Samples grouped by input size (one bucket per aspect class) and kind, each as :func:`build_tensors`.
 
-    A batch is drawn from one bucket, so every image in it keeps its aspect.
+    A batch is drawn from one bucket, so every image in it keeps its aspect and one loss fits the
+    whole batch. The kind is each sample's own (:attr:`Sample.kind`: fixations or a stored
+    density), or ``kind`` for all (``teacher``: images labelled on the fly).
     """
-    groups: dict[tuple[int, int], list[Sample]] = {}
+    groups: dict[tuple[tuple[int, int], str], list[Sample]] = {}
     for s in samples:
-        groups.setdefault(input_size_for(cfg, s.shape), []).append(s)
+        groups.setdefault((input_size_for(cfg, s.shape), kind or s.kind), []).append(s)
     buckets = []
-    for size in sorted(groups):
-        group = groups[size]
-        bucket = build_tensors(group, size, [target_sigma(cfg, s) for s in group])
+    for size, k in sorted(groups):
+        group = groups[(size, k)]
+        bucket = build_tensors(group, size, [target_sigma(cfg, s) for s in group], k)
         bucket["size"] = size
         buckets.append(bucket)
     return buckets
@@ -364,6 +432,8 @@ def validate(model: nn.Module, buckets: list[dict[str, Any]], batch_size: int,
     sums = {"kld": 0.0, "cc": 0.0, "nss": 0.0}
     n = 0
     for data in buckets:
+        if data.get("kind", FIXATIONS_KIND) != FIXATIONS_KIND:  # NSS needs fixations; labels do not score
+            continue
         for i in range(0, len(data["images"]), batch_size):
             logits = model(_to_input(data["images"][i:i + batch_size].to(device)))
             logp = log_density(logits)
@@ -398,6 +468,11 @@ def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return rank, world
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _epochs_span(first: int, last: int) -> str:
@@ -442,10 +517,11 @@ def _build_from_init(cfg: TrainConfig) -> nn.Module:
     """
     try:
         ckpt = read_checkpoint(cfg.init)
+        full = full_state_dict(ckpt, Path(cfg.init))  # a decoder-only checkpoint gets its shipped encoder
     except ModelError as exc:
         raise TrainError(f"--init {exc}") from None
     model = build(cfg.model, backbone_weights=None)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in full.items()}
     if ckpt["model"] == cfg.model:
         model.load_state_dict(state)
         return model
@@ -550,6 +626,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
         raise TrainError(f"--device: {exc}") from None
     torch.manual_seed(cfg.seed)  # before building: the initial weights depend on it
     model = _build_model(cfg).to(device)
+    try:
+        teacher = build_teacher(cfg)  # before the data: a bad --teacher fails in a second
+    except DistillError as exc:
+        raise TrainError(str(exc)) from None
     groups = param_groups(model, cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
@@ -572,14 +652,21 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     t0 = time.time()
     train_sets = load_split(cfg, "train")
     val_sets = load_split(cfg, "val")
-    train_samples = [s for _, samples in train_sets for s in samples]
-    if not train_samples:
+    try:
+        distilled = distill_samples(cfg)
+    except DistillError as exc:
+        raise TrainError(str(exc)) from None
+    labelled = [s for _, samples in train_sets for s in samples]  # fixations or stored densities
+    if distilled:
+        train_sets.append(("teacher-labelled", distilled))
+    if not labelled and not distilled:
         raise TrainError(f"--data {','.join(cfg.data)}: no training images; check the datasets' splits.json")
-    train_b = build_buckets(cfg, train_samples)
+    train_b = build_buckets(cfg, labelled) + build_buckets(cfg, distilled, kind=TEACHER_KIND)
     val_b = [(name, build_buckets(cfg, samples)) for name, samples in val_sets if samples]
     prep_s = time.time() - t0
     if rank == 0:
-        sizes = ", ".join(f"{b['size'][0]}x{b['size'][1]}: {len(b['images'])}" for b in train_b)
+        sizes = ", ".join(f"{b['size'][0]}x{b['size'][1]}{'' if b['kind'] == FIXATIONS_KIND else ' ' + b['kind']}: "
+                          f"{len(b['images'])}" for b in train_b)
         print(f"data: {' + '.join(f'{name} {len(s)}' for name, s in train_sets)} train images ({sizes}); "
               f"prepared in {prep_s:.0f}s", flush=True)
     if state is None and cfg.backbone_weights not in (None, "imagenet") and is_tflite(cfg.backbone_weights):
@@ -597,6 +684,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
 
     sched = one_cycle(cfg.epochs)
     log: dict[str, Any] = {"config": asdict(cfg), "epochs": [], "prep_seconds": prep_s}
+    if teacher is not None:
+        log["teacher"] = teacher.identity()  # the hash of what taught it, as a label manifest records
     start_epoch = 0
     best = math.inf
     if state is not None:
@@ -656,39 +745,55 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             plan = plan_batches(train_b, cfg.batch_size, g)[rank::world][:steps_per_epoch]
             t_epoch = time.time()
             total, seen = 0.0, 0
+            by_kind: dict[str, list[float]] = {}  # kind -> [loss sum, images]: the losses differ in scale
             bar = tqdm(plan, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
             for b, idx in bar:
                 bucket = train_b[b]
                 x, d, f = augment(_to_input(bucket["images"][idx]), bucket["density"][idx].clone(),
                                   [bucket["points"][i] for i in idx.tolist()], cfg, g)
-                loss = saliency_loss(net(x.to(device)), d.to(device), f.to(device), cfg.loss_weights)
+                if bucket["kind"] == TEACHER_KIND:  # the teacher labels exactly the view the student sees
+                    x, d = teacher_views(x, teacher, cfg.mixup, g)
+                if bucket["kind"] == FIXATIONS_KIND:
+                    loss = saliency_loss(net(x.to(device)), d.to(device), f.to(device), cfg.loss_weights)
+                else:  # a teacher's density, stored or fresh
+                    loss = DISTILLATION_LOSSES[cfg.distill_loss](net(x.to(device)), d.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
                 seen += len(idx)
+                kind_sum = by_kind.setdefault(bucket["kind"], [0.0, 0])
+                kind_sum[0] += loss.item() * len(idx)
+                kind_sum[1] += len(idx)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if stop["signum"] is not None:
                     break
             if stop["signum"] is not None:
                 raise _interrupted()
-            val = validate_all(model, val_b, cfg.batch_size * 2, device)
+            val = validate_all(model, val_b, cfg.batch_size * 2, device) if val_b else {}
             entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t_epoch,
                      **{f"val_{k}": v for k, v in val.items()}}
+            if len(by_kind) > 1:  # ground truth and teacher densities mixed: each loss on its own
+                entry.update({f"train_loss_{k}": v[0] / max(v[1], 1) for k, v in by_kind.items()})
             log["epochs"].append(entry)
             if rank == 0:
-                improved = val["score"] < best
+                improved = not val or val["score"] < best  # no validation data: the latest epoch is kept
                 if improved:
-                    best = val["score"]
-                    save_checkpoint(model, cfg.model, best_path, meta={"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg)})
+                    best = val["score"] if val else best
+                    meta = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg)}
+                    if teacher is not None:
+                        meta["teacher"] = log["teacher"]
+                    save_checkpoint(model, cfg.model, best_path, meta=meta)
                 atomic_save({"format": RESUME_FORMAT, "model": cfg.model, "state_dict": model.state_dict(),
                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                              "log": log, "best": best}, last_path)
                 files.write_json(log, out / "log.json")
                 stop["resume_at"] = epoch + 2
-                print(f"epoch {epoch + 1}/{cfg.epochs} loss {entry['train_loss']:.4f} val kld {val['kld']:.4f} "
-                      f"cc {val['cc']:.4f} nss {val['nss']:.4f} {'*' if improved else ''} ({entry['seconds']:.0f}s)", flush=True)
+                scores = (f"val kld {val['kld']:.4f} cc {val['cc']:.4f} nss {val['nss']:.4f} {'*' if improved else ''}"
+                          if val else "(no validation data: best.pt = this epoch)")
+                print(f"epoch {epoch + 1}/{cfg.epochs} loss {entry['train_loss']:.4f} {scores} "
+                      f"({entry['seconds']:.0f}s)", flush=True)
             if stop["signum"] is not None and epoch + 1 < cfg.epochs:
                 stop["resume_at"] = epoch + 2  # also on ranks that do not write (last.pt is rank 0's)
                 raise _interrupted()

@@ -58,10 +58,18 @@ class Sample:
     width: int
     observers: tuple[np.ndarray, ...] = field(repr=False)
     pixels_per_degree: float | None = None
+    #: A target density instead of fixations: a teacher's float16 log-density (``.npy``) from
+    #: ``fastsal pseudo-label``. Training learns it with a distillation loss (no fixations, no NSS).
+    density_path: Path | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.height, self.width)
+
+    @property
+    def kind(self) -> str:
+        """``"fixations"`` (eye-tracking ground truth) or ``"density"`` (a teacher's label)."""
+        return "density" if self.density_path is not None else "fixations"
 
     @property
     def fixations(self) -> np.ndarray:
@@ -710,6 +718,18 @@ def load_folder(root: str | Path, split: str | None = None) -> list[Sample]:
     return _keep_fixated(samples, where)
 
 
+# --- Pseudo-labels ------------------------------------------------------------------------------
+
+PSEUDO_LAYOUT = "<name>.npy float16 log-densities and manifest*.json, as written by `fastsal pseudo-label`"
+
+
+def _load_pseudo(root: Path, split: str | None = None) -> list[Sample]:
+    """:func:`fastsal.data.pseudo.load_pseudo` (its own module: the labels' manifest format lives there)."""
+    from fastsal.data.pseudo import load_pseudo
+
+    return load_pseudo(root, split)
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "osie": DatasetInfo("osie", load_osie, "stimuli/*.jpg, eye/fixations.mat, splits.json", OSIE_PPD,
                         "Xu et al., JoV 2014"),
@@ -718,6 +738,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "cat2000": DatasetInfo("cat2000", load_cat2000, CAT2000_LAYOUT, CAT2000_PPD, "Borji & Itti, CVPR workshops 2015"),
     "salicon": DatasetInfo("salicon", load_salicon, SALICON_LAYOUT, SALICON_PPD, "Jiang et al., CVPR 2015"),
     "folder": DatasetInfo("folder", load_folder, FOLDER_LAYOUT, None, "your own recordings"),
+    "pseudo": DatasetInfo("pseudo", _load_pseudo, PSEUDO_LAYOUT, None, "a teacher's labels (fastsal pseudo-label)"),
 }
 
 

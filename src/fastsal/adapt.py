@@ -1,0 +1,174 @@
+"""``fastsal adapt``: tune a small model to your own photos by distillation from a teacher.
+
+Eye tracking on product photos or a camera's frames is rarely available; the photos are. Adapting
+fine-tunes a student (by default the shipped model) on them with on-the-fly distillation
+(:mod:`fastsal.distill`): at every step the teacher (by default ``default-ensemble``: the shipped
+model with flips at two scales) labels the augmented, mixed views the student sees, so the student
+learns what the stronger, slower teacher would predict on this domain. No fixations are needed and
+no labels are stored.
+
+The budget is wall-clock: before training, one batch of teacher labelling and student update is
+timed on these images, and the number of epochs is what fits in ``budget_min`` minutes (at least
+one, at most :data:`fastsal.defaults.ADAPT_MAX_EPOCHS`), unless ``epochs`` is given. The plan is
+kept in ``OUT/adapt.json``, so a rerun after Ctrl-C resumes the same schedule.
+
+The result, ``OUT/best.pt``, is a normal fastsal checkpoint: ``fastsal predict --weights
+OUT/best.pt``. With no eye tracking there is nothing to select epochs on, so it is the last epoch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastsal import defaults
+from fastsal.errors import FastSalError
+
+PLAN_FILE = "adapt.json"
+# Fine-tuning a trained model: a third of training's learning rate, aggressive geometry (the
+# teacher labels whatever the crop shows), mild colour changes.
+LR = defaults.ADAPT_LR
+SCALE_AUG = 0.3
+COLOUR_AUG = 0.1
+
+
+class AdaptError(FastSalError, ValueError):
+    """``fastsal adapt`` cannot start; one line naming the option and the fix."""
+
+
+def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], bool]:
+    """(model name, checkpoint, input size, aspect) of the student to adapt: a model name with
+    shipped weights (``default``) or a checkpoint from ``fastsal train`` / ``fastsal adapt``."""
+    from fastsal.models.registry import WEIGHTS, ModelError, read_checkpoint, weights_for
+    from fastsal.predict import training_geometry
+
+    text = str(model)
+    if not isinstance(model, Path) and (text == "default" or text in WEIGHTS):
+        try:
+            spec = weights_for(text)
+        except ModelError as exc:
+            raise AdaptError(f"--model {exc}") from None
+        return spec.model, spec.path, tuple(spec.input_size), bool(spec.aspect)  # type: ignore[return-value]
+    path = Path(text)
+    try:
+        ckpt = read_checkpoint(path)
+    except ModelError as exc:
+        hint = ("" if path.is_file() or path.suffix else
+                f" (a model name needs shipped weights: {', '.join(['default', *WEIGHTS])})")
+        raise AdaptError(f"--model {exc}{hint}; adapt trains a checkpoint, not an exported file") from None
+    size, aspect = training_geometry(dict(ckpt.get("meta", {})))
+    return str(ckpt["model"]), path, size, aspect
+
+
+def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2) -> float:
+    """Measured seconds per image of one training step as :func:`fastsal.train.train` takes it
+    (augmentation, mixup, teacher labels, student forward, backward and optimiser step) on the
+    first batch of images: the last of ``batches`` timed steps (the first prepares engines)."""
+    from fastsal.distill import teacher_views
+    from fastsal.images import load_rgb, resize_rgb
+    from fastsal.losses import DISTILLATION_LOSSES
+    from fastsal.models import load_model
+    from fastsal.train import augment, input_size_for
+
+    batch = list(samples[: cfg.batch_size])
+    size = input_size_for(cfg, batch[0].shape)
+    images = torch.from_numpy(np.stack([resize_rgb(load_rgb(s.image_path), size) for s in batch]))
+    images = images.permute(0, 3, 1, 2).contiguous()
+    model, _ = load_model(cfg.init)  # a copy: timing must not train the real run's start
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    loss_fn = DISTILLATION_LOSSES[cfg.distill_loss]
+    g = torch.Generator().manual_seed(cfg.seed)
+    empty = [torch.zeros(0, 2)] * len(batch)
+    seconds = math.inf
+    for _ in range(batches):
+        start = time.perf_counter()
+        x, _, _ = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
+        x, target = teacher_views(x, teacher, cfg.mixup, g)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), target).backward()
+        opt.step()
+        seconds = time.perf_counter() - start
+    return seconds / len(batch)
+
+
+def adapt(
+    images: Sequence[str | Path],
+    out: str | Path,
+    *,
+    teacher: Sequence[str] = (defaults.TEACHER,),
+    tta: str | None = None,
+    model: str | Path = "default",
+    epochs: int | None = None,
+    budget_min: float = defaults.ADAPT_BUDGET_MIN,
+    batch_size: int = 8,
+    lr: float = LR,
+    distill_loss: str = defaults.DISTILL_LOSS,
+    device: str = defaults.DEVICE,
+    threads: int | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Adapt ``model`` to the photos under ``images`` (folders) into ``out``; returns the training log.
+
+    ``epochs`` overrides the plan that fits ``budget_min`` minutes (see the module docstring).
+    Errors the user can fix are one line (:class:`AdaptError`, :class:`fastsal.train.TrainError`).
+    """
+    from fastsal import files
+    from fastsal.distill import DistillError, build_teacher, distill_samples
+    from fastsal.train import TrainConfig, train
+
+    if not images:
+        raise AdaptError("--images: pass at least one folder of your photos")
+    if not (isinstance(budget_min, (int, float)) and math.isfinite(budget_min) and budget_min > 0):
+        raise AdaptError(f"--budget must be a positive number of minutes; got {budget_min!r}")
+    name, init, size, aspect = student_checkpoint(model)
+    out = Path(out)
+    cfg = TrainConfig(
+        model=name, data=(), out=str(out), epochs=epochs or 1, batch_size=batch_size, lr=lr, input_size=size,
+        aspect=aspect, backbone_weights=None, init=str(init), scale_aug=SCALE_AUG, colour_aug=COLOUR_AUG,
+        device=device, seed=seed, threads=threads, teacher=tuple(teacher), teacher_tta=tta,
+        distill_images=tuple(str(p) for p in images), distill_loss=distill_loss,
+    )
+    plan_path = out / PLAN_FILE
+    plan = _read_plan(plan_path) if resume and (out / "last.pt").is_file() else None
+    if epochs is None and plan is not None:
+        cfg.epochs = int(plan["epochs"])
+    elif epochs is None:
+        files.ensure_writable_folder(out, "-o")
+        try:
+            samples = distill_samples(cfg)
+            if threads:
+                torch.set_num_threads(threads)
+            spi = seconds_per_image(cfg, build_teacher(cfg), samples)
+        except DistillError as exc:
+            raise AdaptError(str(exc)) from None
+        fits = int(budget_min * 60.0 / (spi * len(samples)))
+        cfg.epochs = max(1, min(defaults.ADAPT_MAX_EPOCHS, fits))
+        plan = {"epochs": cfg.epochs, "images": len(samples), "seconds_per_image": round(spi, 4),
+                "budget_min": budget_min, "teacher": list(teacher), "tta": tta, "model": name, "init": str(init)}
+        files.write_json(plan, plan_path)
+        print(f"adapt: {len(samples)} images, {spi:.2f} s per image and epoch here: {cfg.epochs} epoch"
+              f"{'s' if cfg.epochs != 1 else ''} (~{cfg.epochs * spi * len(samples) / 60:.1f} min) in the "
+              f"{budget_min:g}-minute budget", flush=True)
+    return train(cfg, resume=resume, progress=progress)
+
+
+def _read_plan(path: Path) -> dict[str, Any] | None:
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        int(plan["epochs"])
+        return plan
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+__all__ = ["AdaptError", "COLOUR_AUG", "LR", "PLAN_FILE", "SCALE_AUG", "adapt", "seconds_per_image",
+           "student_checkpoint"]

@@ -1,0 +1,115 @@
+"""On-the-fly distillation: the teacher labels every augmented view the student trains on.
+
+"Patient and consistent" teaching (Beyer et al., *Knowledge distillation: A good teacher is
+patient and consistent*, CVPR 2022): teacher and student see the *same* input, which is
+augmented aggressively (crops, scales, flips from :func:`fastsal.train.augment`, plus mixup of two
+images with a random weight here), and the teacher labels it afresh at every step, for many
+epochs. The student then matches the teacher's *function* on a far larger set of inputs than the
+images themselves, rather than fixed labels of un-augmented images. No labels are stored.
+
+Images come from folders of unlabelled images (``TrainConfig.distill_images``: a user's own
+photos) and from registered datasets' ``train`` images (``TrainConfig.distill_data``; their
+fixations are not used). In :func:`fastsal.train.train` they form buckets of kind
+:data:`TEACHER_KIND`, drawn like any other; a batch of such a bucket goes through
+:func:`teacher_views` and is learned with the distillation loss ``TrainConfig.distill_loss``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastsal.data.datasets import DatasetError, DatasetWarning, Sample, image_size, load_dataset
+from fastsal.errors import FastSalError
+
+#: Kinds of training buckets: eye-tracking fixations, stored teacher densities (pseudo-labels),
+#: and images the teacher labels at every step.
+FIXATIONS_KIND = "fixations"
+DENSITY_KIND = "density"
+TEACHER_KIND = "teacher"
+
+
+class DistillError(FastSalError, ValueError):
+    """The distillation images or teacher cannot be used; one line naming the option and the fix."""
+
+
+def build_teacher(cfg: Any) -> Any:
+    """The :class:`fastsal.teacher.Teacher` of ``cfg.teacher`` (with ``cfg.teacher_tta``), or None.
+
+    Loaded on ``cfg.device`` with ``cfg.teacher_backend`` (PyTorch by default: mixing engines in
+    one training process costs more than it saves).
+    """
+    if not cfg.teacher:
+        return None
+    from fastsal.teacher import Teacher, TeacherError
+
+    try:
+        return Teacher(list(cfg.teacher), tta=cfg.teacher_tta, backend=cfg.teacher_backend, device=cfg.device,
+                       threads=cfg.threads)
+    except TeacherError as exc:
+        raise DistillError(str(exc)) from None
+
+
+def distill_samples(cfg: Any) -> list[Sample]:
+    """The images the teacher labels: every image under ``cfg.distill_images`` folders, and the
+    ``train`` images of ``cfg.distill_data`` datasets (each source cut to ``cfg.limit``).
+
+    An unreadable file in a folder is left out and named in one :class:`DatasetWarning` line (a
+    photo folder is not curated data); a missing or empty folder is an error.
+    """
+    from fastsal.images import find_images
+
+    samples: list[Sample] = []
+    for folder in map(Path, cfg.distill_images):
+        if not folder.is_dir():
+            raise DistillError(f"--distill-images {folder}: no such folder; pass a folder of images")
+        found = find_images([folder])
+        if not found:
+            raise DistillError(f"--distill-images {folder}: no images (jpg, png, webp, bmp, tiff, gif) in it")
+        bad, kept = [], []
+        for path, rel in found[: cfg.limit]:
+            try:
+                kept.append(Sample(rel.as_posix(), path, *image_size(path), ()))
+            except DatasetError:
+                bad.append(rel.as_posix())
+        if bad:
+            warnings.warn(f"{folder}: {len(bad)} unreadable image(s) left out: {', '.join(bad[:5])}"
+                          + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""), DatasetWarning, stacklevel=2)
+        if not kept:
+            raise DistillError(f"--distill-images {folder}: none of its {len(found)} image(s) is readable")
+        samples += kept
+    for entry in cfg.distill_data:
+        name, _, folder = entry.partition("=")
+        root = Path(folder) if folder else Path(cfg.data_dir) / name
+        try:
+            samples += load_dataset(name, root, "train")[: cfg.limit]
+        except DatasetError as exc:
+            raise DistillError(f"--distill-data: {exc}") from None
+    return samples
+
+
+def mixup(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Each view, with probability ``p``, blended with another view of the batch: w x_i + (1 - w) x_j,
+    w uniform in [0, 1]. The teacher labels the blend itself (not a blend of labels), so the
+    student learns the teacher's function on images no dataset holds."""
+    n = len(x)
+    if n < 2 or p <= 0:
+        return x
+    mixed = torch.rand(n, generator=generator) < p
+    weight = torch.where(mixed, torch.rand(n, generator=generator), torch.ones(n))
+    partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n  # never itself
+    w = weight.to(x.dtype)[:, None, None, None]
+    return w * x + (1.0 - w) * x[partner]
+
+
+def teacher_views(x: torch.Tensor, teacher: Any, p_mixup: float, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented views (N, 3, h, w) in [0, 1] -> (views after mixup, the teacher's densities of them)."""
+    x = mixup(x, p_mixup, generator)
+    return x, teacher.label_views(x).exp()
+
+
+__all__ = ["DENSITY_KIND", "DistillError", "FIXATIONS_KIND", "TEACHER_KIND", "build_teacher", "distill_samples",
+           "mixup", "teacher_views"]
