@@ -215,7 +215,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     sig.add_argument("--sigma-px", type=_finite_range(0.5, 500.0), default=None, metavar="PX",
                      help="target density sigma in pixels of the original image instead")
     p.add_argument("--backbone-weights", default="imagenet",
-                   help="'imagenet' (packaged EfficientNet-Lite0 weights), a local backbone checkpoint, Google's "
+                   help="'imagenet' (packaged EfficientNet-Lite0/Lite2 weights), a local backbone checkpoint, Google's "
                         "MobileNetV2 .tflite file (for the MobileNetV2 models), or 'none'")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="start from a fastsal checkpoint: all weights for the same model, else its encoder")
