@@ -210,6 +210,34 @@ def test_ctrl_c_camera_keeps_output(monkeypatch: pytest.MonkeyPatch, predictor: 
     assert leftovers(tmp_path, {"cam.mp4", "cam.npy"}) == []
 
 
+def test_stop_between_outputs_finishes_the_frame(monkeypatch: pytest.MonkeyPatch, predictor: Predictor,
+                                                 clip: Path, tmp_path: Path) -> None:
+    """Ctrl-C (or SIGTERM) after a frame went into the video but before its .npy append: the frame
+    is finished, so both outputs hold the same frames (it once left the video one frame ahead)."""
+    class FakeCamera(video._Capture):
+        def __init__(self, source) -> None:
+            super().__init__(source)
+            self.camera, self.count, self.name = True, None, "camera 0"
+
+    real_append = video._NpyFrames.append
+    calls = []
+
+    def append(self, frame: np.ndarray) -> None:
+        calls.append(1)
+        if len(calls) == 3:  # the signal lands once: the handler raises, then the frame is finished
+            calls.append(1)
+            raise KeyboardInterrupt
+        real_append(self, frame)
+
+    monkeypatch.setattr(video, "_Capture", FakeCamera)
+    monkeypatch.setattr(video._NpyFrames, "append", append)
+    out, npy = tmp_path / "cam.mp4", tmp_path / "cam.npy"
+    report = predict_video(predictor, clip, out, npy=npy, batch_size=2, progress=False)
+    assert report.interrupted and report.frames == 3
+    assert len(decode(out)) == 3 and np.load(npy).shape == (3, *predictor.input_size)
+    assert leftovers(tmp_path, {"cam.mp4", "cam.npy"}) == []
+
+
 def test_ctrl_c_file_leaves_nothing(predictor: Predictor, clip: Path, tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         predict_video(_Interrupting(predictor, at=2), clip, tmp_path / "x.mp4", npy=tmp_path / "x.npy",

@@ -404,26 +404,42 @@ def predict_video(
                                        disable=not progress, desc=Path(capture.name).name))
         writer: Any = None
         npy_frames: _NpyFrames | None = None
+        size = (0, 0)
+
+        def write_video(item: VideoFrame) -> None:
+            nonlocal writer, size
+            h, w = item.rgb.shape[:2]
+            if writer is None:
+                size = (w, h)
+                writer = cv2.VideoWriter(str(out_tmp), cv2.VideoWriter_fourcc(*fourcc), capture.fps, size)
+                stack.callback(writer.release)  # runs before atomic_path renames the file
+                if not writer.isOpened():
+                    raise VideoError(f"{out}: OpenCV cannot write {fourcc!r} video to a "
+                                     f"'{out.suffix}' file; use .mp4 with fourcc 'mp4v' or .avi with 'MJPG'")
+            prob = item.map
+            img = blend(item.rgb, prob, alpha) if overlay else colormap(to_png(prob))
+            if (w, h) != size:  # a camera that changed resolution mid-stream
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+        def write_npy(item: VideoFrame) -> None:
+            nonlocal npy_frames
+            if npy_frames is None:
+                npy_frames = _NpyFrames(npy_fh, item.log_density.shape)
+            npy_frames.append(np.exp(item.log_density))
+
+        # Each frame goes to every output or to none: Ctrl-C or SIGTERM can land between the video
+        # write and the .npy append, and the part still owed is then written before stopping, so
+        # that a stopped camera session leaves outputs with equal frame counts.
+        steps = [s for s, wanted in ((write_video, out_tmp is not None), (write_npy, npy_fh is not None)) if wanted]
+        item: VideoFrame | None = None
+        done = counted = 0  # outputs that have the current frame; frames before it
         try:
             for item in _maps(predictor, capture, smoothing, batch_size, max_frames):
-                h, w = item.rgb.shape[:2]
-                if out_tmp is not None:
-                    if writer is None:
-                        size = (w, h)
-                        writer = cv2.VideoWriter(str(out_tmp), cv2.VideoWriter_fourcc(*fourcc), capture.fps, size)
-                        stack.callback(writer.release)  # runs before atomic_path renames the file
-                        if not writer.isOpened():
-                            raise VideoError(f"{out}: OpenCV cannot write {fourcc!r} video to a "
-                                             f"'{out.suffix}' file; use .mp4 with fourcc 'mp4v' or .avi with 'MJPG'")
-                    prob = item.map
-                    img = blend(item.rgb, prob, alpha) if overlay else colormap(to_png(prob))
-                    if (w, h) != size:  # a camera that changed resolution mid-stream
-                        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-                    writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-                if npy_fh is not None:
-                    if npy_frames is None:
-                        npy_frames = _NpyFrames(npy_fh, item.log_density.shape)
-                    npy_frames.append(np.exp(item.log_density))
+                counted, done = frames, 0
+                for step in steps:
+                    step(item)
+                    done += 1
                 frames += 1
                 bar.update(1)
         except KeyboardInterrupt as exc:
@@ -432,6 +448,10 @@ def predict_video(
             # the partial outputs.
             if not capture.camera or frames == 0:
                 raise
+            if item is not None and frames == counted and done > 0:  # stopped inside a frame: finish it
+                for step in steps[done:]:
+                    step(item)
+                frames += 1
             interrupted = True
             stopped_by = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
         lost = lost_frames(frames, expected)
