@@ -3,7 +3,7 @@
 Eye tracking on product photos or a camera's frames is rarely available; the photos are. Adapting
 fine-tunes a student (by default the shipped model) on them with on-the-fly distillation
 (:mod:`fastsal.distill`): at every step the teacher (by default ``default-ensemble``: the shipped
-model with flips at two scales) labels the augmented, mixed views the student sees, so the student
+model with flips at three scales) labels the augmented, mixed views the student sees, so the student
 learns what the stronger, slower teacher would predict on this domain. No fixations are needed and
 no labels are stored.
 
