@@ -3,7 +3,7 @@
 Eye tracking on product photos or a camera's frames is rarely available; the photos are. Adapting
 fine-tunes a student (by default the shipped model) on them with on-the-fly distillation
 (:mod:`fastsal.distill`): at every step the teacher (by default ``default-ensemble``: the shipped
-model with flips at three scales) labels the augmented, mixed views the student sees, so the student
+model, here with flips only: :data:`fastsal.defaults.ADAPT_TTA`) labels the augmented, mixed views the student sees, so the student
 learns what the stronger, slower teacher would predict on this domain. No fixations are needed and
 no labels are stored.
 
@@ -103,7 +103,7 @@ def adapt(
     out: str | Path,
     *,
     teacher: Sequence[str] = (defaults.TEACHER,),
-    tta: str | None = None,
+    tta: str | None = defaults.ADAPT_TTA,
     model: str | Path = "default",
     epochs: int | None = None,
     budget_min: float = defaults.ADAPT_BUDGET_MIN,
@@ -119,6 +119,7 @@ def adapt(
     """Adapt ``model`` to the photos under ``images`` (folders) into ``out``; returns the training log.
 
     ``epochs`` overrides the plan that fits ``budget_min`` minutes (see the module docstring).
+    ``tta`` is the teacher's (:data:`fastsal.defaults.ADAPT_TTA`; ``None``: the preset's own).
     Errors the user can fix are one line (:class:`AdaptError`, :class:`fastsal.train.TrainError`).
     """
     from fastsal import files

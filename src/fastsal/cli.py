@@ -387,8 +387,9 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder (best.pt, last.pt, adapt.json)")
     p.add_argument("--teacher", action="append", metavar="T",
                    help=f"teacher source, repeatable (default: {defaults.TEACHER}; see `fastsal pseudo-label --help`)")
-    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
-                   help=f"the teacher's test-time augmentation: {TTA_HELP} (default: the preset's, else none)")
+    p.add_argument("--tta", type=_tta, default=defaults.ADAPT_TTA, metavar="SPEC",
+                   help=f"the teacher's test-time augmentation: {TTA_HELP} (default: %(default)s; the teacher runs "
+                        "at every step, so flips alone leave more epochs in the budget than the preset's scales)")
     p.add_argument("--model", default="default",
                    help="the model to adapt: a name with shipped weights or a checkpoint (default: %(default)s)")
     plan = p.add_mutually_exclusive_group()
