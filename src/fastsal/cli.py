@@ -269,6 +269,23 @@ def _add_distill_options(p: argparse.ArgumentParser) -> None:
                    help="share of on-the-fly views blending two images with a random weight (default: %(default)s)")
 
 
+def _batch_summary(args: argparse.Namespace, done: int, noun: str, where: str, failed: int, skipped: int, *,
+                   shard: tuple[int, int] = (0, 1), rate: str = "", tail: str = "") -> int:
+    """Print a batch command's one-line summary (unless --quiet) and return its exit status: 1 when
+    every assigned item failed, else 0 (an empty or already finished shard is a success)."""
+    if not args.quiet:
+        index, count = shard
+        shard_note = f" [shard {index}/{count}]" if count > 1 else ""
+        print(f"{done} {noun}{'s' if done != 1 else ''} {where}{shard_note} ({failed} failed, {skipped} already done"
+              f"{rate}){tail}", file=sys.stderr)
+    return 1 if failed and not done and not skipped else 0
+
+
+def _rate(done: int, seconds: float) -> str:
+    """", N img/s" for a summary line, or nothing when nothing was timed."""
+    return f", {done / seconds:.1f} img/s" if done and seconds > 0 else ""
+
+
 def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     from fastsal import batch, pseudo_label
     from fastsal.files import check_writable_folder
@@ -306,13 +323,9 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                            on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-    done, failed, skipped = rep["labelled"], rep["failed"], rep["skipped_existing"]
-    if not args.quiet:
-        shard_note = f" [shard {index}/{count}]" if count > 1 else ""
-        rate = f", {rep['seconds'] / done:.2f} s/img" if done else ""
-        print(f"{done} label{'s' if done != 1 else ''} written to {out}{shard_note} ({failed} failed, {skipped} "
-              f"already done{rate})", file=sys.stderr)
-    return 1 if failed and not done and not skipped else 0
+    done = rep["labelled"]
+    return _batch_summary(args, done, "label", f"written to {out}", rep["failed"], rep["skipped_existing"],
+                          shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
 
 
 def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
@@ -547,10 +560,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"fastsal: stopped by {exc.name}; rerun the same command to finish", file=sys.stderr)
             return exc.exit_code
         written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
-        if many and not args.quiet:
-            print(f"{written} video{'s' if written != 1 else ''} written to {out} ({failed} failed, "
-                  f"{skipped} already done)", file=sys.stderr)
-        return 1 if failed and not written and not skipped else 0
+        if not many:  # one video or a camera: its own progress said it all
+            return 1 if failed and not written and not skipped else 0
+        return _batch_summary(args, written, "video", f"written to {out}", failed, skipped)
 
     if args.camera is not None:
         return run_videos([(args.camera, out if video_out else out / f"camera{args.camera}.mp4")], many=False)
@@ -568,15 +580,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                         on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
         written = sum(1 for w in rep["written"] if not w.get("earlier_run"))
-        failed, skipped = len(rep["failed"]), rep["skipped_existing"]
         if len(jobs) == 1 and rep["written"]:  # its map, also when an earlier run already wrote it
             print(rep["written"][0]["outputs"][0])
-        if not args.quiet:
-            shard_note = f" [shard {index}/{count}]" if count > 1 else ""
-            rate = f", {written / rep['seconds']:.1f} img/s" if written and rep["seconds"] > 0 else ""
-            print(f"{written} map{'s' if written != 1 else ''} written to {out}{shard_note} ({failed} failed, "
-                  f"{skipped} already done{rate})", file=sys.stderr)
-        status = 1 if failed and not written and not skipped else 0
+        status = _batch_summary(args, written, "map", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
+                                shard=(index, count), rate=_rate(written, rep["seconds"]))
     return min(status, video_status) if images and videos else video_status if videos else status
 
 
@@ -686,13 +693,9 @@ def _cmd_crop(args: argparse.Namespace) -> int:
                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
                        scale=args.scale, min_scale=args.min_scale, keep=args.keep)
     written = sum(1 for e in rep["images"] if not e.get("earlier_run"))
-    failed, skipped = len(rep["failed"]), rep["skipped_existing"]
-    if not args.quiet:
-        shard_note = f" [shard {index}/{count}]" if count > 1 else ""
-        rate = f", {written / rep['seconds']:.1f} img/s" if written and rep["seconds"] > 0 else ""
-        print(f"{written} image{'s' if written != 1 else ''} cropped into {out}{shard_note} ({failed} failed, "
-              f"{skipped} already done{rate}); boxes in {cropping.report_path(out, index, count)}", file=sys.stderr)
-    return 1 if failed and not written and not skipped else 0
+    return _batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
+                          shard=(index, count), rate=_rate(written, rep["seconds"]),
+                          tail=f"; boxes in {cropping.report_path(out, index, count)}")
 
 
 def _add_crop(sub: argparse._SubParsersAction) -> None:
