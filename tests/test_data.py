@@ -140,3 +140,11 @@ def test_osie_split_naming_unknown_image(tmp_path):
     _write_osie(tmp_path, entries, {"train": ["2.jpg"], "val": [], "test": []})
     with pytest.raises(DatasetError, match="2.jpg"):
         load_osie(tmp_path, "train")
+
+
+def test_first_line_quotes_one_line_of_a_message():
+    from fastsal.errors import first_line
+
+    assert first_line(ValueError("  bad header\n  at byte 12\n")) == "bad header"
+    assert first_line(KeyError()) == "KeyError"  # no message: the type says what happened
+    assert first_line(OSError("")) == "OSError"

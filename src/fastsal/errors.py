@@ -37,4 +37,11 @@ class Terminated(KeyboardInterrupt):
         super().__init__(f"stopped by {self.name}")
 
 
-__all__ = ["FastSalError", "FastSalWarning", "Terminated"]
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: what a
+    one-line error quotes of a library's (often multi-line) complaint."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["FastSalError", "FastSalWarning", "Terminated", "first_line"]

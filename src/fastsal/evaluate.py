@@ -28,7 +28,7 @@ from fastsal import files
 from fastsal import metrics as M
 from fastsal.data.datasets import DATASETS, DatasetError, Sample, load_dataset
 from fastsal.data.fixations import fixation_density
-from fastsal.errors import FastSalError
+from fastsal.errors import FastSalError, first_line
 
 __all__ = ["DATASETS", "load_dataset", "evaluate", "check_map", "format_table", "write_json", "plot_examples",
            "maps_from_folder", "maps_from_predictor", "sample_sigma", "gold_standard_note"]
@@ -141,8 +141,7 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
                     arr = np.asarray(img.convert("F") if img.mode not in ("RGB", "RGBA") else img.convert("L"),
                                      dtype=np.float64)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatasetError(f"{path}: cannot read saliency map ({first}); re-save it as PNG or .npy") from None
+            raise DatasetError(f"{path}: cannot read saliency map ({first_line(exc)}); re-save it as PNG or .npy") from None
         if arr.dtype.kind not in "uif":
             raise DatasetError(f"{path}: saliency map has dtype {arr.dtype}; save float or integer values")
         return check_map(arr, sample.shape, str(path))

@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from fastsal import defaults
 from fastsal.densities import normalise_log_density, resample_log_densities
-from fastsal.errors import FastSalError
+from fastsal.errors import FastSalError, first_line
 from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
 from fastsal.tta import TTA, TTAError
 
@@ -172,7 +172,7 @@ class CallableTeacher:
             except FastSalError:
                 raise
             except Exception as exc:
-                raise TeacherError(f"teacher {self.label!r} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+                raise TeacherError(f"teacher {self.label!r} failed: {type(exc).__name__}: {first_line(exc)}") from exc
             if logp.ndim != 2 or 0 in logp.shape or not np.isfinite(logp).all():
                 raise TeacherError(f"teacher {self.label!r} returned {logp.dtype} {logp.shape}, not a finite (h, w) "
                                    "log-density")
@@ -347,7 +347,7 @@ def _member(source: Any, backend: str, device: str | torch.device, threads: int 
             warnings.simplefilter("ignore", BackendNotice)  # the engine does not change fp32 maps
             predictor = load(source, backend=backend, device=device, threads=threads)
     except FastSalError as exc:
-        raise TeacherError(f"--teacher {source}: {_first_line(exc)}") from None
+        raise TeacherError(f"--teacher {source}: {first_line(exc)}") from None
     label = predictor.name if not isinstance(source, Path) and Path(str(source)).suffix == "" else Path(source).stem
     if label in ("best", "last"):  # runs/x/best.pt: the run folder says more than the file name
         label = f"{Path(source).parent.name}/{label}"
@@ -376,18 +376,13 @@ def load_callable(spec: str) -> CallableTeacher:
         module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as exc:
         raise TeacherError(f"--teacher py:{spec}: {path} failed to import ({type(exc).__name__}: "
-                           f"{_first_line(exc)})") from None
+                           f"{first_line(exc)})") from None
     fn = getattr(module, func, None)
     if isinstance(fn, CallableTeacher):
         return fn
     if not callable(fn):
         raise TeacherError(f"--teacher py:{spec}: {path} has no function {func!r}")
     return CallableTeacher(fn, name=func, version=f"sha256:{digest}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["CENTRE_BIAS", "COMBINE", "CallableTeacher", "Member", "PredictorMember", "Teacher", "TeacherError",

@@ -49,7 +49,7 @@ from fastsal.data.fixations import (
     fixation_map,
     rescale_points,
 )
-from fastsal.errors import FastSalError
+from fastsal.errors import FastSalError, first_line
 from fastsal.images import fit_input_size, load_rgb, resize_rgb
 from fastsal.losses import DISTILLATION_LOSSES, cc, kld, log_density, nss, saliency_loss
 from fastsal.models.layers import recalibrate_batchnorm
@@ -296,7 +296,7 @@ def build_tensors(samples: list[Sample], size: tuple[int, int], sigmas: list[flo
                 try:
                     dens[i] = log_density_from_file(str(s.density_path), size)
                 except (OSError, ValueError) as exc:
-                    raise TrainError(f"{s.density_path}: not a readable label ({_first_line(exc)}); rerun "
+                    raise TrainError(f"{s.density_path}: not a readable label ({first_line(exc)}); rerun "
                                      "`fastsal pseudo-label` with --overwrite") from None
         points.append(torch.from_numpy(pts.astype(np.float32)))
     density = torch.from_numpy(dens)
@@ -470,11 +470,6 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _epochs_span(first: int, last: int) -> str:
     return f"epoch {first}" if first == last else f"epochs {first}..{last}"
 
@@ -641,8 +636,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             model.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrainError(f"{last_path}: does not fit this run ({first[:200]}); pass --restart to start over "
+            raise TrainError(f"{last_path}: does not fit this run ({first_line(exc)[:200]}); pass --restart to start over "
                              "or another --out") from None
 
     if world > 1:

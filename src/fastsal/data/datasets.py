@@ -29,7 +29,7 @@ import numpy as np
 
 from fastsal import defaults
 from fastsal.data.fixations import points_from_map
-from fastsal.errors import FastSalError, FastSalWarning
+from fastsal.errors import FastSalError, FastSalWarning, first_line
 
 SPLITS = defaults.SPLITS
 
@@ -236,15 +236,10 @@ def read_mat(mat_path: Path, name: str, missing_fix: str, unreadable_fix: str, *
     try:
         mat = loadmat(str(mat_path), **options)
     except Exception as exc:  # noqa: BLE001 - scipy's many error types for damaged files
-        raise DatasetError(f"{mat_path}: cannot read MATLAB file ({_first_line(exc)}); {unreadable_fix}") from None
+        raise DatasetError(f"{mat_path}: cannot read MATLAB file ({first_line(exc)}); {unreadable_fix}") from None
     if name not in mat:
         raise DatasetError(f"{mat_path}: no variable '{name}'; {missing_fix}")
     return mat
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _some(names: Sequence[str], n: int = 5) -> str:
@@ -597,7 +592,7 @@ def _read_fixations_csv(path: Path, images: dict[str, Path], offset: float) -> d
                 observer = row[oi].strip() if oi is not None else ""
                 out.setdefault(name, {}).setdefault(observer, []).append((x, y))
     except csv.Error as exc:
-        raise DatasetError(f"{path}: not a readable CSV ({_first_line(exc)}); save it as comma-separated text") from None
+        raise DatasetError(f"{path}: not a readable CSV ({first_line(exc)}); save it as comma-separated text") from None
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
     if unknown:
