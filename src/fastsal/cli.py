@@ -28,10 +28,7 @@ class UsageError(FastSalError, ValueError):
     """An error the user can fix; printed as one line."""
 
 
-# Largest network input side accepted on the command line: 2048 px is already ~64x the default's
-# pixels (and memory); larger sizes are not what the models were trained for.
-MAX_INPUT_SIDE = 2048
-MIN_INPUT_SIDE = 32  # one cell of the encoder's coarsest (stride-32) feature map
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = defaults.INPUT_SIDE_RANGE  # network input sides accepted
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -159,12 +156,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# TrainConfig's bounds (fastsal.train's *_RANGE constants; a test keeps them equal), for `train`
+# and `adapt`, written out because importing fastsal.train loads PyTorch, which `fastsal --help`
+# must not wait for.
+epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     import math
 
-    # The same bounds as fastsal.train's *_RANGE constants (a test keeps them equal), written out
-    # here because importing fastsal.train loads PyTorch, which `fastsal --help` must not wait for.
-    epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
 
     def real(lo: float, strict: bool) -> Callable[[str], float]:
         def parse(text: str) -> float:
@@ -408,14 +408,14 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     plan = p.add_mutually_exclusive_group()
     plan.add_argument("--budget", type=_finite_range(0.1, 100_000.0), default=defaults.ADAPT_BUDGET_MIN, metavar="MIN",
                       help=f"wall-clock minutes to spend (default: %(default)s; 1..{defaults.ADAPT_MAX_EPOCHS} epochs)")
-    plan.add_argument("--epochs", type=_whole(1, 100_000), default=None, metavar="N", help="train exactly N epochs")
-    p.add_argument("--batch-size", type=_whole(1, 4096), default=8, metavar="N", help="default: %(default)s")
+    plan.add_argument("--epochs", type=_whole(*epochs_range), default=None, metavar="N", help="train exactly N epochs")
+    p.add_argument("--batch-size", type=_whole(*batch_range), default=8, metavar="N", help="default: %(default)s")
     p.add_argument("--lr", type=_finite_range(1e-8, 1.0), default=defaults.ADAPT_LR,
                    help="peak learning rate (default: %(default)s)")
     p.add_argument("--distill-loss", choices=defaults.DISTILL_LOSSES, default=defaults.DISTILL_LOSS,
                    help="default: %(default)s")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=_whole(1, 1024), default=None, metavar="N")
+    p.add_argument("--threads", type=_whole(*threads_range), default=None, metavar="N")
     p.add_argument("--seed", type=_whole(0, None), default=0)
     p.add_argument("--restart", action="store_true", help="ignore an existing OUT/last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")

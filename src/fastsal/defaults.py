@@ -12,6 +12,10 @@ INPUT_SIZE: tuple[int, int] = (192, 256)
 #: Whether INPUT_SIZE is a pixel budget at each image's own aspect (sides multiples of 32) rather
 #: than the exact size every image is squashed to; the models are trained that way.
 ASPECT = True
+#: Sides (pixels) a network input or a teacher's test-time scale may have: from one cell of the
+#: encoder's coarsest (stride-32) feature map to 2048, already ~64x the default's pixels (and
+#: memory); larger sizes are not what the models were trained for.
+INPUT_SIDE_RANGE: tuple[int, int] = (32, 2048)
 
 #: Inference engines, fastest first on CPUs (``benchmarks/backends.py``); ``auto`` tries them in this order.
 ENGINES: tuple[str, ...] = ("openvino", "onnxruntime", "torch")

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-# The floor for log-probabilities after resampling (bilinear weights of non-negative values are
-# non-negative, but an all-zero neighbourhood gives exactly 0): log of float32's smallest normal,
-# as fastsal.predict.LOG_FLOOR, so exp() of a stored label is finite and positive in float32.
+# The floor for log-probabilities: log of float32's smallest normal, so that exp() of a stored label
+# is finite and positive in float32 and log-likelihood scores stay finite. Pixels reach it after
+# resampling (an all-zero neighbourhood gives exactly 0) and in fastsal.predict's maps (bicubic
+# undershoot clamped to 0).
 LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 
 

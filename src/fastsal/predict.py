@@ -38,6 +38,7 @@ from fastsal.backends import (
     load_runner,
     make_runner,
 )
+from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
 from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
 from fastsal.models import (
@@ -48,9 +49,6 @@ from fastsal.models import (
 from fastsal.models.registry import WEIGHTS, weights_for
 from fastsal.viewing import colormap, overlay, to_png
 
-# Floor for log-densities: pixels whose probability was clamped to exactly 0 (bicubic undershoot)
-# get log(float32 tiny) ~ -87.3 instead of -inf, so log-likelihood scores stay finite.
-LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 EXPORT_SUFFIXES = (".onnx", ".xml")
 # Maps larger than this (16 MP) are resized a band of rows at a time: a whole-image PIL resize of a
 # 48 MP float map holds three 192 MB copies at once. Bands give the same values to ~1e-5 relative

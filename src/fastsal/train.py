@@ -70,7 +70,7 @@ from fastsal.tta import TTA, TTAError
 # a typo (--epochs 0, --batch-size -8) fails at once instead of after the data is loaded.
 EPOCHS_RANGE = (1, 100_000)
 BATCH_SIZE_RANGE = (1, 4096)
-INPUT_SIDE_RANGE = (32, 2048)
+INPUT_SIDE_RANGE = defaults.INPUT_SIDE_RANGE
 THREADS_RANGE = (1, 1024)
 # Temporaries in ``out`` older than this are a killed run's leftovers (writing one checkpoint
 # takes seconds), removed when a run starts.

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fastsal import defaults
 from fastsal.errors import FastSalError
 
-#: Sides accepted for a scale (the command line's input-size bounds).
-SIDE_RANGE = (32, 2048)
 TTA_HELP = "none, flip, scales=HxW+HxW..., or flip,scales=... (e.g. flip,scales=192x256+288x384)"
 
 
@@ -67,7 +66,7 @@ class TTA:
 
 
 def _scale(item: str, text: str) -> tuple[int, int]:
-    lo, hi = SIDE_RANGE
+    lo, hi = defaults.INPUT_SIDE_RANGE
     try:
         h, w = (int(v) for v in item.strip().lower().split("x"))
     except ValueError:
