@@ -3,7 +3,7 @@
 Step 1, the weights (test scores still empty)::
 
     python scripts/ship_weights.py ship runs/a/best.pt --blur 2 --command "fastsal train ..." \
-        --recipe "..." [--encoder-from fastsal_a_effnet_lite0]
+        --recipe "..." --datasets osie,mit1003,imagenet [--encoder-from fastsal_a_effnet_lite0]
 
 Step 2, the scores, from ``fastsal evaluate --model NAME --split test --json R`` on each dataset::
 
@@ -13,7 +13,9 @@ The JSON spec (``fastsal/weights/NAME.json``) is what :class:`fastsal.models.reg
 the card (``NAME.md``) is for people. fp16 halves the file (the README records the score change it
 causes). The blur (post-processing, selected on the val split) is stored so ``fastsal.load()``
 applies it. ``--encoder-from`` ships a decoder trained on a frozen shipped encoder without the
-encoder (the file holds its hash).
+encoder (the file holds its hash). ``--datasets`` names every dataset the weights learned from,
+the encoder's ImageNet initialisation included; the card states each one's terms
+(:mod:`fastsal.licences`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from fastsal import files
 from fastsal.cost import count_macs, count_params
+from fastsal.licences import terms_line
 from fastsal.models import load_model, save_checkpoint
 from fastsal.models.registry import WEIGHTS_CARD_FORMAT, WEIGHTS_DIR
 
@@ -44,6 +47,7 @@ def ship(args: argparse.Namespace) -> None:
     spec = {
         "format": WEIGHTS_CARD_FORMAT, "model": name, "file": out.name, "input_size": list(size), "aspect": aspect,
         "blur_sigma": args.blur, "data": f"{data} (selected on val: best epoch {meta.get('epoch')})",
+        "datasets": args.datasets,
         "trained_at": list(config.get("input_size", size)),
         "recipe": args.recipe, "command": args.command,
         "gmacs": round(count_macs(model.eval(), size) / 1e9, 3), "params": count_params(model),
@@ -94,7 +98,7 @@ def write_card(spec: dict, reports: dict) -> None:
         f"- **Command**: `{spec['command']}`",
         "- **Intended use**: free-viewing fixation density of natural photos (3 s viewing, 15 observers). "
         "Not validated on faces in video, text-heavy layouts, or tasks other than free viewing.",
-        "- **Licence of the training data**: OSIE (MIT licence); MIT1003 (research use, MIT saliency benchmark).", "",
+        terms_line(spec["datasets"]), "",
     ]
     if reports:
         lines += ["## Test scores (`fastsal evaluate`, mean ± s.e.)", ""]
@@ -124,6 +128,9 @@ def main() -> None:
     p.add_argument("--input-size", type=lambda t: tuple(int(v) for v in t.lower().split("x")), default=None,
                    metavar="HxW", help="the inference size chosen on val (default: the training size)")
     p.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
+    p.add_argument("--datasets", type=lambda t: [d.strip() for d in t.split(",") if d.strip()], required=True,
+                   metavar="A,B", help="every dataset the weights learned from, ImageNet init included "
+                                       "(names in fastsal.licences.DATASET_TERMS), e.g. osie,mit1003,imagenet")
     p.set_defaults(func=ship)
     p = sub.add_parser("score")
     p.add_argument("name")

@@ -61,7 +61,8 @@ def _mobilenet(weights: Any) -> nn.Module:
     if weights == "imagenet":
         raise ModelError(
             "MobileNetV2 ImageNet weights are not packaged; pass backbone_weights=PATH to Google's "
-            "mobilenet_v2_1.0_224_quant.tflite or a torchvision mobilenet_v2 checkpoint (or None to train from scratch)"
+            "mobilenet_v2_1.0_224_quant.tflite or a torchvision mobilenet_v2 checkpoint (or backbone_weights=None to "
+            "train from scratch)"
         )
     return mobilenet_v2(weights, tf_padding=True)
 
@@ -103,6 +104,9 @@ class Weights:
     metrics: dict[str, dict[str, float]]
     card: str
     encoder_from: str | None = None
+    #: every dataset the weights learned from (the encoder's ImageNet init too): the card states
+    #: each one's terms (:data:`fastsal.licences.DATASET_TERMS`)
+    datasets: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -134,7 +138,7 @@ def _read_weights_specs() -> dict[str, Weights]:
                 blur_sigma=float(data["blur_sigma"]), mean=backbone.mean, std=backbone.std, data=data["data"],
                 recipe=data["recipe"], command=data["command"], gmacs=float(data["gmacs"]), params=int(data["params"]),
                 metrics={k: dict(v) for k, v in data.get("metrics", {}).items()}, card=data["card"],
-                encoder_from=data.get("encoder_from"))
+                encoder_from=data.get("encoder_from"), datasets=tuple(data.get("datasets", ())))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.warn(f"{card}: unreadable weights card ({exc}); reinstall fastsal", stacklevel=2)
             continue
