@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from fastsal import defaults
 from fastsal.files import (
@@ -48,7 +49,7 @@ from fastsal.files import (
 from fastsal.viewing import blend, to_png
 from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_image, load_resized
 
-FORMATS = defaults.OUTPUT_FORMATS
+FORMATS = defaults.OUTPUT_FORMATS + defaults.BENCHMARK_FORMATS
 # Temporaries older than this in an output folder are leftovers of a killed run (a live writer's
 # exist for at most seconds; shards of one job may share a folder) and are removed at start.
 STALE_TEMPORARY_AGE_S = 300.0
@@ -68,9 +69,11 @@ class Job:
 
 
 def output_paths(out: str | Path, stem: Path, formats: Sequence[str]) -> dict[str, Path]:
-    """{format: file} for one input: ``<stem>.png``, ``<stem>_overlay.jpg``, ``<stem>.npy``."""
-    suffix = {"png": ".png", "overlay": "_overlay.jpg", "npy": ".npy"}
-    return {f: Path(out) / stem.with_name(stem.name + suffix[f]) for f in formats}
+    """{format: file} for one input: ``<stem>.png``, ``<stem>_overlay.jpg``, ``<stem>.npy``; the
+    benchmark formats in their own folders, ``saliency_maps/<stem>.jpg`` and ``log_densities/<stem>.npy``."""
+    suffix = {"png": ".png", "overlay": "_overlay.jpg", "npy": ".npy", "saliency_jpg": ".jpg", "log_density": ".npy"}
+    folder = {"saliency_jpg": "saliency_maps", "log_density": "log_densities"}
+    return {f: Path(out) / folder.get(f, "") / stem.with_name(stem.name + suffix[f]) for f in formats}
 
 
 def read_list(list_file: str | Path) -> list[Path]:
@@ -280,10 +283,14 @@ def run(
         prob = postprocess(log_small, original)  # resizing runs here, off the network's thread
         if "npy" in paths:
             write_map(paths["npy"], "npy", prob)
-        values = to_png(prob) if ("png" in paths or "overlay" in paths) else None
+        if "log_density" in paths:
+            write_map(paths["log_density"], "log_density", prob)
+        values = to_png(prob) if ({"png", "overlay", "saliency_jpg"} & paths.keys()) else None
         del prob  # a 48 MP map is 192 MB: gone before the overlay decodes the photo
         if "png" in paths:
             _save_bytes(paths["png"], gray_png(values))
+        if "saliency_jpg" in paths:
+            _save_bytes(paths["saliency_jpg"], encode_jpeg_image(Image.fromarray(values), quality=95))
         if "overlay" in paths:
             try:
                 full = load_image(job.source)  # a PIL image, blended in place: no array copy
@@ -404,10 +411,20 @@ def _ordered(pool: ThreadPoolExecutor | None, fn: Callable[[Job], _Decoded], job
 
 def write_map(path: str | Path, fmt: str, prob: np.ndarray, image: np.ndarray | None = None) -> Path:
     """Write one map atomically as ``fmt``: ``png`` (min-max scaled greyscale), ``overlay`` (JPEG of
-    the map blended onto ``image``, the (H, W, 3) uint8 photo) or ``npy`` (the float32 probabilities)."""
+    the map blended onto ``image``, the (H, W, 3) uint8 photo), ``npy`` (the float32 probabilities) or
+    ``log_density`` (float32 natural logs, floored at ``LOG_FLOOR`` and renormalised in float64 so
+    that ``logsumexp`` is 0, as pysaliency's ``ModelFromDirectory`` checks)."""
     path = Path(path)
     if fmt == "png":
         _save_bytes(path, gray_png(to_png(prob)))
+    elif fmt == "log_density":
+        from fastsal.densities import LOG_FLOOR
+
+        with np.errstate(divide="ignore"):
+            logp = np.maximum(np.log(prob, dtype=np.float64), LOG_FLOOR)
+        top = float(logp.max())
+        logp -= top + np.log(np.exp(logp - top).sum())
+        _save(path, lambda fh: np.save(fh, logp.astype(np.float32)))
     elif fmt == "overlay":
         if image is None:
             raise BatchError(f"{path}: an overlay needs the image")

@@ -524,7 +524,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     progress = not args.quiet and sys.stderr.isatty()
-    formats = defaults.OUTPUT_FORMATS if args.format == "all" else (args.format,)
+    formats = {"all": defaults.OUTPUT_FORMATS, "benchmark": defaults.BENCHMARK_FORMATS}.get(args.format, (args.format,))
     formats = tuple(dict.fromkeys([*formats, *(["overlay"] if args.overlay else []), *(["npy"] if args.npy else [])]))
     status = 0
 
@@ -626,9 +626,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--weights", metavar="FILE",
                        help="checkpoint from `fastsal train` (e.g. runs/x/best.pt) or a file from `fastsal export`")
     _add_engine_options(p)
-    p.add_argument("--format", choices=(*defaults.OUTPUT_FORMATS, "all"), default=defaults.OUTPUT_FORMAT,
-                   help="what to write for images (default: png); videos: overlay/all blend the map onto the "
-                        "frames, npy/all also store the maps")
+    p.add_argument("--format", choices=(*defaults.OUTPUT_FORMATS, "all", "benchmark"), default=defaults.OUTPUT_FORMAT,
+                   help="what to write for images (default: png); benchmark: a MIT/Tuebingen saliency benchmark "
+                        "submission, OUT/saliency_maps/<name>.jpg and OUT/log_densities/<name>.npy (natural-log "
+                        "density) per stimulus; videos: overlay/all blend the map onto the frames, npy/all also "
+                        "store the maps")
     p.add_argument("--overlay", action="store_true", help="also write overlays (videos: an overlay video)")
     p.add_argument("--npy", action="store_true", help="also write .npy maps (videos: (T, h, w) at input size)")
     p.add_argument("--smoothing", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="A",

@@ -37,6 +37,10 @@ FP32_MAP_RTOL = 1e-4
 #: Image outputs of ``fastsal predict``: viewable PNG, overlay JPEG, float32 ``.npy`` probabilities.
 OUTPUT_FORMATS: tuple[str, ...] = ("png", "overlay", "npy")
 OUTPUT_FORMAT = "png"
+#: ``fastsal predict --format benchmark``: the MIT/Tuebingen saliency benchmark's submission layout,
+#: ``saliency_maps/<stimulus>.jpg`` (MIT300/CAT2000: a JPEG of the stimulus's name and size) and
+#: ``log_densities/<stimulus>.npy`` (natural-log density, logsumexp 0: probabilistic evaluation).
+BENCHMARK_FORMATS: tuple[str, ...] = ("saliency_jpg", "log_density")
 BATCH_SIZE = 8
 WORKERS = 2
 
