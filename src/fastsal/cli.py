@@ -121,6 +121,17 @@ def _load_predictor(args: argparse.Namespace, **kw):
     return predictor
 
 
+# Library errors name keyword parameters; where one reaches the command line, it names the flag.
+_PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
+
+
+def _as_flags(message: str) -> str:
+    """``message`` with the library's ``param=VALUE`` spellings as the command line's flags."""
+    for param, flag in _PARAM_FLAGS.items():
+        message = message.replace(param, flag)
+    return message
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     lite = re.search(r"_effnet_(lite\d)$", args.model)
     if args.backbone_weights == "imagenet" and lite and not args.init:  # before any data is read
@@ -148,7 +159,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainInterrupted as exc:  # the "interrupted ...; rerun to resume" line is already printed
         return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a killed process
     except FastSalError as exc:  # TrainError, OutputError, ModelError, ...: one line, exit 2
-        raise UsageError(str(exc)) from None
+        raise UsageError(_as_flags(str(exc))) from None
     except OSError as exc:  # a full or vanished disk while writing checkpoints
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
