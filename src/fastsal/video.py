@@ -364,16 +364,22 @@ def _can_write(fourcc: str) -> bool:
 class _quiet_stderr:
     """Redirect file descriptor 2 to /dev/null for a block (FFmpeg logs from C, past sys.stderr)."""
 
+    saved: int | None = None
+
     def __enter__(self) -> None:
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):  # no descriptor 2 (a daemon): nothing to keep quiet
+            return
         os.dup2(null, 2)
         os.close(null)
 
     def __exit__(self, *exc: object) -> None:
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
 
 
 def default_fourcc(out: str | Path) -> str:
