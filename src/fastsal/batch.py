@@ -479,6 +479,7 @@ def encode_jpeg_image(img: Any, quality: int = 90) -> bytes:
 
 
 __all__ = [
-    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "bind_settings", "check_settings", "collect", "input_entry", "manifest_path", "output_paths", "read_list", "run", "shard",
+    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "bind_settings", "check_settings", "collect", "input_entry",
+    "manifest_path", "output_paths", "read_list", "run", "shard",
     "shard_spec", "write_map",
 ]

@@ -995,7 +995,8 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", nargs="+", choices=labels, default=["eager"], metavar="RUNNER",
                    help=f"runners to time: {', '.join(labels)} (default: eager = PyTorch, the model as defined)")
     p.add_argument("--no-latency", action="store_true", help="count only (no timing)")
-    p.add_argument("--runs", type=_positive_int, default=5, metavar="N", help="timed runs per runner (default: %(default)s)")
+    p.add_argument("--runs", type=_positive_int, default=5, metavar="N",
+                   help="timed runs per runner (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads (default: the engine's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the rows to FILE as JSON")

@@ -54,9 +54,9 @@ if TYPE_CHECKING:
     from fastsal.predict import Predictor
 
 __all__ = [
-    "DEFAULT_FPS", "VIDEO_MANIFEST_FORMAT", "VIDEO_SUFFIXES", "ShortVideoError", "Terminated", "VideoError", "VideoFrame",
-    "VideoJob", "VideoReport", "VideoSourceError", "is_video", "iter_video", "lost_frames", "mp4_codec", "predict_video",
-    "run_videos", "video_manifest_path",
+    "DEFAULT_FPS", "VIDEO_MANIFEST_FORMAT", "VIDEO_SUFFIXES", "ShortVideoError", "Terminated", "VideoError",
+    "VideoFrame", "VideoJob", "VideoReport", "VideoSourceError", "is_video", "iter_video", "lost_frames", "mp4_codec",
+    "predict_video", "run_videos", "video_manifest_path",
 ]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
