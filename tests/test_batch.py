@@ -168,3 +168,73 @@ def test_png_output_is_the_scaled_npy_map(tmp_path):
         prob = np.load(npy)
         with Image.open(npy.with_suffix(".png")) as img:
             np.testing.assert_array_equal(np.asarray(img), fastsal.to_png(prob))
+
+
+def test_killed_run_binds_its_settings_before_the_first_map(tmp_path, capsys):
+    """Issue 23 item 4: `predict big/ -o mix --model fastsal_a` killed with SIGKILL after a few maps
+    (before any end-of-run manifest), then rerun with another model: refused with one line, not
+    "N already done" beside maps of the other model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(400):  # far more than are done before the kill
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(big / f"img{i:03d}.png")
+    mix = tmp_path / "mix"
+    cmd = [sys.executable, "-m", "fastsal", "predict", str(big), "-o", str(mix), "--model", "fastsal_a",
+           "--backend", "torch", "--batch-size", "1", "--workers", "0", *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(mix.glob("img*.png"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    done = sorted(mix.glob("img*.png"))
+    assert 3 <= len(done) < 400
+    manifest = json.loads((mix / "manifest.json").read_text())
+    assert manifest["settings"]["model"] == "fastsal_a" and manifest["complete"] is False
+
+    before = {p: p.read_bytes() for p in done}
+    assert main(["predict", str(big), "-o", str(mix), "--backend", "torch", *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastsal: error: ") and "other settings" in err[0]
+    assert "fastsal_a" in err[0] and "--overwrite" in err[0]
+    assert {p: p.read_bytes() for p in done} == before  # nothing touched
+    batch.check_settings(mix, manifest["settings"])  # the same settings resume where the killed run stopped
+
+
+def test_a_stopped_overwrite_run_is_not_resumed_as_done(tmp_path, predictor, monkeypatch):
+    """An --overwrite run stopped midway leaves old and new maps side by side; a plain rerun must
+    not take the old ones as done."""
+    jobs = batch.collect([p.parent.parent for p in make_tree(tmp_path / "in")[:1]])
+    out = tmp_path / "out"
+    batch.run(predictor, jobs, out, ("png",), progress=False, manifest=batch.manifest_path(out))
+    calls = []
+
+    def stop(*a, **k):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "gray_png", stop)
+    with pytest.raises(KeyboardInterrupt):
+        batch.run(predictor, jobs, out, ("png",), overwrite=True, progress=False, workers=0,
+                  manifest=batch.manifest_path(out))
+    assert calls
+    monkeypatch.undo()
+    with pytest.raises(BatchError, match="--overwrite run stopped"):
+        batch.run(predictor, jobs, out, ("png",), progress=False, manifest=batch.manifest_path(out))
+    batch.run(predictor, jobs, out, ("png",), overwrite=True, progress=False, manifest=batch.manifest_path(out))
+    assert batch.run(predictor, jobs, out, ("png",), progress=False,
+                     manifest=batch.manifest_path(out))["skipped_existing"] == len(jobs)

@@ -393,3 +393,22 @@ def test_cli_min_scale_above_scale(tmp_path, capsys):
     assert main(["crop", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "o"), "--scale", "0.5", "--min-scale", "0.8",
                  *FAST]) == 2
     assert "--min-scale" in capsys.readouterr().err
+
+
+def test_crop_report_binds_settings_before_the_first_crop(tree, monkeypatch, capsys):
+    """A crop run killed (SIGKILL) after its first files must leave a report naming its settings, so
+    a rerun with other settings is refused instead of keeping those crops (issue 23 item 4)."""
+    from fastsal import cropping
+
+    out = tree / "out"
+    seen = []
+    real = cropping._write_image
+
+    def spy(path, img, fmt, quality=90):
+        report = out / "crops.json"
+        seen.append(json.loads(report.read_text())["settings"]["scale"] if report.is_file() else None)
+        return real(path, img, fmt, quality)
+
+    monkeypatch.setattr(cropping, "_write_image", spy)
+    assert main(["crop", str(tree / "in"), "-o", str(out), "--scale", "0.8", *FAST]) == 0
+    assert seen and seen[0] == 0.8

@@ -140,3 +140,17 @@ def test_new_commands_start_without_torch(argv):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     rc, _, mods = res.stdout.strip().splitlines()[-1].partition(" ")
     assert int(rc) in (0, 2) and not mods.strip(), mods
+
+
+def test_labels_of_a_killed_run_are_not_taken_by_another_teacher(setup):
+    """Issue 23 item 4 for pseudo-labels (a guard, not a fix): a label counts as done only through a
+    manifest entry with the same teacher hash, so labels left by a run killed before its first
+    manifest write are made again by a rerun with another teacher, never kept as its own."""
+    s, out = setup, setup["out"]
+    assert _label(s) == 0
+    for m in out.glob("manifest*.json"):
+        m.unlink()  # what a SIGKILL before the first manifest write leaves: labels, no manifest
+    assert _label(s, tta="flip") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped_existing"] == 0 and manifest["labelled"] == 3
+    assert {e["teacher_sha256"] for e in manifest["images"] if e["status"] == "ok"} == {manifest["teacher"]["sha256"]}

@@ -263,3 +263,52 @@ def test_cli_video_round_trip_and_resume(clip: Path, tmp_path: Path, capsys: pyt
     assert (tmp_path / "folder" / (clip.stem + ".mp4")).is_file()
     assert main(["predict", str(clip), str(clip), "-o", str(tmp_path / "x.mp4"), "-q"]) == 2
     assert "exactly one video" in capsys.readouterr().err
+
+
+def test_video_folder_binds_settings_before_the_first_video(clip: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Videos in a folder output are bound to their settings before the first one is written
+    (a SIGKILL later cannot unbind them): a rerun with another model is refused, not skipped."""
+    import json
+
+    from fastsal.cli import main
+
+    out = tmp_path / "folder"
+    seen = []
+    real = video.predict_video
+
+    def spy(*a, **k):
+        record = out / "manifest-videos.json"
+        seen.append(json.loads(record.read_text())["settings"]["model"] if record.is_file() else None)
+        return real(*a, **k)
+
+    monkeypatch.setattr(video, "predict_video", spy)
+    args = ["predict", str(clip), "-o", str(out), "--threads", "1", "-q", "--backend", "torch"]
+    assert main([*args, "--model", "fastsal_a"]) == 0
+    assert seen == ["fastsal_a"]
+    stamp = (out / (clip.stem + ".mp4")).stat().st_mtime_ns
+    assert main(args) == 2  # the default model
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings" in err[0] and "fastsal_a" in err[0]
+    assert (out / (clip.stem + ".mp4")).stat().st_mtime_ns == stamp
+
+
+def test_mp4_is_h264_where_opencv_writes_it_and_said_when_not(clip: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """MPEG-4 Part 2 does not play in browsers: H.264 ("avc1") where this OpenCV can encode it
+    (checked by writing frames), else mp4v with a note saying so."""
+    from fastsal.cli import main
+
+    fourcc, note = video.mp4_codec()
+    assert fourcc in ("avc1", "mp4v") and (note is None) == (fourcc == "avc1")
+    out = tmp_path / "folder"
+    assert main(["predict", str(clip), "-o", str(out), "--threads", "1", "--backend", "torch"]) == 0
+    err = capsys.readouterr().err
+    cap = cv2.VideoCapture(str(out / (clip.stem + ".mp4")))
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    cap.release()
+    h264 = code.to_bytes(4, "little").decode("ascii", "replace").lower() in ("avc1", "h264")
+    assert h264 == (fourcc == "avc1")
+    assert ("H.264" in err) == (fourcc == "mp4v")
+    assert "h264_v4l2m2m" not in err and "VideoWriter" not in err  # the probe's FFmpeg noise stays hidden

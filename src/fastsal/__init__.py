@@ -10,9 +10,18 @@ and the command line start quickly without importing PyTorch.
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# OpenVINO's model converter (and NNCF) send usage data to Intel and keep an id file in ~/intel unless
+# their `openvino_telemetry` package fails to import; both then use a silent stub. fastsal imports
+# OpenVINO only after this line, so converting a model sends nothing and writes nothing to the home
+# folder. FASTSAL_OPENVINO_TELEMETRY=1 leaves OpenVINO's own choice in place.
+if os.environ.get("FASTSAL_OPENVINO_TELEMETRY") != "1" and "openvino_telemetry" not in sys.modules:
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
 
 _LAZY = {
     "load": "fastsal.predict",

@@ -152,26 +152,56 @@ def _unique_stems(rels: list[Path]) -> list[Path]:
 MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma")
 
 
-def check_settings(out: str | Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume into ``out`` if its manifests record maps made with other settings.
+def check_settings(out: str | Path, settings: dict[str, Any], keys: Sequence[str] = MAP_SETTINGS, *,
+                   records: str = "manifest*.json", noun: str = "maps") -> None:
+    """Refuse to resume into ``out`` if its records (``records``, a glob in ``out``) say its
+    outputs were made with other ``keys`` settings, or by an ``--overwrite`` run that stopped.
 
     A rerun skips inputs whose outputs exist; if those were made by another model, size,
     precision or blur they would be kept silently beside new ones. One line says what differs
-    and that ``--overwrite`` recomputes them (or pick another output folder).
+    and that ``--overwrite`` recomputes them (or pick another output folder). Every runner that
+    resumes into a folder (maps, videos, crops) calls this, through :func:`bind_settings`.
     """
     import json
 
-    for manifest in sorted(Path(out).glob("manifest*.json")):
+    new = json.loads(json.dumps({k: settings.get(k) for k in keys}))  # tuples -> lists, as read back
+    for record in sorted(Path(out).glob(records)):
         try:
-            old = json.loads(manifest.read_text(encoding="utf-8")).get("settings")
+            data = json.loads(record.read_text(encoding="utf-8"))
+            old = data.get("settings")
         except (OSError, ValueError, AttributeError):
-            continue  # unreadable manifest: nothing known about the outputs; a new one replaces it
+            continue  # unreadable record: nothing known about the outputs; a new one replaces it
         if not isinstance(old, dict):
             continue
-        diff = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in MAP_SETTINGS if old.get(k) != settings.get(k)]
+        diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
         if diff:
-            raise BatchError(f"{out}: holds maps made with other settings ({'; '.join(diff)}, see {manifest.name}); "
+            raise BatchError(f"{out}: holds {noun} made with other settings ({'; '.join(diff)}, see {record.name}); "
                              f"pass --overwrite to recompute them, or choose another -o folder")
+        if data.get("overwrite") is True and data.get("complete") is False:
+            raise BatchError(f"{out}: an --overwrite run stopped before it replaced all earlier {noun} (see "
+                             f"{record.name}); pass --overwrite again to finish it, or choose another -o folder")
+
+
+def bind_settings(out: str | Path, record: str | Path | None, report: dict[str, Any], *, overwrite: bool,
+                  keys: Sequence[str] = MAP_SETTINGS, records: str = "manifest*.json", noun: str = "maps") -> None:
+    """Check ``out`` against ``report["settings"]`` (:func:`check_settings`, unless ``overwrite``),
+    then write ``report`` to ``record`` before the first output.
+
+    Why: outputs are bound to the settings that made them from the first file on. A run killed
+    (even by SIGKILL) before its final record is written still leaves a record naming its model,
+    so a rerun with another model is refused instead of keeping the killed run's files as its own.
+    ``report`` should say ``"overwrite"`` and ``"complete": False``: an ``--overwrite`` run that
+    stops leaves a mix of old and new outputs, and a plain rerun is refused too.
+    """
+    if not overwrite:
+        check_settings(out, report.get("settings") or {}, keys, records=records, noun=noun)
+    if record is None:
+        return
+    try:
+        write_json(report, record)
+    except OSError as exc:
+        raise BatchError(f"cannot write {record}: {exc.strerror or exc}; free space or choose another -o folder") \
+            from None
 
 
 def shard_spec(text: str | None = None) -> tuple[int, int]:
@@ -241,8 +271,6 @@ def run(
         raise BatchError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     out = Path(out)
     settings = predictor.settings()
-    if not overwrite:
-        check_settings(out, settings)
     todo = [j for j in jobs if overwrite or not all(p.is_file() for p in output_paths(out, j.stem, formats).values())]
     report: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
@@ -252,6 +280,7 @@ def run(
         "precision": predictor.precision,
         "input_size": list(predictor.input_size),
         "settings": settings,
+        "overwrite": overwrite,
         "formats": list(formats),
         "out": str(out),
         "assigned": len(jobs),
@@ -263,13 +292,14 @@ def run(
     }
     size = predictor.input_size_for  # each image's network size, from its header (its aspect kept)
     alpha = 0.5
-    for folder in sorted({output_paths(out, j.stem, formats)[formats[0]].parent for j in jobs}):
-        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
     pending = set(todo)
     for job in jobs:
         if job not in pending:  # done by an earlier run: listed, so `written` covers every output on disk
             report["written"].append({**input_entry(job.source), "outputs": [str(p) for p in output_paths(
                 out, job.stem, formats).values()], "earlier_run": True})
+    bind_settings(out, manifest, report, overwrite=overwrite)  # before the first output: a SIGKILL cannot unbind them
+    for folder in sorted({output_paths(out, j.stem, formats)[formats[0]].parent for j in jobs}):
+        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
 
     def decode(job: Job) -> _Decoded:
         try:  # only what the network needs: overlays decode the full image again when written
@@ -466,6 +496,7 @@ def encode_jpeg_image(img: Any, quality: int = 90) -> bytes:
 
 
 __all__ = [
-    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "check_settings", "collect", "input_entry", "manifest_path", "output_paths", "read_list", "run", "shard",
+    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "bind_settings", "check_settings", "collect", "input_entry",
+    "manifest_path", "output_paths", "read_list", "run", "shard",
     "shard_spec", "write_map",
 ]

@@ -106,7 +106,11 @@ def _load_predictor(args: argparse.Namespace, **kw):
                          device=args.device, aspect=False if getattr(args, "squash", False) else None, **kw)
     notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
     if args.backend == defaults.AUTO and predictor.backend == "torch" and args.device == "cpu":
-        notes.append("running on PyTorch; pip install 'fastsal[openvino]' for ~2x faster CPU inference")
+        if importlib.util.find_spec("openvino") is None:
+            notes.append("running on PyTorch; pip install 'fastsal[openvino]' for ~2x faster CPU inference")
+        elif not notes and getattr(args, "weights", None):  # OpenVINO is here: the file's format is why
+            notes.append(f"{args.weights} runs on PyTorch only (a TorchScript export); `fastsal export --format "
+                         f"openvino` writes a file that runs ~2x faster on OpenVINO")
     quiet = getattr(args, "quiet", False)
     for note in notes if not quiet else []:
         print(f"fastsal: note: {note}", file=sys.stderr)
@@ -116,7 +120,8 @@ def _load_predictor(args: argparse.Namespace, **kw):
         st = predictor.settings()
         h, w = st["input_size"]
         print(f"fastsal: model {st['model']} (weights sha256 {str(st['weights_sha256'])[:16]}), engine "
-              f"{st['backend']}, precision {st['precision']}, input {h}x{w}, blur {st['blur_sigma']:g}, "
+              f"{st['backend']}, precision {st['precision']}, input {_input_rule(h, w, st['aspect'])}, "
+              f"blur {st['blur_sigma']:g}, "
               f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
     return predictor
 
@@ -130,6 +135,13 @@ def _as_flags(message: str) -> str:
     for param, flag in _PARAM_FLAGS.items():
         message = message.replace(param, flag)
     return message
+
+
+def _input_rule(h: int, w: int, aspect: bool) -> str:
+    """How images reach the network: a portrait photo does not run at 384x512 when the aspect is kept."""
+    if not aspect:
+        return f"{h}x{w} (every image resized to it)"
+    return f"{h}x{w} pixel budget (each image keeps its aspect, sides multiples of 32)"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -155,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             distill_data=tuple(p for p in (args.distill_data or "").split(",") if p), distill_loss=args.distill_loss,
             mixup=args.mixup,
         )
-        train(cfg, resume=not args.restart, progress=not args.no_progress)
+        train(cfg, resume=not args.restart, progress=not (args.no_progress or args.quiet))
     except TrainInterrupted as exc:  # the "interrupted ...; rerun to resume" line is already printed
         return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a killed process
     except FastSalError as exc:  # TrainError, OutputError, ModelError, ...: one line, exit 2
@@ -163,7 +175,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OSError as exc:  # a full or vanished disk while writing checkpoints
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
-    print(f"best checkpoint: {cfg.out}/best.pt")
+    if not args.quiet:
+        print(f"best checkpoint: {cfg.out}/best.pt")
     return 0
 
 
@@ -204,7 +217,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="folder holding the datasets named in --data (default: %(default)s)")
     p.add_argument("--root", default=None, help="the folder of the single dataset in --data, in the layout of its "
                                                 "reader (README: Datasets)")
-    p.add_argument("--out", default="runs/default", help="output folder for last.pt, best.pt, log.json")
+    p.add_argument("-o", "--out", default="runs/default",
+                   help="output folder for last.pt, best.pt, log.json (default: %(default)s)")
     p.add_argument("--epochs", type=_whole(*epochs_range), default=20, metavar="N",
                    help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
     p.add_argument("--batch-size", type=_whole(*batch_range), default=8, metavar="N",
@@ -243,7 +257,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_whole(*threads_range), default=None, metavar="N")
     _add_distill_options(p)
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or final line")
     p.set_defaults(func=_cmd_train)
 
 
@@ -437,6 +452,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from fastsal.models import DEFAULT_MODEL, list_models
     from fastsal.models.registry import WEIGHTS
 
+    if args.json:  # for scripts: every shipped fact, not the table's rounding
+        import json
+
+        print(json.dumps([_model_entry(name, WEIGHTS.get(name), name == DEFAULT_MODEL) for name in list_models()],
+                         indent=1))
+        return 0
     rows = [("model", "weights", "input", "GMACs", "params", "OSIE NSS", "OSIE IG", "MIT1003 NSS", "MIT1003 IG")]
     for name in list_models():
         spec = WEIGHTS.get(name)
@@ -460,8 +481,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_entry(name: str, spec, default: bool) -> dict:
+    """One model for ``fastsal models --json``: its shipped weights' facts, or ``weights: null``."""
+    entry: dict = {"model": name, "default": default, "weights": None}
+    if spec is not None:
+        entry.update(weights=spec.file, input_size=list(spec.input_size), aspect=spec.aspect,
+                     blur_sigma=spec.blur_sigma, gmacs=spec.gmacs, params=spec.params, data=spec.data,
+                     metrics=spec.metrics, card=spec.card)
+    return entry
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list model names")
+    p = sub.add_parser("models", help="list the models, their shipped weights and test scores",
+                       description="List every model name: the shipped weights file, input size (a pixel budget "
+                                   "when the aspect is kept), cost (GMACs, parameters) and test scores of each. "
+                                   "Models without weights can be trained (`fastsal train --model NAME`).")
+    p.add_argument("--json", action="store_true", help="print the list as JSON (for scripts) instead of a table")
     p.set_defaults(func=_cmd_models)
 
 
@@ -508,7 +543,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               and not args.list and len(args.paths) == 1 and not Path(args.paths[0]).is_dir()
               and not is_video(args.paths[0]))
     if args.out is not None and out.suffix.lower() in _SINGLE_OUTPUT and not single:
+        if args.camera is not None or any(is_video(p) for p in args.paths):
+            raise UsageError(f"-o {out}: an image file holds one image's map, not a video's; pass a video file "
+                             f"such as {out.with_suffix('.mp4')} or a folder")
         raise UsageError(f"-o {out}: a file output takes exactly one input image; pass a folder for several")
+    if (args.out is not None and out.suffix.lower() in IMAGE_SUFFIXES and out.suffix.lower() not in _SINGLE_OUTPUT
+            and not out.is_dir()):  # -o photo.webp is not meant as a folder name
+        raise UsageError(f"-o {out}: maps are written as .png (greyscale), .jpg (overlay) or .npy files; pass one "
+                         f"of those, or a folder")
     index, count = batch.shard_spec(args.shard)
     jobs: list[batch.Job] = []
     everything: list[batch.Job] = []
@@ -543,10 +585,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         """Videos (or the camera) to (source, .mp4 target); with ``many`` (a folder output) a bad
         video is reported, listed in manifest-videos.json and skipped (unless --strict); alone it
         is an error. Returns 0 if any was written or already done, 1 if all failed, 143 on SIGTERM."""
-        from fastsal.video import Terminated, VideoJob, VideoReport, video_manifest_path
+        from fastsal.video import H264_SUFFIXES, Terminated, VideoJob, VideoReport, mp4_codec, video_manifest_path
         from fastsal.video import run_videos as run
 
         vjobs = [VideoJob(src, dest, dest.with_suffix(".npy") if "npy" in formats else None) for src, dest in sources]
+        if any(dest.suffix.lower() in H264_SUFFIXES for _, dest in sources):
+            codec_note = mp4_codec()[1]  # H.264 where this OpenCV writes it; said when it cannot
+            if codec_note and not args.quiet:
+                print(f"fastsal: note: {codec_note}", file=sys.stderr)
 
         def done(job: VideoJob, rep: VideoReport | None) -> None:
             if rep is None:
@@ -913,7 +959,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX (fp32/int8) or TorchScript, with a JSON sidecar")
+    p = sub.add_parser("export", help="export a model to ONNX (fp32/int8) or TorchScript, with a JSON sidecar",
+                       description="Write a model as one file for other runtimes: ONNX (fp32, or int8 calibrated "
+                                   "on images), an OpenVINO IR (.xml + .bin) or TorchScript, each with a JSON "
+                                   "sidecar (<file>.json) holding the input size, normalisation and "
+                                   "post-processing. `fastsal predict --weights FILE` runs the file.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
     which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train`")
@@ -946,16 +996,23 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 def _add_cost(sub: argparse._SubParsersAction) -> None:
     labels = ["eager", *(e if q == "fp32" else f"{e}-{q}" for e, qs in defaults.ENGINE_PRECISIONS.items() for q in qs)]
-    p = sub.add_parser("cost", help="parameters, GMACs, file sizes and CPU latency of models")
+    p = sub.add_parser("cost", help="parameters, GMACs, file sizes and CPU latency of models",
+                       description="Count each model's parameters and multiply-accumulates at --input-size, its "
+                                   "file size, and (unless --no-latency) time one image on this CPU with each "
+                                   "--backends runner (median of --runs). SalGAN and DeepGaze II are built with "
+                                   "random weights, for counting only.")
     p.add_argument("models", nargs="*", default=["fastsal_a", "fastsal_c", "salgan", "deepgaze2"],
                    help="FastSal names (see `fastsal models`) or salgan / deepgaze2 (random weights, for counting)")
-    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW")
+    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
+                   help=f"network input size (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--backends", nargs="+", choices=labels, default=["eager"], metavar="RUNNER",
                    help=f"runners to time: {', '.join(labels)} (default: eager = PyTorch, the model as defined)")
     p.add_argument("--no-latency", action="store_true", help="count only (no timing)")
-    p.add_argument("--runs", type=_positive_int, default=5)
-    p.add_argument("--threads", type=_positive_int, default=None)
-    p.add_argument("--json", help="write the rows here")
+    p.add_argument("--runs", type=_positive_int, default=5, metavar="N",
+                   help="timed runs per runner (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads (default: the engine's choice)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows to FILE as JSON")
     p.set_defaults(func=_cmd_cost)
 
 

@@ -49,7 +49,7 @@ from fastsal.errors import FastSalError
 
 __all__ = [
     "Aspect", "CROP_FORMATS", "Crop", "CropError", "DEFAULT_MAX_SIDE", "aspect_label", "best_window",
-    "centre_window", "check_crop_settings", "crop", "crop_box", "crop_boxes", "crop_image", "crop_paths",
+    "centre_window", "crop", "crop_box", "crop_boxes", "crop_image", "crop_paths",
     "draw_crops", "parse_aspect", "parse_aspects", "report_path", "run", "small_density", "window_size",
 ]
 
@@ -524,27 +524,6 @@ def crop_paths(out: str | Path, stem: Path, aspects: Sequence[Aspect], fmt: str,
     return paths
 
 
-def check_crop_settings(out: str | Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume into ``out`` if its crop reports were made with another model or options:
-    the boxes already written would silently differ from the new ones."""
-    import json
-
-    from fastsal.batch import MAP_SETTINGS, BatchError
-
-    for report in sorted(Path(out).glob("crops*.json")):
-        try:
-            old = json.loads(report.read_text(encoding="utf-8")).get("settings")
-        except (OSError, ValueError, AttributeError):
-            continue  # unreadable: nothing known about the outputs; a new report replaces it
-        if not isinstance(old, dict):
-            continue
-        diff = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in (*MAP_SETTINGS, *CROP_SETTINGS)
-                if old.get(k) != settings.get(k)]
-        if diff:
-            raise BatchError(f"{out}: holds crops made with other settings ({'; '.join(diff)}, see {report.name}); "
-                             f"pass --overwrite to redo them, or choose another -o folder")
-
-
 def _earlier_entries(out: Path) -> dict[str, dict[str, Any]]:
     """Every entry of earlier runs' reports in ``out`` (any sharding), by input, for resuming."""
     import json
@@ -639,7 +618,7 @@ def run(
 
     from tqdm import tqdm
 
-    from fastsal.batch import STALE_TEMPORARY_AGE_S, BatchError, input_entry
+    from fastsal.batch import MAP_SETTINGS, STALE_TEMPORARY_AGE_S, BatchError, bind_settings, input_entry
     from fastsal.files import remove_stale_temporaries, write_json
     from fastsal.images import ImageError, load_image, load_resized
 
@@ -651,8 +630,6 @@ def run(
     wanted = parse_aspects(aspects)
     out = Path(out)
     settings = {**predictor.settings(), "scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
-    if not overwrite:
-        check_crop_settings(out, settings)
     earlier = {} if overwrite else _earlier_entries(out)
     labels = [a.label for a in wanted]
 
@@ -672,6 +649,7 @@ def run(
         "format": REPORT_FORMAT,
         "shard": list(shard_info),
         "settings": settings,
+        "overwrite": overwrite,
         "aspects": labels,
         "output_format": fmt,
         "show": show,
@@ -691,6 +669,9 @@ def run(
         else:
             result["images"].append(kept)
     result["skipped_existing"] = len(jobs) - len(todo)
+    # the one rule for every runner: refuse other settings, record ours before the first crop
+    bind_settings(out, report, result, overwrite=overwrite, keys=(*MAP_SETTINGS, *CROP_SETTINGS),
+                  records="crops*.json", noun="crops")
     for folder in sorted({(out / j.stem).parent for j in todo}):
         remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
 

@@ -138,8 +138,9 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
                 arr = np.load(path, allow_pickle=False)
             else:
                 with Image.open(path) as img:
-                    arr = np.asarray(img.convert("F") if img.mode not in ("RGB", "RGBA") else img.convert("L"),
-                                     dtype=np.float64)
+                    arr = _grey_map(img, str(path))
+        except DatasetError:
+            raise
         except Exception as exc:
             raise DatasetError(f"{path}: cannot read saliency map ({first_line(exc)}); re-save it as PNG or .npy") from None
         if arr.dtype.kind not in "uif":
@@ -147,6 +148,28 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
         return check_map(arr, sample.shape, str(path))
 
     return read
+
+
+# Mean distance of a pixel's channels from their mean (0..255) above which an image is in colour:
+# grey maps saved as RGB (JPEG's chroma rounding included) stay far below, photos far above.
+COLOUR_SPREAD = 2.0
+
+
+def _grey_map(img: Image.Image, path: str) -> np.ndarray:
+    """A map image's values as float64; grey maps saved as RGB are fine, colour images are refused.
+
+    Why: ``--maps photos/`` (the stimuli instead of the maps) would otherwise be scored as maps,
+    converted to grey, and give plausible-looking numbers.
+    """
+    colour = [b for b in img.getbands() if b not in ("A", "a")]
+    if len(colour) > 1 or img.mode in ("P", "PA"):
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+        spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
+        if spread > COLOUR_SPREAD:
+            raise DatasetError(f"{path}: a colour image, not a saliency map; pass --maps a folder of grey maps "
+                               f"(PNG or .npy, e.g. from `fastsal predict --format png`)")
+        return np.asarray(img.convert("L"), dtype=np.float64)
+    return np.asarray(img.convert("F"), dtype=np.float64)
 
 
 def maps_from_predictor(predictor: Any) -> MapSource:

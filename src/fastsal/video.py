@@ -54,9 +54,9 @@ if TYPE_CHECKING:
     from fastsal.predict import Predictor
 
 __all__ = [
-    "DEFAULT_FPS", "VIDEO_MANIFEST_FORMAT", "VIDEO_SUFFIXES", "ShortVideoError", "Terminated", "VideoError", "VideoFrame",
-    "VideoJob", "VideoReport", "VideoSourceError", "is_video", "iter_video", "lost_frames", "predict_video", "run_videos",
-    "video_manifest_path",
+    "DEFAULT_FPS", "VIDEO_MANIFEST_FORMAT", "VIDEO_SUFFIXES", "ShortVideoError", "Terminated", "VideoError",
+    "VideoFrame", "VideoJob", "VideoReport", "VideoSourceError", "is_video", "iter_video", "lost_frames", "mp4_codec",
+    "predict_video", "run_videos", "video_manifest_path",
 ]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -317,6 +317,76 @@ class _NpyFrames:
         self.fh.seek(end)
 
 
+# Containers whose browsers' codec is H.264 ("avc1"); OpenCV's pip wheels often cannot encode it.
+H264_SUFFIXES = (".mp4", ".m4v", ".mov")
+_CODEC_CACHE: dict[str, tuple[str, str | None]] = {}
+
+
+def mp4_codec() -> tuple[str, str | None]:
+    """``("avc1", None)`` where this OpenCV writes H.264 (what browsers play), else ``("mp4v", note)``.
+
+    Why: MPEG-4 Part 2 ("mp4v", in every OpenCV wheel) plays in desktop players but not in
+    browsers. Whether H.264 works is only known by writing a frame (a build may list an encoder
+    that cannot open, such as a hardware one), so a tiny clip is written once per process to a
+    temporary folder; FFmpeg's complaints while probing are kept off the terminal.
+    """
+    if "mp4" not in _CODEC_CACHE:
+        _CODEC_CACHE["mp4"] = ("avc1", None) if _can_write("avc1") else (
+            "mp4v", "this OpenCV has no working H.264 encoder, so .mp4 videos are MPEG-4 Part 2 (mp4v), which "
+                    "browsers do not play; re-encode with `ffmpeg -i IN.mp4 -c:v libx264 OUT.mp4` to share them")
+    return _CODEC_CACHE["mp4"]
+
+
+def _can_write(fourcc: str) -> bool:
+    """Whether OpenCV writes a readable ``fourcc`` .mp4 here: two frames written and read back."""
+    import tempfile
+
+    import numpy as np
+
+    cv2 = _cv2()
+    with tempfile.TemporaryDirectory(prefix="fastsal-codec-") as folder, _quiet_stderr():
+        path = str(Path(folder) / "probe.mp4")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 48))
+        try:
+            if not writer.isOpened():
+                return False
+            for _ in range(2):
+                writer.write(np.zeros((48, 64, 3), np.uint8))
+        finally:
+            writer.release()
+        cap = cv2.VideoCapture(path)
+        try:
+            return bool(cap.isOpened() and cap.read()[0])
+        finally:
+            cap.release()
+
+
+class _quiet_stderr:
+    """Redirect file descriptor 2 to /dev/null for a block (FFmpeg logs from C, past sys.stderr)."""
+
+    saved: int | None = None
+
+    def __enter__(self) -> None:
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):  # no descriptor 2 (a daemon): nothing to keep quiet
+            return
+        os.dup2(null, 2)
+        os.close(null)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+
+
+def default_fourcc(out: str | Path) -> str:
+    """The codec for a video file by its suffix: H.264 for .mp4/.m4v/.mov where it works, else "mp4v"."""
+    return mp4_codec()[0] if Path(out).suffix.lower() in H264_SUFFIXES else "mp4v"
+
+
 def predict_video(
     predictor: Predictor,
     source: VideoSource,
@@ -327,7 +397,7 @@ def predict_video(
     smoothing: float = 0.0,
     batch_size: int = 4,
     max_frames: int | None = None,
-    fourcc: str = "mp4v",
+    fourcc: str | None = None,
     progress: bool = True,
     alpha: float = 0.5,
     allow_short: bool = False,
@@ -338,7 +408,8 @@ def predict_video(
     ends it cleanly). ``out``: a video (.mp4, .avi, ...) of each frame's map in the 'inferno'
     colours, or with ``overlay=True`` blended onto the frame with ``alpha``; same size and frame
     rate as the source (:data:`DEFAULT_FPS` where the source reports none). ``fourcc`` picks the
-    codec: "mp4v" for .mp4 ships with every OpenCV wheel, "MJPG" suits .avi.
+    codec; by default H.264 ("avc1") for .mp4 where this OpenCV can write it (:func:`mp4_codec`),
+    else "mp4v" (every OpenCV wheel has it, browsers do not play it); "MJPG" suits .avi.
 
     ``npy``: a (T, h, w) float32 array of the per-frame densities (each sums to 1) at the model's
     *input* size: 190 KB a frame at 192x256, against megabytes at 1080p, and the model has no finer
@@ -360,6 +431,8 @@ def predict_video(
     _check_options(smoothing, batch_size, max_frames)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if fourcc is None:
+        fourcc = default_fourcc(out) if out is not None else "mp4v"
     if len(fourcc) != 4:
         raise ValueError(f"fourcc must be 4 characters (e.g. 'mp4v', 'MJPG'), got {fourcc!r}")
     out = Path(out) if out is not None else None
@@ -486,7 +559,8 @@ def video_manifest_path(out: str | Path, index: int = 0, count: int = 1) -> Path
 
     Beside the images' ``manifest.json`` (:func:`fastsal.batch.manifest_path`), not in it: an image
     run rewrites that file whole. Its ``settings`` take part in the check that refuses to resume a
-    folder made with other settings (:func:`fastsal.batch.check_settings` reads ``manifest*.json``).
+    folder made with other settings (:func:`fastsal.batch.bind_settings` reads ``manifest*.json``
+    and writes this file before the first video).
     """
     return Path(out) / ("manifest-videos.json" if count == 1 else f"manifest-videos-{index}-of-{count}.json")
 
@@ -499,7 +573,7 @@ def run_videos(
     smoothing: float = 0.0,
     batch_size: int = 4,
     max_frames: int | None = None,
-    fourcc: str = "mp4v",
+    fourcc: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
     strict: bool = False,
@@ -536,6 +610,7 @@ def run_videos(
         "precision": predictor.precision,
         "input_size": list(predictor.input_size),
         "settings": predictor.settings(),
+        "overwrite": overwrite,
         "options": {"overlay": overlay, "smoothing": smoothing, "max_frames": max_frames, "allow_short": allow_short},
         "assigned": len(jobs),
         "skipped_existing": 0,
@@ -545,6 +620,10 @@ def run_videos(
         "stopped_by": None,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if manifest is not None:  # the one rule for every runner: refuse other settings, record ours before any output
+        from fastsal.batch import bind_settings
+
+        bind_settings(manifest.parent, manifest, report, overwrite=overwrite, noun="maps and videos")
     start = time.perf_counter()
     terminated: list[int] = []
 
