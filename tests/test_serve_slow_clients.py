@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_util import FakePredictor, example_bytes, need_serve_extra
+from serve_util import FakePredictor, example_bytes, need_serve_extra, stop_server
 
 need_serve_extra()
 
@@ -130,15 +130,7 @@ def test_idle_and_trickling_clients_do_not_block_healthz_or_predictions():
             t.join(timeout=10)
         for s in sockets:
             s.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        err = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
+        err = stop_server(proc)
     assert "Traceback" not in err, err[-3000:]
     assert len([ln for ln in err.splitlines() if "hung up during the upload" in ln]) == 1, err[-3000:]
 
@@ -185,7 +177,8 @@ class Lean(FakePredictor):  # one float32 map at full size, as the real post-pro
     def postprocess(log_small, size):
         prob = np.full(tuple(int(v) for v in size), 1.0, dtype=np.float32)
         prob[0, 0] = 2.0
-        return prob / np.float32(prob.sum())
+        prob /= np.float32(prob.sum())
+        return prob
 
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -231,3 +224,46 @@ def test_memory_per_request_is_bounded_by_its_pixels_and_given_back():
         figures[output] = json.loads(run.stdout.strip().splitlines()[-1])
     assert figures["overlay"]["peak"] < 12.5, figures
     assert figures["png"]["kept"] < 0.5 and figures["overlay"]["kept"] < 0.5, figures
+
+
+def test_past_the_connection_cap_the_longest_idle_connection_makes_room():
+    """uvicorn's own limit counts sockets and answers 503 to everyone once idle ones fill it; the
+    protocol used by ``fastsal serve`` instead closes the connection that has waited longest for a
+    request head, so a real request still gets its answer."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from fastsal.serve.protocol import protocol_class
+
+    fake = FakePredictor()
+    app = create_app(ServeConfig(), load=lambda source: fake)
+
+    async def scenario() -> tuple[bytes, list[bytes]]:
+        config = uvicorn.Config(app, http=protocol_class(head_timeout_s=30.0, max_connections=3), log_level="warning")
+        config.load()
+        state = ServerState()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: config.http_protocol_class(config=config, server_state=state, app_state={}), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            idle = []
+            for _ in range(3):
+                idle.append(await asyncio.open_connection("127.0.0.1", port))
+                await asyncio.sleep(0.05)  # in order: the first is the longest idle
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            first = [await asyncio.wait_for(r.read(), 10) for r, _ in idle[:1]]
+            for _, w in [*idle, (reader, writer)]:
+                w.close()
+            return answer, first
+        finally:
+            server.close()
+            for connection in list(state.connections):
+                connection.shutdown()
+            await server.wait_closed()
+
+    answer, first = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert first == [b""]  # the oldest idle connection was closed to make room

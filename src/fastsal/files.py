@@ -227,24 +227,22 @@ def _pid_alive(pid: int) -> bool:
 def _is_our_temporary(path: Path) -> bool:
     """Whether ``path``'s name is one :func:`atomic_path` makes
     (``.<name>.p<PID>-<host>.<8 random>.tmp<suffix>``, or without the writer as older versions did)."""
-    return _temporary_writer(path) is not False
+    return _temporary_name(path) is not None
 
 
-def _temporary_writer(path: Path) -> tuple[int, str] | None | bool:
-    """(PID, host tag) of the writer named in temporary ``path``, None for an older name without
-    one, False when ``path`` is not one of our temporaries."""
+def _temporary_name(path: Path) -> re.Match[str] | None:
+    """The match of ``path``'s name against our temporaries' names (groups pid, host), or None."""
     m = _TEMPORARY_NAME.match(path.name)
-    if m is None or (m.group("suffix") or "") != Path(m.group("name")).suffix:
-        return False
-    return (int(m.group("pid")), m.group("host")) if m.group("pid") else None
+    return m if m is not None and (m.group("suffix") or "") == Path(m.group("name")).suffix else None
 
 
-def _writer_is_dead(writer: tuple[int, str] | None) -> bool:
-    """Whether the temporary's writer is known to be gone: a process of this host that has exited."""
-    if writer is None or os.name != "posix":
+def _writer_is_dead(name: re.Match[str]) -> bool:
+    """Whether the temporary's writer is known to be gone: a process of this host that has exited
+    (unknown for names without a writer, and off POSIX)."""
+    if name.group("pid") is None or os.name != "posix":
         return False
-    pid, host = writer
-    return host == _host_tag() and pid != os.getpid() and not _pid_alive(pid)
+    pid = int(name.group("pid"))
+    return name.group("host") == _host_tag() and pid != os.getpid() and not _pid_alive(pid)
 
 
 def remove_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMPORARY_AGE_S, *,
@@ -265,9 +263,9 @@ def remove_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMPOR
     removed = []
     for f in folder.rglob(".*") if recursive else folder.glob(".*"):
         try:
-            writer = _temporary_writer(f)
-            if (writer is False or f.is_symlink() or not f.is_file()
-                    or (now - f.stat().st_mtime < max_age_s and not _writer_is_dead(writer))):
+            name = _temporary_name(f)
+            if (name is None or f.is_symlink() or not f.is_file()
+                    or (now - f.stat().st_mtime < max_age_s and not _writer_is_dead(name))):
                 continue
             f.unlink()
         except FileNotFoundError:

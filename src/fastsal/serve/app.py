@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -130,29 +131,17 @@ class _Guard:
             return await self.app(scope, receive, send)
         headers = scope.get("headers") or []
         if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
-            body = b'{"detail":"request headers too large or too many; send fewer or smaller headers"}'
-            await send({"type": "http.response.start", "status": 431, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
-            return
+            return await _refuse(send, 431, "request headers too large or too many; send fewer or smaller headers",
+                                 (b"connection", b"close"))
         if self.loopback_only:
             host = dict(headers).get(b"host", b"").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.lower() not in self._LOOPBACK_HOSTS:
-                body = b'{"detail":"this server only answers requests addressed to 127.0.0.1 or localhost"}'
-                await send({"type": "http.response.start", "status": 400, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
+                return await _refuse(send, 400, "this server only answers requests addressed to 127.0.0.1 or localhost")
         path = scope.get("path", "")
         if self.in_flight >= self.max_requests and path != "/healthz":
-            body = b'{"detail":"busy: too many requests in flight; retry in a second"}'
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1")]})
-            await send({"type": "http.response.body", "body": body})
-            return
+            return await _refuse(send, 503, "busy: too many requests in flight; retry in a second",
+                                 (b"retry-after", b"1"))
 
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -168,6 +157,14 @@ class _Guard:
             await self.app(scope, receive, send_with_headers)
         finally:
             self.in_flight -= 1
+
+
+async def _refuse(send: Callable, status: int, detail: str, *headers: tuple[bytes, bytes]) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` straight from the middleware (no route runs)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def default_loader(config: ServeConfig) -> Callable[[str], Any]:
