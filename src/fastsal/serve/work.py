@@ -271,8 +271,9 @@ def release_memory() -> None:
 
     A large image's buffers are freed when its job ends, but glibc keeps the freed pages of the
     worker threads' arenas mapped, so a server that once decoded a few 50 MP images would keep
-    their peak resident for good; ``malloc_trim(0)`` returns them (it costs well under a
-    millisecond on a small heap)."""
+    their peak resident for good; ``malloc_trim(0)`` returns them (cheap next to a job; the
+    README's serve section has the figures). The last upload's bytes, freed after its answer is
+    sent, go back at the next job's trim."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
