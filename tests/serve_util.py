@@ -45,14 +45,22 @@ def running_server(*args: str, env: dict[str, str] | None = None, startup_s: flo
             raise AssertionError(f"server did not start: {proc.stderr.read()[-2000:]}")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    """Stop a server started by a test, by its PID (SIGTERM, then SIGKILL after 20 s); its stderr."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read() if proc.stderr else ""
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+    return err
 
 
 def get_status(url: str, timeout: float = 10.0) -> int:

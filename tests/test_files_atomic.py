@@ -157,6 +157,35 @@ def test_remove_stale_temporaries_only_removes_ours(tmp_path):
     assert files.remove_stale_temporaries(tmp_path / "missing") == []
 
 
+def test_temporaries_of_a_killed_writer_are_removed_by_an_immediate_rerun(tmp_path):
+    """A run killed mid-write (here: os._exit inside atomic_path, as SIGKILL leaves it) leaves a
+    temporary naming its PID; the next start removes it at once, with the usual 300 s age rule,
+    while a young temporary of a live writer (this process), of another host, or of an older
+    version (no writer in the name) stays. Before, all of them stayed for 300 s."""
+    import sys
+
+    code = ("import os, sys; from fastsal import files\n"
+            "with files.atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'partial'); print(os.getpid(), tmp.name, flush=True); os._exit(9)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "maps" / "a.png")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 9, run.stderr
+    pid, name = run.stdout.split()
+    dead = tmp_path / "maps" / name
+    assert dead.exists() and f".p{pid}-" in dead.name
+    with files.atomic_path(tmp_path / "maps" / "b.png") as tmp:  # a live writer: this process
+        tmp.write_bytes(b"partial")
+        assert files.remove_stale_temporaries(tmp_path / "maps", 300.0) == [dead]
+        assert tmp.exists()
+    other_host = "0" * 6 if files._host_tag() != "0" * 6 else "1" * 6
+    remote = tmp_path / "maps" / f".d.png.p{pid}-{other_host}.abcd1234.tmp.png"  # that PID means nothing here
+    remote.write_bytes(b"partial")
+    old_style = tmp_path / "maps" / ".e.png.abcd1234.tmp.png"
+    old_style.write_bytes(b"partial")
+    assert files.remove_stale_temporaries(tmp_path / "maps", 300.0) == []
+    assert remote.exists() and old_style.exists()
+
+
 def test_writability_checks(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(files.OutputError, match="is a file"):

@@ -1025,6 +1025,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, model=args.weights or args.model, backend=args.backend,
         precision=args.precision, threads=args.threads, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels, queue_size=args.queue, timeout_s=args.timeout,
+        header_timeout_s=args.header_timeout,
         api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
         cors_origins=tuple(args.cors_origin or ()),
     )
@@ -1067,6 +1068,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=_finite_range(0.1, 3600.0), default=C.DEFAULT_TIMEOUT_S, metavar="S",
                    help="seconds per request, upload included (default: %(default)s): 408 for slow uploads, 503 "
                         "for slow answers")
+    p.add_argument("--header-timeout", type=_finite_range(0.1, 600.0), default=C.DEFAULT_HEADER_TIMEOUT_S,
+                   metavar="S", help="seconds a connection may take to send a request's headers (default: "
+                                     "%(default)s); idle or slower connections are closed")
     p.add_argument("--api-key-file", metavar="FILE",
                    help="require the key on this file's first line for /v1/* (header X-API-Key or Authorization: "
                         "Bearer); the page asks for it. The file must not be readable by other users")

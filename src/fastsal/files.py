@@ -11,8 +11,9 @@ A full disk must fail loudly, never leave a short file under the final name: tem
 handle may drop a short write without an error (Pillow's JPEG encoder did on ENOSPC), so images
 are encoded to memory first (:func:`encode_jpeg`, :func:`gray_png`) and written as bytes.
 
-A process killed mid-write leaves its temporary behind (``.<name>.<random>.tmp<suffix>``);
-:func:`remove_stale_temporaries` deletes such leftovers and nothing else.
+A process killed mid-write leaves its temporary behind (``.<name>.p<PID>-<host>.<random>.tmp<suffix>``);
+:func:`remove_stale_temporaries` deletes such leftovers (at once when that PID no longer runs on
+this host, else by age) and nothing else.
 
 Atomic renames keep single files whole, but not a check-then-write of several files (an OpenVINO
 ``.xml`` + ``.bin`` pair, a blob and its sidecar) done by several processes at once: that is what
@@ -26,6 +27,7 @@ import io
 import json
 import os
 import re
+import socket
 import struct
 import tempfile
 import time
@@ -48,9 +50,11 @@ from fastsal.errors import FastSalError
 # longer than any single write takes, so a live writer's temporary is never pulled from under it.
 STALE_TEMPORARY_AGE_S = 3600.0
 
-# The names atomic_path gives its temporaries: "." + target name + "." + mkstemp's 8 random
-# characters + ".tmp" + the target's suffix (checked against the name in _is_our_temporary).
-_TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp(?P<suffix>\.[^./]*)?$")
+# The names atomic_path gives its temporaries: "." + target name + "." + the writer's PID and
+# host tag + "." + mkstemp's 8 random characters + ".tmp" + the target's suffix (checked against
+# the name in _is_our_temporary). Names without the writer (older versions) are still recognised.
+_TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+?)(?:\.p(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{6}))?"
+                             r"\.[A-Za-z0-9_]{8}\.tmp(?P<suffix>\.[^./]*)?$")
 
 
 class OutputError(FastSalError, ValueError):
@@ -72,7 +76,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -174,14 +178,19 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """(H, W, 3) uint8 -> JPEG bytes, encoded in memory so that writing them can be checked.
+def encode_jpeg(rgb: Any, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 (or an RGB PIL image, encoded without a copy) -> JPEG bytes, encoded in
+    memory so that writing them can be checked.
 
     Pillow's JPEG encoder, saving into an open file on a full disk, raised nothing and left a
     short file; encoding to ``BytesIO`` and writing with :func:`atomic_write_bytes` cannot.
     """
     from PIL import Image
 
+    if isinstance(rgb, Image.Image) and rgb.mode == "RGB" and 0 not in rgb.size and 1 <= int(quality) <= 95:
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=int(quality))
+        return buf.getvalue()
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
         raise ValueError(f"expected a non-empty (H, W, 3) uint8 array, got {arr.dtype} {arr.shape}")
@@ -192,20 +201,60 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _host_tag() -> str:
+    """6 hex digits naming this machine: a PID means nothing on another host sharing the folder."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _writer_tag() -> str:
+    """``p<PID>-<host tag>``: who writes a temporary, so a cleaner can tell a dead writer's."""
+    return f"p{os.getpid()}-{_host_tag()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here (one of another user counts: it may be writing)."""
+    if pid <= 0:
+        return True  # not a real writer's PID: leave it to the age rule
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 def _is_our_temporary(path: Path) -> bool:
-    """Whether ``path``'s name is one :func:`atomic_path` makes (``.<name>.<8 random>.tmp<suffix>``)."""
+    """Whether ``path``'s name is one :func:`atomic_path` makes
+    (``.<name>.p<PID>-<host>.<8 random>.tmp<suffix>``, or without the writer as older versions did)."""
+    return _temporary_name(path) is not None
+
+
+def _temporary_name(path: Path) -> re.Match[str] | None:
+    """The match of ``path``'s name against our temporaries' names (groups pid, host), or None."""
     m = _TEMPORARY_NAME.match(path.name)
-    return m is not None and (m.group("suffix") or "") == Path(m.group("name")).suffix
+    return m if m is not None and (m.group("suffix") or "") == Path(m.group("name")).suffix else None
+
+
+def _writer_is_dead(name: re.Match[str]) -> bool:
+    """Whether the temporary's writer is known to be gone: a process of this host that has exited
+    (unknown for names without a writer, and off POSIX)."""
+    if name.group("pid") is None or os.name != "posix":
+        return False
+    pid = int(name.group("pid"))
+    return name.group("host") == _host_tag() and pid != os.getpid() and not _pid_alive(pid)
 
 
 def remove_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMPORARY_AGE_S, *,
                              recursive: bool = False) -> list[Path]:
     """Delete temporaries left in ``folder`` by killed writers; returns the removed paths.
 
-    Only regular files named as :func:`atomic_path` names its temporaries and last modified more
-    than ``max_age_s`` seconds ago are removed (a younger one may belong to a writer still
-    running); nothing else is touched. ``recursive`` also searches subfolders (without following
-    links). A missing folder, or a file that vanishes meanwhile, is not an error.
+    Only regular files named as :func:`atomic_path` names its temporaries are removed, and only
+    when their writer is known to be dead (the PID in the name is of this host and no longer runs:
+    a run killed a moment ago) or they were last modified more than ``max_age_s`` seconds ago (a
+    younger one may belong to a writer still running, e.g. on another host sharing the folder, or
+    a PID reused since); nothing else is touched. ``recursive`` also searches subfolders (without
+    following links). A missing folder, or a file that vanishes meanwhile, is not an error.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -214,8 +263,9 @@ def remove_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMPOR
     removed = []
     for f in folder.rglob(".*") if recursive else folder.glob(".*"):
         try:
-            if (not _is_our_temporary(f) or f.is_symlink() or not f.is_file()
-                    or now - f.stat().st_mtime < max_age_s):
+            name = _temporary_name(f)
+            if (name is None or f.is_symlink() or not f.is_file()
+                    or (now - f.stat().st_mtime < max_age_s and not _writer_is_dead(name))):
                 continue
             f.unlink()
         except FileNotFoundError:

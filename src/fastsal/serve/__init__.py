@@ -6,8 +6,9 @@
 Modules: :mod:`~fastsal.serve.config` (settings and limits; imports nothing heavy),
 :mod:`~fastsal.serve.upload` (multipart parsing in memory, within limits),
 :mod:`~fastsal.serve.work` (models loaded once, the bounded job queue and worker threads),
-:mod:`~fastsal.serve.app` (routes, access, documentation) and :mod:`~fastsal.serve.server`
-(binding and uvicorn). ``create_app`` and ``serve`` import FastAPI on first use, so this package
+:mod:`~fastsal.serve.app` (routes, access, documentation), :mod:`~fastsal.serve.protocol`
+(uvicorn's HTTP protocol with a request-head deadline and a connection cap) and
+:mod:`~fastsal.serve.server` (binding and uvicorn). ``create_app`` and ``serve`` import FastAPI on first use, so this package
 can be imported (and its settings checked) without the extra.
 """
 from __future__ import annotations

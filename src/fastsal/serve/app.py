@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +40,7 @@ _CONNECTION_CLOSE = {"Connection": "close"}  # after refusing a body we did not 
 #: Request head limits (uvicorn's h11 lets a head of up to ~64 KB through when it arrives at once).
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
+_log = logging.getLogger("fastsal.serve")
 
 
 # -- documented shapes (for OpenAPI; answers are built directly, not validated, to stay fast) --
@@ -103,8 +106,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class _Guard:
-    """Pure ASGI middleware: refuse oversized heads (431) and foreign Host headers on a loopback
-    server (400), add safe headers.
+    """Pure ASGI middleware: refuse oversized heads (431), foreign Host headers on a loopback
+    server (400) and requests past ``max_requests`` in flight (503; ``/healthz`` is always
+    answered, it costs nothing), add safe headers.
 
     A page on another site can make a browser send requests to ``127.0.0.1`` under a hostname it
     controls (DNS rebinding) and read the answers; checking the Host header closes that on the
@@ -116,31 +120,28 @@ class _Guard:
     _PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
                  b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
-    def __init__(self, app: Any, loopback_only: bool) -> None:
+    def __init__(self, app: Any, loopback_only: bool, max_requests: int) -> None:
         self.app = app
         self.loopback_only = loopback_only
+        self.max_requests = max_requests
+        self.in_flight = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = scope.get("headers") or []
         if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
-            body = b'{"detail":"request headers too large or too many; send fewer or smaller headers"}'
-            await send({"type": "http.response.start", "status": 431, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
-            return
+            return await _refuse(send, 431, "request headers too large or too many; send fewer or smaller headers",
+                                 (b"connection", b"close"))
         if self.loopback_only:
             host = dict(headers).get(b"host", b"").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.lower() not in self._LOOPBACK_HOSTS:
-                body = b'{"detail":"this server only answers requests addressed to 127.0.0.1 or localhost"}'
-                await send({"type": "http.response.start", "status": 400, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
+                return await _refuse(send, 400, "this server only answers requests addressed to 127.0.0.1 or localhost")
         path = scope.get("path", "")
+        if self.in_flight >= self.max_requests and path != "/healthz":
+            return await _refuse(send, 503, "busy: too many requests in flight; retry in a second",
+                                 (b"retry-after", b"1"))
 
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -151,7 +152,19 @@ class _Guard:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self.in_flight -= 1
+
+
+async def _refuse(send: Callable, status: int, detail: str, *headers: tuple[bytes, bytes]) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` straight from the middleware (no route runs)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def default_loader(config: ServeConfig) -> Callable[[str], Any]:
@@ -265,23 +278,11 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
         except RequestError as exc:
             exc.headers.update(_CONNECTION_CLOSE)
             raise
-        jobs.admit()
-        try:
-            data = await asyncio.wait_for(
-                read_field(request.stream(), request.headers.get("content-type"), FIELD, config.max_upload_bytes),
-                timeout=config.timeout_s)
-        except asyncio.TimeoutError:
-            jobs.release()
-            raise RequestError(408, f"the upload took longer than {config.timeout_s:g} s; send it faster or "
-                                    f"smaller", _CONNECTION_CLOSE) from None
-        except RequestError as exc:
-            jobs.release()
-            if exc.status in (400, 413):
-                exc.headers.update(_CONNECTION_CLOSE)
-            raise
-        except BaseException:
-            jobs.release()
-            raise
+        jobs.check_room()  # a full queue answers 503 before the upload is read, as before
+        data = await _read_upload(request, jobs, config)
+        if data is None:
+            return Response(status_code=400)  # the client is gone: nobody reads this
+        jobs.admit()  # a slot only once the whole body is here: slow uploads hold none
         uploaded = time.monotonic()
         params = Params(model=name, output=output, map=map_format, grid=grid, top_k=top_k, alpha=alpha)
         answer = await jobs.run(data, params, deadline)
@@ -301,8 +302,50 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
                            expose_headers=["Server-Timing", "X-Fastsal-Model"])
-    app.add_middleware(_Guard, loopback_only=config.loopback)
+    app.add_middleware(_Guard, loopback_only=config.loopback, max_requests=config.max_requests)
     return app
+
+
+class _HungUp(Exception):
+    """The client closed the connection before its upload was complete."""
+
+
+async def _read_upload(request: Request, jobs: Jobs, config: ServeConfig) -> bytes | None:
+    """The image field of ``request``'s body, read within ``config.timeout_s`` and the shared
+    upload memory budget (:meth:`Jobs.buffered`), holding no queue slot; None when the client hung
+    up (logged as one line: an everyday event, not a server error)."""
+    read = 0
+
+    async def counted() -> AsyncIterator[bytes]:  # request.stream(), counted, with hang-ups as _HungUp
+        nonlocal read
+        more = True
+        while more:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise _HungUp()
+            chunk, more = message.get("body", b""), message.get("more_body", False)
+            jobs.buffer(len(chunk))
+            read += len(chunk)
+            yield chunk
+
+    try:
+        return await asyncio.wait_for(
+            read_field(counted(), request.headers.get("content-type"), FIELD, config.max_upload_bytes),
+            timeout=config.timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"the upload took longer than {config.timeout_s:g} s; send it faster or "
+                                f"smaller", _CONNECTION_CLOSE) from None
+    except RequestError as exc:
+        if exc.status in (400, 413, 503):
+            exc.headers.update(_CONNECTION_CLOSE)
+        raise
+    except _HungUp:
+        client = request.client
+        who = f"{client.host}:{client.port}" if client else "a client"
+        _log.warning("%s hung up during the upload after %d bytes; request dropped", who, read)
+        return None
+    finally:
+        jobs.unbuffer(read)
 
 
 def _mount_docs(app: FastAPI) -> None:

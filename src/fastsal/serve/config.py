@@ -19,10 +19,16 @@ DEFAULT_MAX_UPLOAD_MB = 25.0
 #: Pixel limit for uploads: a 48 MP camera frame passes; the library's 100 MP would let each of
 #: a few concurrent requests hold ~1 GB (the RGB image, the float map and its renderings).
 DEFAULT_MAX_PIXELS = 50_000_000
-#: Requests admitted at once (uploading, waiting or running); one more is answered 503 at once.
+#: Requests admitted at once (waiting or running, once their upload is in); one more gets 503.
 DEFAULT_QUEUE = 64
-#: Seconds one request may take from admission to answer (upload included).
+#: Seconds one request may take from its head to its answer (upload included).
 DEFAULT_TIMEOUT_S = 30.0
+#: Seconds a connection may take to send a whole request head, counted from when it opens (or
+#: from its previous answer): idle and trickling connections are closed after this.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: Uploads being read (not yet admitted to the queue) may buffer this many times the upload limit
+#: together; past it, a request gets 503 instead of piling up memory.
+UPLOAD_BUFFERS = 8
 #: Shortest API key accepted: shorter ones can be guessed by trying.
 MIN_KEY_LENGTH = 16
 LOOPBACK = "127.0.0.1"
@@ -46,6 +52,7 @@ class ServeConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     queue_size: int = DEFAULT_QUEUE
     timeout_s: float = DEFAULT_TIMEOUT_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     api_key: str | None = field(default=None, repr=False)  # never printed
     cors_origins: tuple[str, ...] = ()
 
@@ -58,12 +65,24 @@ class ServeConfig:
             raise ServeError(f"the queue must hold at least 1 request, got {self.queue_size}")
         if not 0 < self.timeout_s <= 3600:
             raise ServeError(f"the timeout must be in (0, 3600] seconds, got {self.timeout_s}")
+        if not 0 < self.header_timeout_s <= 600:
+            raise ServeError(f"header_timeout_s must be in (0, 600] seconds, got {self.header_timeout_s}")
         if self.api_key is not None and len(self.api_key) < MIN_KEY_LENGTH:
             raise ServeError(f"the API key must have at least {MIN_KEY_LENGTH} characters; "
                              f"make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ServeError(f"--cors-origin {origin!r}: expected an origin such as https://example.org (or *)")
+
+    @property
+    def max_requests(self) -> int:
+        """Requests in flight at once (uploading, queued or running); more get 503, except ``/healthz``."""
+        return 2 * self.queue_size + 32
+
+    @property
+    def upload_buffer_bytes(self) -> int:
+        """Bytes all uploads still being read may hold together (see :data:`UPLOAD_BUFFERS`)."""
+        return UPLOAD_BUFFERS * self.max_upload_bytes
 
     @property
     def loopback(self) -> bool:

@@ -18,7 +18,7 @@ from fastsal.serve.config import ServeConfig, ServeError
 MAX_HEADER_BYTES = 16 * 1024
 #: Connections waiting to be accepted (uvicorn's own default).
 BACKLOG = 2048
-#: Seconds an idle keep-alive connection is kept.
+#: Seconds an idle keep-alive connection is kept after an answer.
 KEEP_ALIVE_S = 5
 
 
@@ -56,6 +56,7 @@ def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str],
     import uvicorn
 
     from fastsal.serve.app import create_app
+    from fastsal.serve.protocol import protocol_class
 
     sock = bind(config.host, config.port)
     try:
@@ -67,10 +68,12 @@ def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str],
                   f"machine can use the server", file=sys.stderr)
         print(f"fastsal: serving {url_of(sock)} (model {models.default}, engine {settings.get('backend')}, "
               f"precision {settings.get('precision')}; API docs at {url_of(sock)}docs); Ctrl-C stops", flush=True)
+        # No limit_concurrency: uvicorn counts open sockets there, so idle ones would turn every
+        # request away; the app limits requests in flight instead (and always answers /healthz).
         uv = uvicorn.Config(
-            app, http="h11", lifespan="on", log_level="info" if access_log else "warning", access_log=access_log,
+            app, http=protocol_class(config.header_timeout_s), lifespan="on",
+            log_level="info" if access_log else "warning", access_log=access_log,
             timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
-            limit_concurrency=2 * config.queue_size + 32,  # connections: room for /healthz when the queue is full
         )
         uvicorn.Server(uv).run(sockets=[sock])
     finally:

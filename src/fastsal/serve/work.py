@@ -6,8 +6,10 @@ network itself runs one call at a time (:attr:`Jobs.network_lock`): the engines 
 core for one image, and not all of them allow concurrent calls. A second thread still pays off:
 it decodes the next upload and encodes the last answer while the network runs.
 
-The queue is bounded: at most ``queue_size`` requests are admitted at once (uploading, waiting or
-running), and one more is answered 503 at once rather than piling up memory and latency. A request
+The queue is bounded: at most ``queue_size`` requests are admitted at once (waiting or running;
+a request is admitted once its whole upload is in memory, so slow uploads hold no slot), and one
+more is answered 503 at once rather than piling up memory and latency. Uploads still arriving
+share a memory budget (:meth:`Jobs.buffer`) instead. A request
 that passes its deadline is answered 503; its job stops at the next step boundary, and its slot
 is freed only when its thread really lets go, so the bound holds for the CPU as well.
 """
@@ -15,8 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
+import functools
 import io
 import logging
+import platform
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +33,8 @@ import numpy as np
 
 from fastsal import defaults
 from fastsal.files import encode_jpeg, gray_png
-from fastsal.images import ImageError, ImageTooLargeError, UnrecognisedImageError, load_resized, load_rgb, sniff_format
+from fastsal.images import (ImageError, ImageTooLargeError, UnrecognisedImageError, load_image, load_resized,
+                            resize_rgb, sniff_format)
 from fastsal.peaks import fixation_candidates, grid
 from fastsal.serve.config import ServeConfig
 from fastsal.serve.upload import RequestError
@@ -124,18 +131,35 @@ class Jobs:
         self.models = models
         self.capacity = config.queue_size
         self.pending = 0  # admitted and not yet released; touched only on the event loop's thread
+        self.buffered = 0  # bytes of uploads being read (not admitted yet); event loop's thread only
         self.network_lock = threading.Lock()
         self.answered = 0
         self.refused_busy = 0
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="fastsal-serve")
 
-    def admit(self) -> None:
-        """Take a slot, or raise 503 when the queue is full (before the upload is read)."""
+    def check_room(self) -> None:
+        """Raise 503 if the queue is full now (before reading an upload that could not be admitted)."""
         if self.pending >= self.capacity:
             self.refused_busy += 1
             raise RequestError(503, f"busy: {self.capacity} requests already queued; retry in a second",
                                RETRY_AFTER)
+
+    def admit(self) -> None:
+        """Take a slot, or raise 503 when the queue is full. Called once the whole upload is in
+        memory, so a slow upload holds no slot (only its connection, under its deadline)."""
+        self.check_room()
         self.pending += 1
+
+    def buffer(self, n: int) -> None:
+        """Count ``n`` more bytes held by uploads still being read; 503 past the budget
+        (``ServeConfig.upload_buffer_bytes``): memory stays bounded while no slot is held."""
+        if self.buffered + n > self.config.upload_buffer_bytes:
+            self.refused_busy += 1
+            raise RequestError(503, "busy: too many uploads arriving at once; retry in a second", RETRY_AFTER)
+        self.buffered += n
+
+    def unbuffer(self, n: int) -> None:
+        self.buffered -= n
 
     def release(self) -> None:
         self.pending -= 1
@@ -162,6 +186,17 @@ class Jobs:
 
     # -- on a worker thread -------------------------------------------------------------------
     def _job(self, data: bytes, params: Params, deadline: float) -> Answer:
+        """:meth:`_compute`, then hand freed memory back to the system (see :func:`release_memory`)."""
+        try:
+            return self._compute(data, params, deadline)
+        finally:
+            release_memory()
+
+    def _compute(self, data: bytes, params: Params, deadline: float) -> Answer:
+        """Decode, predict and encode one upload. Peak memory is about 9 bytes a pixel beyond the
+        upload (the decoded image, the float map, its 8-bit rendering), so ``max_pixels`` bounds
+        it: the overlay is blended into the decoded image in place and encoded from it, and the
+        float map is dropped before the blend."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         _check(deadline)
@@ -172,12 +207,12 @@ class Jobs:
         predictor = self.models.get(params.model)
         stream = io.BytesIO(data)
         stream.name = "image"  # error messages say "image: ...", not "<BytesIO image stream>"
-        rgb = None
+        image = None
         try:
             if params.output == "overlay":  # the overlay needs every pixel; the others only the size
-                rgb = load_rgb(stream, max_pixels=self.config.max_pixels)
-                size = rgb.shape[:2]
-                x = predictor.preprocess(rgb)
+                image = load_image(stream, max_pixels=self.config.max_pixels)
+                size = (image.height, image.width)
+                x = predictor.preprocess(resize_rgb(image, predictor.input_size_for(size)), size)
             else:
                 small, size = load_resized(stream, predictor.input_size_for, max_pixels=self.config.max_pixels)
                 x = predictor.preprocess(small, size)
@@ -201,16 +236,19 @@ class Jobs:
         _check(deadline)
         t2 = time.perf_counter()
         prob = predictor.postprocess(log_small, size)
-        answer = self._encode(prob, rgb, params, predictor)
+        if image is not None:
+            values = to_png(prob)
+            del prob  # 4 bytes a pixel that the blend does not need
+            answer = Answer(encode_jpeg(blend(image, values, params.alpha)), "image/jpeg")
+        else:
+            answer = self._encode(prob, params, predictor)
         timing["encode"] = time.perf_counter() - t2
         answer.timing = timing
         return answer
 
-    def _encode(self, prob: np.ndarray, rgb: np.ndarray | None, params: Params, predictor: Any) -> Answer:
+    def _encode(self, prob: np.ndarray, params: Params, predictor: Any) -> Answer:
         if params.output == "png":
             return Answer(gray_png(to_png(prob)), "image/png")
-        if params.output == "overlay":
-            return Answer(encode_jpeg(np.asarray(blend(rgb, to_png(prob), params.alpha))), "image/jpeg")
         h, w = prob.shape
         body: dict[str, Any] = {
             "model": predictor.name, "width": w, "height": h,
@@ -226,6 +264,29 @@ class Jobs:
             np.save(buf, prob.astype(np.float32, copy=False))
             body["npy"] = base64.b64encode(buf.getvalue()).decode("ascii")
         return Answer(body, "application/json")
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system after a job (glibc only; elsewhere nothing).
+
+    A large image's buffers are freed when its job ends, but glibc keeps the freed pages of the
+    worker threads' arenas mapped, so a server that once decoded a few 50 MP images would keep
+    their peak resident for good; ``malloc_trim(0)`` returns them (cheap next to a job; the
+    README's serve section has the figures). The last upload's bytes, freed after its answer is
+    sent, go back at the next job's trim."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _check(deadline: float) -> None:
