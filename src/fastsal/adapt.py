@@ -7,13 +7,16 @@ model, here with flips only: :data:`fastsal.defaults.ADAPT_TTA`) labels the augm
 learns what the stronger, slower teacher would predict on this domain. No fixations are needed and
 no labels are stored.
 
-The budget is wall-clock: before training, one batch of teacher labelling and student update is
-timed on these images, and the number of epochs is what fits in ``budget_min`` minutes (at least
+The budget is wall-clock: before training, training steps (teacher labelling and student update)
+are timed on these images after an untimed warm-up (engines compile once per run, not per step),
+and the number of epochs is what fits in ``budget_min`` minutes (at least
 one, at most :data:`fastsal.defaults.ADAPT_MAX_EPOCHS`), unless ``epochs`` is given. The plan is
 kept in ``OUT/adapt.json``, so a rerun after Ctrl-C resumes the same schedule.
 
 The result, ``OUT/best.pt``, is a normal fastsal checkpoint: ``fastsal predict --weights
 OUT/best.pt``. With no eye tracking there is nothing to select epochs on, so it is the last epoch.
+It makes maps as the student did: its post-processing (the blur) is carried over by ``train``'s
+``init`` (:func:`fastsal.models.registry.postprocess_settings`), and ``fastsal export`` keeps it.
 """
 from __future__ import annotations
 
@@ -66,10 +69,16 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
     return str(ckpt["model"]), path, size, aspect
 
 
-def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2) -> float:
+def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2, warmup: int = 1) -> float:
     """Measured seconds per image of one training step as :func:`fastsal.train.train` takes it
     (augmentation, mixup, teacher labels, student forward, backward and optimiser step) on the
-    first batch of images: the last of ``batches`` timed steps (the first prepares engines)."""
+    first batch of images, with the run's threads and the student in train mode.
+
+    ``warmup`` steps run first and are not timed (engines compile, allocators grow: a cost paid
+    once per run, not per step); then ``batches`` steps are timed together and divided by the
+    images they saw. Timing the one step after the first instead planned twice the time an
+    epoch then took.
+    """
     from fastsal.distill import TEACHER_KIND
     from fastsal.images import load_rgb, resize_rgb
     from fastsal.models import load_model
@@ -84,15 +93,15 @@ def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: i
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     empty = [torch.zeros(0, 2)] * len(batch)
-    seconds = math.inf
-    for _ in range(batches):
-        start = time.perf_counter()
+    start = 0.0
+    for step in range(warmup + max(1, batches)):
+        if step == warmup:
+            start = time.perf_counter()
         x, d, f = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
         opt.zero_grad(set_to_none=True)
         batch_loss(model, TEACHER_KIND, x, d, f, cfg, teacher, g, "cpu").backward()
         opt.step()
-        seconds = time.perf_counter() - start
-    return seconds / len(batch)
+    return (time.perf_counter() - start) / (max(1, batches) * len(batch))
 
 
 def adapt(
@@ -143,6 +152,8 @@ def adapt(
         files.ensure_writable_folder(out, "-o")
         try:
             samples = distill_samples(cfg)
+            print(f"adapt: {len(samples)} images; timing two training steps (after one warm-up) to fit the "
+                  f"{budget_min:g}-minute budget", flush=True)  # the teacher's first step can take a minute
             if threads:
                 torch.set_num_threads(threads)
             spi = seconds_per_image(cfg, build_teacher(cfg), samples)

@@ -59,8 +59,10 @@ from fastsal.models.registry import (
     ModelError,
     atomic_save,
     build,
+    damaged_tensors,
     full_state_dict,
     list_models,
+    postprocess_settings,
     read_checkpoint,
     save_checkpoint,
 )
@@ -488,6 +490,14 @@ def batch_loss(net: nn.Module, kind: str, x: torch.Tensor, density: torch.Tensor
     return DISTILLATION_LOSSES[cfg.distill_loss](out, density.to(device))
 
 
+def _check_finite(cfg: TrainConfig, epoch: int, what: str, value: float) -> None:
+    """Stop a diverged run (:class:`TrainError`) before anything of this epoch is saved: NaN or inf
+    weights would otherwise become ``best.pt`` / ``last.pt`` and a resume would train on them."""
+    if not math.isfinite(value):
+        raise TrainError(f"training diverged in epoch {epoch + 1}: {what} is {value}; nothing of this epoch was "
+                         f"saved; lower --lr (now {cfg.lr:g}) and rerun with --restart")
+
+
 def _epochs_span(first: int, last: int) -> str:
     return f"epoch {first}" if first == last else f"epochs {first}..{last}"
 
@@ -506,6 +516,10 @@ def _read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
     needed = ("state_dict", "optimizer", "scheduler", "epoch", "log", "best")
     if not isinstance(state, dict) or any(k not in state for k in needed):
         raise TrainError(f"{path}: not a fastsal resume checkpoint; pass --restart to start over or another --out")
+    problem = damaged_tensors(state)
+    if problem:
+        raise TrainError(f"{path}: damaged resume checkpoint ({problem}); pass --restart to start over "
+                         "(or delete the file)")
     previous = state.get("model") or (state["log"].get("config", {}).get("model") if isinstance(state["log"], dict) else None)
     if previous is not None and previous != model_name:
         raise TrainError(f"{path.parent}: holds a {previous!r} run, not --model {model_name}; pass another --out, "
@@ -513,17 +527,19 @@ def _read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
     return state
 
 
-def _build_model(cfg: TrainConfig) -> nn.Module:
-    """The model to train: from ``cfg.init`` when given, else with ``cfg.backbone_weights``."""
-    model = _build_from_init(cfg) if cfg.init else _build_with_backbone(cfg)
+def _build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to train: from ``cfg.init`` when given, else with ``cfg.backbone_weights``; and
+    the post-processing settings (blur) the saved checkpoints carry over from ``cfg.init``."""
+    model, settings = _build_from_init(cfg) if cfg.init else (_build_with_backbone(cfg), {})
     if cfg.freeze_encoder:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
-    return model
+    return model, settings
 
 
-def _build_from_init(cfg: TrainConfig) -> nn.Module:
-    """Start from a fastsal checkpoint: all of it for the same model, else its encoder.
+def _build_from_init(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """Start from a fastsal checkpoint: all of it for the same model, else its encoder; with its
+    post-processing settings (:func:`fastsal.models.registry.postprocess_settings`).
 
     Taking the encoder of a trained model of the same backbone gives a new decoder variant
     features that already know saliency; the decoder starts fresh.
@@ -535,9 +551,10 @@ def _build_from_init(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f"--init {exc}") from None
     model = build(cfg.model, backbone_weights=None)
     state = {k: v.float() if v.is_floating_point() else v for k, v in full.items()}
+    settings = postprocess_settings(ckpt)
     if ckpt["model"] == cfg.model:
         model.load_state_dict(state)
-        return model
+        return model, settings
     ref = model.state_dict()
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
     fits = encoder and all(k in ref and ref[k].shape == v.shape for k, v in encoder.items()) and \
@@ -546,7 +563,7 @@ def _build_from_init(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f"--init {cfg.init}: a {ckpt['model']!r} checkpoint, whose encoder does not fit {cfg.model}; "
                          "pass a checkpoint of the same backbone")
     model.load_state_dict(encoder, strict=False)
-    return model
+    return model, settings
 
 
 def _build_with_backbone(cfg: TrainConfig) -> nn.Module:
@@ -638,7 +655,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     except FastSalError as exc:
         raise TrainError(f"--device: {exc}") from None
     torch.manual_seed(cfg.seed)  # before building: the initial weights depend on it
-    model = _build_model(cfg).to(device)
+    model, carried = _build_model(cfg)
+    model = model.to(device)
     try:
         teacher = build_teacher(cfg)  # before the data: a bad --teacher fails in a second
     except DistillError as exc:
@@ -765,9 +783,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 loss = batch_loss(net, bucket["kind"], x, d, f, cfg, teacher, g, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                value = loss.item()
+                _check_finite(cfg, epoch, "the training loss", value)  # before the step spreads it
                 opt.step()
                 sched.step()
-                value = loss.item()
                 kind_sum = by_kind.setdefault(bucket["kind"], [0.0, 0])
                 kind_sum[0] += value * len(idx)
                 kind_sum[1] += len(idx)
@@ -777,6 +796,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             if stop["signum"] is not None:
                 raise _interrupted()
             val = validate_all(model, val_b, cfg.batch_size * 2, device) if val_b else {}
+            for key in ("kld", "cc", "nss"):
+                _check_finite(cfg, epoch, f"the validation {key.upper()}", val.get(key, 0.0))
             total, seen = (sum(v[i] for v in by_kind.values()) for i in (0, 1))
             entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t_epoch,
                      **{f"val_{k}": v for k, v in val.items()}}
@@ -787,7 +808,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 improved = not val or val["score"] < best  # no validation data: the latest epoch is kept
                 if improved:
                     best = val["score"] if val else best
-                    meta = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg)}
+                    meta = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg),
+                            **carried}  # maps made as --init's were (its blur)
                     if teacher is not None:
                         meta["teacher"] = log["teacher"]
                     save_checkpoint(model, cfg.model, best_path, meta=meta)
