@@ -4,6 +4,7 @@ training from a checkpoint keeps its post-processing blur (issue 23 items 2, 10,
 import errno
 import os
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -184,6 +185,23 @@ def test_train_checkpoint_on_a_full_disk_is_one_line(osie_root, tmp_path, capsys
     assert [n for n in _leftovers(tmp_path / "run") if n.endswith(".pt") or ".tmp" in n] == []
 
 
+def test_train_on_a_real_full_disk(osie_root, tmp_path, capsys):
+    """The same on a 160 KB tmpfs (root with mount rights only): torch's own writer fills it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    try:
+        code = main(["train", "--root", str(osie_root), "--out", str(disk / "run"), "--epochs", "1", *TINY])
+        cap = capsys.readouterr()
+        assert code == 2 and "best checkpoint" not in cap.out
+        assert _one_line(cap.err) == (f"fastsal: error: {disk / 'run' / 'best.pt'}: No space left on device; free "
+                                      "some space or write to another disk")
+        assert _leftovers(disk / "run") == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 def test_export_to_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnx")
     weights = teacher_checkpoint(tmp_path / "w.pt")
@@ -195,6 +213,19 @@ def test_export_to_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", full_disk_export)
     code = main(["export", "--weights", str(weights), "--format", "onnx", "--input-size", "64x96", "-o", str(out)])
+    assert code == 2
+    assert _one_line(capsys.readouterr().err) == (f"fastsal: error: {out}: No space left on device; free some space "
+                                                  "or write to another disk")
+    assert _leftovers(out.parent) == []
+
+
+def test_torchscript_export_to_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """torch.jit.save into a file on a full disk aborted the whole process (terminate from C++)."""
+    weights = teacher_checkpoint(tmp_path / "w.pt")
+    out = tmp_path / "out" / "m.pt"
+    monkeypatch.setattr(files, "os", _FullDiskOs(budget=4096))
+    code = main(["export", "--weights", str(weights), "--format", "torchscript", "--input-size", "64x96",
+                 "-o", str(out)])
     assert code == 2
     assert _one_line(capsys.readouterr().err) == (f"fastsal: error: {out}: No space left on device; free some space "
                                                   "or write to another disk")
