@@ -3,6 +3,7 @@ is one line naming the file with nothing half-written, a diverged run stops with
 training from a checkpoint keeps its post-processing blur (issue 23 items 2, 10, 11; issue 22 item 4)."""
 import errno
 import os
+import re
 import struct
 import subprocess
 import zipfile
@@ -335,3 +336,20 @@ def test_adapt_plans_at_once_and_times_after_a_warm_up(tmp_path, capsys, monkeyp
     assert out[1].startswith("adapt: 4 images, ") and "s per image and epoch here: 1 epoch" in out[1]
     assert len(calls) == 3  # one warm-up step, not timed, then two timed steps
     assert np.isfinite(__import__("json").loads((tmp_path / "out" / "adapt.json").read_text())["seconds_per_image"])
+
+
+def test_adapt_and_train_init_refuse_a_damaged_checkpoint(tmp_path):
+    from fastsal.adapt import AdaptError, adapt
+    from fastsal.train import TrainConfig, TrainError, train
+
+    write_images(tmp_path / "photos", 2)
+    source = teacher_checkpoint(tmp_path / "source.pt")
+    _flip_byte_in_largest_tensor(source)
+    why = re.escape(f"{source}: damaged checkpoint (its tensors do not match the checksum written with them)")
+    with pytest.raises(AdaptError, match=rf"^--model {why}; retrain it or restore the file from a copy$"):
+        adapt([tmp_path / "photos"], tmp_path / "out", model=source, epochs=1)
+    cfg = TrainConfig(model="fastsal_bare", data=(), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+                      input_size=SIZE, backbone_weights=None, init=str(source), teacher=(centre_teacher(tmp_path),),
+                      distill_images=(str(tmp_path / "photos"),))
+    with pytest.raises(TrainError, match=rf"^--init {why}"):
+        train(cfg, progress=False)

@@ -48,7 +48,7 @@ class AdaptError(FastSalError, ValueError):
 def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], bool]:
     """(model name, checkpoint, input size, aspect) of the student to adapt: a model name with
     shipped weights (``default``) or a checkpoint from ``fastsal train`` / ``fastsal adapt``."""
-    from fastsal.models.registry import WEIGHTS, ModelError, read_checkpoint, weights_for
+    from fastsal.models.registry import WEIGHTS, DamagedCheckpointError, ModelError, read_checkpoint, weights_for
     from fastsal.predict import training_geometry
 
     text = str(model)
@@ -64,6 +64,8 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
     except ModelError as exc:
         hint = ("" if path.is_file() or path.suffix else
                 f" (a model name needs shipped weights: {', '.join(['default', *WEIGHTS])})")
+        if isinstance(exc, DamagedCheckpointError):  # a fastsal checkpoint whose tensors fail their checks
+            raise AdaptError(f"--model {exc}") from None
         raise AdaptError(f"--model {exc}{hint}; adapt trains a checkpoint, not an exported file") from None
     size, aspect = training_geometry(dict(ckpt.get("meta", {})))
     return str(ckpt["model"]), path, size, aspect

@@ -45,6 +45,10 @@ class ModelError(FastSalError, ValueError):
     """Unknown model name or unusable weights file; the message says how to fix it."""
 
 
+class DamagedCheckpointError(ModelError):
+    """A fastsal checkpoint whose tensors fail their checksum or hold NaN / inf."""
+
+
 @dataclass(frozen=True)
 class Backbone:
     build: Callable[[Any], nn.Module]
@@ -294,7 +298,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path}: not a fastsal checkpoint (no '{CHECKPOINT_FORMAT}' header); pass a file written by fastsal")
     problem = damaged_tensors(ckpt)
     if problem:
-        raise ModelError(f"{path}: damaged checkpoint ({problem}); retrain it or restore the file from a copy")
+        raise DamagedCheckpointError(f"{path}: damaged checkpoint ({problem}); retrain it or restore the file from a copy")
     return ckpt
 
 
