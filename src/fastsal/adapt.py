@@ -7,13 +7,16 @@ model, here with flips only: :data:`fastsal.defaults.ADAPT_TTA`) labels the augm
 learns what the stronger, slower teacher would predict on this domain. No fixations are needed and
 no labels are stored.
 
-The budget is wall-clock: before training, one batch of teacher labelling and student update is
-timed on these images, and the number of epochs is what fits in ``budget_min`` minutes (at least
+The budget is wall-clock: before training, training steps (teacher labelling and student update)
+are timed on these images after an untimed warm-up (engines compile once per run, not per step),
+and the number of epochs is what fits in ``budget_min`` minutes (at least
 one, at most :data:`fastsal.defaults.ADAPT_MAX_EPOCHS`), unless ``epochs`` is given. The plan is
 kept in ``OUT/adapt.json``, so a rerun after Ctrl-C resumes the same schedule.
 
 The result, ``OUT/best.pt``, is a normal fastsal checkpoint: ``fastsal predict --weights
 OUT/best.pt``. With no eye tracking there is nothing to select epochs on, so it is the last epoch.
+It makes maps as the student did: its post-processing (the blur) is carried over by ``train``'s
+``init`` (:func:`fastsal.models.registry.postprocess_settings`), and ``fastsal export`` keeps it.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ class AdaptError(FastSalError, ValueError):
 def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], bool]:
     """(model name, checkpoint, input size, aspect) of the student to adapt: a model name with
     shipped weights (``default``) or a checkpoint from ``fastsal train`` / ``fastsal adapt``."""
-    from fastsal.models.registry import WEIGHTS, ModelError, read_checkpoint, weights_for
+    from fastsal.models.registry import WEIGHTS, DamagedCheckpointError, ModelError, read_checkpoint, weights_for
     from fastsal.predict import training_geometry
 
     text = str(model)
@@ -61,15 +64,23 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
     except ModelError as exc:
         hint = ("" if path.is_file() or path.suffix else
                 f" (a model name needs shipped weights: {', '.join(['default', *WEIGHTS])})")
+        if isinstance(exc, DamagedCheckpointError):  # a fastsal checkpoint whose tensors fail their checks
+            raise AdaptError(f"--model {exc}") from None
         raise AdaptError(f"--model {exc}{hint}; adapt trains a checkpoint, not an exported file") from None
     size, aspect = training_geometry(dict(ckpt.get("meta", {})))
     return str(ckpt["model"]), path, size, aspect
 
 
-def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2) -> float:
+def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2, warmup: int = 1) -> float:
     """Measured seconds per image of one training step as :func:`fastsal.train.train` takes it
     (augmentation, mixup, teacher labels, student forward, backward and optimiser step) on the
-    first batch of images: the last of ``batches`` timed steps (the first prepares engines)."""
+    first batch of images, with the run's threads and the student in train mode.
+
+    ``warmup`` steps run first and are not timed (engines compile, allocators grow: a cost paid
+    once per run, not per step); then ``batches`` steps are timed together and divided by the
+    images they saw. Timing the one step after the first instead planned twice the time an
+    epoch then took.
+    """
     from fastsal.distill import TEACHER_KIND
     from fastsal.images import load_rgb, resize_rgb
     from fastsal.models import load_model
@@ -84,15 +95,15 @@ def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: i
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     empty = [torch.zeros(0, 2)] * len(batch)
-    seconds = math.inf
-    for _ in range(batches):
-        start = time.perf_counter()
+    start = 0.0
+    for step in range(warmup + max(1, batches)):
+        if step == warmup:
+            start = time.perf_counter()
         x, d, f = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
         opt.zero_grad(set_to_none=True)
         batch_loss(model, TEACHER_KIND, x, d, f, cfg, teacher, g, "cpu").backward()
         opt.step()
-        seconds = time.perf_counter() - start
-    return seconds / len(batch)
+    return (time.perf_counter() - start) / (max(1, batches) * len(batch))
 
 
 def adapt(
@@ -143,6 +154,8 @@ def adapt(
         files.ensure_writable_folder(out, "-o")
         try:
             samples = distill_samples(cfg)
+            print(f"adapt: {len(samples)} images; timing two training steps (after one warm-up) to fit the "
+                  f"{budget_min:g}-minute budget", flush=True)  # the teacher's first step can take a minute
             if threads:
                 torch.set_num_threads(threads)
             spi = seconds_per_image(cfg, build_teacher(cfg), samples)

@@ -175,7 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OSError as exc:  # a full or vanished disk while writing checkpoints
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
-    if not args.quiet:
+    if not args.quiet and (Path(cfg.out) / "best.pt").is_file():  # never name a file that was not written
         print(f"best checkpoint: {cfg.out}/best.pt")
     return 0
 
@@ -409,7 +409,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another -o, then rerun to resume") from None
-    print(f"adapted checkpoint: {Path(args.out) / 'best.pt'} (fastsal predict --weights {Path(args.out) / 'best.pt'})")
+    if (Path(args.out) / "best.pt").is_file():  # never name a file that was not written
+        print(f"adapted checkpoint: {Path(args.out) / 'best.pt'} (fastsal predict --weights {Path(args.out) / 'best.pt'})")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 "Patient and consistent" teaching (Beyer et al., *Knowledge distillation: A good teacher is
 patient and consistent*, CVPR 2022): teacher and student see the *same* input, which is
-augmented aggressively (crops, scales, flips from :func:`fastsal.train.augment`, plus mixup of two
+augmented aggressively (crops, scales, flips from :func:`fastsal.augment.augment`, plus mixup of two
 images with a random weight here), and the teacher labels it afresh at every step, for many
 epochs. The student then matches the teacher's *function* on a far larger set of inputs than the
 images themselves, rather than fixed labels of un-augmented images. No labels are stored.

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from fastsal import defaults
-from fastsal.files import atomic_path, atomic_write, file_lock, file_sha256
+from fastsal.files import atomic_path, atomic_write, atomic_write_bytes, file_lock, file_sha256
 
 SIDECAR_FORMAT = "fastsal-export/1"
 ONNX_OPSET = 17
@@ -426,10 +426,16 @@ def _int8_op_types() -> list[str] | None:
 
 
 def _export_torchscript(net: nn.Module, path: Path, dummy: torch.Tensor) -> None:
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    """Serialised in memory, then written: torch's zip writer on a full disk aborts the process
+    (its error escapes a C++ destructor), while atomic_write_bytes reports ENOSPC as one line."""
+    import io
+
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch>=2.9 deprecates torch.jit
         traced = torch.jit.trace(net, (dummy,), check_trace=False)
-        torch.jit.save(traced, str(tmp))
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 # -- reading back -----------------------------------------------------------------------------

@@ -61,6 +61,44 @@ class OutputError(FastSalError, ValueError):
     """An output path cannot be written (a folder, under a file, read-only); the message says which."""
 
 
+class DiskFullError(FastSalError, OSError):
+    """No space left where an output was being written: one line naming the path.
+
+    Also an ``OSError`` (errno ``ENOSPC``, ``filename`` the target), so code that handles I/O
+    errors keeps handling it; the command line prints it as one line and exits 2, as for any I/O
+    error on a named file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {os.strerror(errno.ENOSPC)}; free some space or write to another disk"
+
+
+# Below this many free bytes a writer's failure that is not an OSError (torch's zip writer: a
+# RuntimeError "unexpected pos"; OpenVINO's serialiser) is taken as a full disk: such writers
+# stop at the last block that fitted.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a writer's exception means the disk (or quota) is full: ENOSPC / EDQUOT, or a
+    non-OSError from a C writer while next to no space is left in ``folder``."""
+    if isinstance(exc, DiskFullError):
+        return False  # already translated by an inner writer
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    if not isinstance(exc, RuntimeError):
+        return False
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # pragma: no cover - no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < _FULL_DISK_BYTES
+
+
 def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -72,11 +110,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
 
     For writers that take a file name (``onnx.save``, ``fig.savefig``). On any error the
-    temporary is removed and ``path`` is left as it was.
+    temporary is removed and ``path`` is left as it was. A full disk, however the writer reports
+    it (``OSError`` ENOSPC without a file name from onnx, a ``RuntimeError`` from torch's zip
+    writer), becomes :class:`DiskFullError` naming ``path``: one owner for every output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as exc:
+        if _disk_full(exc, path.parent):
+            raise DiskFullError(path) from None
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
@@ -84,8 +129,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync_file(tmp)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, path.parent)  # before the temporary's blocks are freed
         tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(path) from None
         raise
 
 

@@ -41,6 +41,7 @@ from torch import nn
 
 from fastsal import defaults
 from fastsal import files
+from fastsal.augment import augment
 from fastsal.data.datasets import DatasetError, Sample, dataset_info, load_dataset
 from fastsal.densities import log_density_from_file
 from fastsal.distill import FIXATIONS_KIND, TEACHER_KIND, DistillError, build_teacher, distill_samples, teacher_views
@@ -59,8 +60,10 @@ from fastsal.models.registry import (
     ModelError,
     atomic_save,
     build,
+    damaged_tensors,
     full_state_dict,
     list_models,
+    postprocess_settings,
     read_checkpoint,
     save_checkpoint,
 )
@@ -338,73 +341,6 @@ def plan_batches(buckets: list[dict[str, Any]], batch_size: int, generator: torc
     return [batches[i] for i in perm]
 
 
-def augment(x: torch.Tensor, density: torch.Tensor, points: list[torch.Tensor], cfg: TrainConfig,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flip, scale/crop and colour jitter of a batch; returns (images, densities, fixation maps).
-
-    Geometry moves image and density together (one affine grid, bilinear) and the fixation points
-    exactly, so the binary map is drawn afresh rather than resampled. A crop zooms in: the
-    density's blur grows with the image, as one degree of visual angle does. Mass cropped away is
-    dropped and the density renormalised.
-    """
-    n, _, h, w = x.shape
-    flip = (torch.rand(n, generator=generator) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
-    if cfg.scale_aug > 0:
-        scale = 1.0 - cfg.scale_aug * torch.rand(n, generator=generator)
-    else:
-        scale = torch.ones(n)
-    # Crop centre offsets in normalised coordinates, inside the image.
-    tx = (1.0 - scale) * (2.0 * torch.rand(n, generator=generator) - 1.0)
-    ty = (1.0 - scale) * (2.0 * torch.rand(n, generator=generator) - 1.0)
-    fmaps = torch.zeros(n, h, w, dtype=torch.bool)
-    for i, pts in enumerate(points):
-        if not len(pts):
-            continue
-        # Pixel-edge coordinates e = p + 0.5; the grid maps output e_out to input
-        # e_in = s * e_out + (t + 1 - s) * side / 2 (affine_grid, align_corners=False).
-        s = float(scale[i])
-        ex = (pts[:, 0] + 0.5 - (float(tx[i]) + 1.0 - s) * w / 2.0) / s
-        ey = (pts[:, 1] + 0.5 - (float(ty[i]) + 1.0 - s) * h / 2.0) / s
-        if flip[i]:
-            ex = w - ex
-        keep = (ex >= 0) & (ex < w) & (ey >= 0) & (ey < h)
-        fmaps[i, ey[keep].long().clamp(0, h - 1), ex[keep].long().clamp(0, w - 1)] = True
-    if cfg.scale_aug > 0:
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = scale
-        theta[:, 1, 1] = scale
-        theta[:, 0, 2] = tx
-        theta[:, 1, 2] = ty
-        grid = nn.functional.affine_grid(theta, [n, 1, h, w], align_corners=False)
-        x = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        density = nn.functional.grid_sample(density[:, None], grid, mode="bilinear", padding_mode="zeros",
-                                            align_corners=False)[:, 0]
-        total = density.flatten(1).sum(1).clamp_min(1e-12)
-        density = density / total[:, None, None]
-    if flip.any():
-        x[flip] = x[flip].flip(-1)
-        density[flip] = density[flip].flip(-1)
-    if cfg.colour_aug > 0:
-        c = cfg.colour_aug
-
-        def factor() -> torch.Tensor:
-            return (1.0 + c * (2.0 * torch.rand(n, generator=generator) - 1.0))[:, None, None, None]
-
-        x = x * factor()
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * factor() + mean
-        grey = x.mean(dim=1, keepdim=True)
-        x = (x - grey) * factor() + grey
-        x = x.clamp_(0.0, 1.0)
-    # A crop can leave an image without a fixation, and NSS then has nothing to score: mark the
-    # density's peak pixel instead (the density still holds the blurred mass near the border).
-    empty = ~fmaps.flatten(1).any(1)
-    for i in torch.nonzero(empty).flatten().tolist():
-        peak = int(density[i].flatten().argmax())
-        fmaps[i].view(-1)[peak] = True
-    return x, density, fmaps
-
-
 def _to_input(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div_(255.0)
 
@@ -488,6 +424,14 @@ def batch_loss(net: nn.Module, kind: str, x: torch.Tensor, density: torch.Tensor
     return DISTILLATION_LOSSES[cfg.distill_loss](out, density.to(device))
 
 
+def _check_finite(cfg: TrainConfig, epoch: int, what: str, value: float) -> None:
+    """Stop a diverged run (:class:`TrainError`) before anything of this epoch is saved: NaN or inf
+    weights would otherwise become ``best.pt`` / ``last.pt`` and a resume would train on them."""
+    if not math.isfinite(value):
+        raise TrainError(f"training diverged in epoch {epoch + 1}: {what} is {value}; nothing of this epoch was "
+                         f"saved; lower --lr (now {cfg.lr:g}) and rerun with --restart")
+
+
 def _epochs_span(first: int, last: int) -> str:
     return f"epoch {first}" if first == last else f"epochs {first}..{last}"
 
@@ -506,6 +450,10 @@ def _read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
     needed = ("state_dict", "optimizer", "scheduler", "epoch", "log", "best")
     if not isinstance(state, dict) or any(k not in state for k in needed):
         raise TrainError(f"{path}: not a fastsal resume checkpoint; pass --restart to start over or another --out")
+    problem = damaged_tensors(state)
+    if problem:
+        raise TrainError(f"{path}: damaged resume checkpoint ({problem}); pass --restart to start over "
+                         "(or delete the file)")
     previous = state.get("model") or (state["log"].get("config", {}).get("model") if isinstance(state["log"], dict) else None)
     if previous is not None and previous != model_name:
         raise TrainError(f"{path.parent}: holds a {previous!r} run, not --model {model_name}; pass another --out, "
@@ -513,17 +461,19 @@ def _read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
     return state
 
 
-def _build_model(cfg: TrainConfig) -> nn.Module:
-    """The model to train: from ``cfg.init`` when given, else with ``cfg.backbone_weights``."""
-    model = _build_from_init(cfg) if cfg.init else _build_with_backbone(cfg)
+def _build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to train: from ``cfg.init`` when given, else with ``cfg.backbone_weights``; and
+    the post-processing settings (blur) the saved checkpoints carry over from ``cfg.init``."""
+    model, settings = _build_from_init(cfg) if cfg.init else (_build_with_backbone(cfg), {})
     if cfg.freeze_encoder:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
-    return model
+    return model, settings
 
 
-def _build_from_init(cfg: TrainConfig) -> nn.Module:
-    """Start from a fastsal checkpoint: all of it for the same model, else its encoder.
+def _build_from_init(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """Start from a fastsal checkpoint: all of it for the same model, else its encoder; with its
+    post-processing settings (:func:`fastsal.models.registry.postprocess_settings`).
 
     Taking the encoder of a trained model of the same backbone gives a new decoder variant
     features that already know saliency; the decoder starts fresh.
@@ -535,9 +485,10 @@ def _build_from_init(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f"--init {exc}") from None
     model = build(cfg.model, backbone_weights=None)
     state = {k: v.float() if v.is_floating_point() else v for k, v in full.items()}
+    settings = postprocess_settings(ckpt)
     if ckpt["model"] == cfg.model:
         model.load_state_dict(state)
-        return model
+        return model, settings
     ref = model.state_dict()
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
     fits = encoder and all(k in ref and ref[k].shape == v.shape for k, v in encoder.items()) and \
@@ -546,7 +497,7 @@ def _build_from_init(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f"--init {cfg.init}: a {ckpt['model']!r} checkpoint, whose encoder does not fit {cfg.model}; "
                          "pass a checkpoint of the same backbone")
     model.load_state_dict(encoder, strict=False)
-    return model
+    return model, settings
 
 
 def _build_with_backbone(cfg: TrainConfig) -> nn.Module:
@@ -638,7 +589,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     except FastSalError as exc:
         raise TrainError(f"--device: {exc}") from None
     torch.manual_seed(cfg.seed)  # before building: the initial weights depend on it
-    model = _build_model(cfg).to(device)
+    model, carried = _build_model(cfg)
+    model = model.to(device)
     try:
         teacher = build_teacher(cfg)  # before the data: a bad --teacher fails in a second
     except DistillError as exc:
@@ -765,9 +717,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 loss = batch_loss(net, bucket["kind"], x, d, f, cfg, teacher, g, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                value = loss.item()
+                _check_finite(cfg, epoch, "the training loss", value)  # before the step spreads it
                 opt.step()
                 sched.step()
-                value = loss.item()
                 kind_sum = by_kind.setdefault(bucket["kind"], [0.0, 0])
                 kind_sum[0] += value * len(idx)
                 kind_sum[1] += len(idx)
@@ -777,6 +730,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
             if stop["signum"] is not None:
                 raise _interrupted()
             val = validate_all(model, val_b, cfg.batch_size * 2, device) if val_b else {}
+            for key in ("kld", "cc", "nss"):
+                _check_finite(cfg, epoch, f"the validation {key.upper()}", val.get(key, 0.0))
             total, seen = (sum(v[i] for v in by_kind.values()) for i in (0, 1))
             entry = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t_epoch,
                      **{f"val_{k}": v for k, v in val.items()}}
@@ -787,7 +742,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 improved = not val or val["score"] < best  # no validation data: the latest epoch is kept
                 if improved:
                     best = val["score"] if val else best
-                    meta = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg)}
+                    meta = {"epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()}, "config": asdict(cfg),
+                            **carried}  # maps made as --init's were (its blur)
                     if teacher is not None:
                         meta["teacher"] = log["teacher"]
                     save_checkpoint(model, cfg.model, best_path, meta=meta)

@@ -23,13 +23,13 @@ from fastsal.errors import FastSalError
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from fastsal import defaults
-from fastsal.files import atomic_write
+from fastsal.files import atomic_write_bytes
 from fastsal.models.decoders import DECODERS
 from fastsal.models.efficientnet import LITE_MEAN, LITE_STD, efficientnet_lite0, efficientnet_lite2
 from fastsal.models.encoder import FastSalEncoder
@@ -43,6 +43,10 @@ DEFAULT_INPUT_SIZE = defaults.INPUT_SIZE
 
 class ModelError(FastSalError, ValueError):
     """Unknown model name or unusable weights file; the message says how to fix it."""
+
+
+class DamagedCheckpointError(ModelError):
+    """A fastsal checkpoint whose tensors fail their checksum or hold NaN / inf."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,21 @@ def full_state_dict(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]
     return state
 
 
+# Checkpoint ``meta`` keys that shape maps after the network (read by fastsal.predict.Predictor):
+# training from a checkpoint (``train --init``, ``adapt``) carries them into the new checkpoint.
+POSTPROCESS_META = ("blur_sigma",)
+
+
+def postprocess_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The post-processing settings a checkpoint's ``meta`` carries (:data:`POSTPROCESS_META`).
+
+    Why: a model fine-tuned from the shipped one must make maps the same way; dropping its blur
+    (2 px -> 0) cost the adapted default 0.05 NSS. Shipped checkpoints carry them in ``meta`` too.
+    """
+    meta = dict(ckpt.get("meta") or {})
+    return {key: meta[key] for key in POSTPROCESS_META if key in meta}
+
+
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ``encoder.*`` entries of a state_dict."""
     return {k: v for k, v in state.items() if k.startswith("encoder.")}
@@ -267,7 +286,11 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and validate a fastsal checkpoint (weights-only unpickling: safe on untrusted files)."""
+    """Read and validate a fastsal checkpoint (weights-only unpickling: safe on untrusted files).
+
+    Its tensors are checked against the checksum written with them and for NaN / inf
+    (:func:`damaged_tensors`): a flipped bit must not turn into a plausible but wrong map.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found; pass an existing --weights FILE")
@@ -277,7 +300,48 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path}: not a readable checkpoint ({type(exc).__name__}); pass a file written by fastsal") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
         raise ModelError(f"{path}: not a fastsal checkpoint (no '{CHECKPOINT_FORMAT}' header); pass a file written by fastsal")
+    problem = damaged_tensors(ckpt)
+    if problem:
+        raise DamagedCheckpointError(f"{path}: damaged checkpoint ({problem}); retrain it or restore the file from a copy")
     return ckpt
+
+
+# The key under which atomic_save stores tensors_sha256 of every tensor in a checkpoint.
+CHECKSUM_KEY = "tensors_sha256"
+
+
+def _named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor inside nested dicts / lists / tuples, named by its path (``state_dict.x.weight``,
+    ``optimizer.state.3.exp_avg``): what the checksum covers, optimiser moments included."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _named_tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def payload_sha256(payload: dict[str, Any]) -> str:
+    """:func:`tensors_sha256` over every tensor of a checkpoint payload but the checksum itself."""
+    return tensors_sha256(dict(_named_tensors({k: v for k, v in payload.items() if k != CHECKSUM_KEY})))
+
+
+def damaged_tensors(payload: dict[str, Any]) -> str | None:
+    """Why a loaded checkpoint cannot be trusted, or None: its tensors differ from the checksum
+    written with them, or one holds NaN / inf (also checked in files older than the checksum).
+
+    Why both: a bit flip in a file written before checksums existed still shows as a wild value
+    far more often than not, and a diverged run's weights are finite-looking nowhere.
+    """
+    expected = payload.get(CHECKSUM_KEY)
+    if expected is not None and expected != payload_sha256(payload):
+        return "its tensors do not match the checksum written with them"
+    for name, t in _named_tensors(payload):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"non-finite values (NaN or inf) in {name.removeprefix('state_dict.')}"
+    return None
 
 
 def load_model(path: str | Path) -> tuple[FastSal, dict[str, Any]]:
@@ -321,9 +385,20 @@ def save_checkpoint(
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    with atomic_write(path) as fh:
-        torch.save(obj, fh)
+    """torch.save to a temporary file in the same folder, then rename over ``path``.
+
+    A dict payload gets :data:`CHECKSUM_KEY`, the SHA-256 of all its tensors
+    (:func:`payload_sha256`), checked when it is read back (:func:`damaged_tensors`). The file is
+    serialised in memory first: torch's zip writer reports a full disk as a bare "unexpected pos"
+    ``RuntimeError``, while :func:`fastsal.files.atomic_write_bytes` reports it as what it is.
+    """
+    import io
+
+    if isinstance(obj, dict):
+        obj = {**obj, CHECKSUM_KEY: payload_sha256(obj)}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 WEIGHTS: dict[str, Weights] = _read_weights_specs()
