@@ -581,16 +581,21 @@ def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: t
         # engine reads one whole export (never an .xml from one and a .bin from another).
         with file_lock(E.lock_path(path), shared=True):
             runner: OnnxRuntimeRunner | OpenVINORunner
-            if engine == "onnxruntime":
-                runner = OnnxRuntimeRunner(path, size, graph, precision, threads=threads)
-            else:
-                runner = OpenVINORunner(path, size, graph, precision, threads=threads, cache_dir=blobs,
-                                        reference=reference)
             side = E.read_sidecar(path, verify=False)
             key = (str(path), (side["file_sha256"], *sorted((side.get("extra_files") or {}).values())))
-            ok = key in _VERIFIED or _check_graph(
-                runner._compile_now(1) if isinstance(runner, OpenVINORunner) else runner.session,
-                1, graph, precision, reference)
+            try:
+                if engine == "onnxruntime":
+                    runner = OnnxRuntimeRunner(path, size, graph, precision, threads=threads)
+                else:
+                    runner = OpenVINORunner(path, size, graph, precision, threads=threads, cache_dir=blobs,
+                                            reference=reference)
+                ok = key in _VERIFIED or _check_graph(
+                    runner._compile_now(1) if isinstance(runner, OpenVINORunner) else runner.session,
+                    1, graph, precision, reference)
+            except BackendError:
+                if attempt or key in _VERIFIED:  # made just now, or checked before: not the file's fault
+                    raise
+                ok = False  # a cached file the engine cannot read: convert it again
         if ok:
             _VERIFIED.add(key)
             if blobs is not None:
