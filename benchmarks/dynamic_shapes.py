@@ -12,7 +12,9 @@ over ``--runs`` is reported, the least disturbed by other load):
 - ``openvino free->static``: the free-size IR reshaped to this size and compiled (what the cache
   does now; compiling takes a fraction of a second, ``compile_s``);
 - ``openvino free``: the free-size IR compiled with free dimensions (OpenVINO's dynamic shapes);
-- ``onnxruntime static`` / ``onnxruntime free``: an ONNX file at this size / with free H and W.
+- ``onnxruntime static`` / ``onnxruntime free``: an ONNX file at this size / with free H and W;
+  ``onnxruntime free->static``: the free one with H and W fixed per session
+  (``add_free_dimension_override_by_name``: tried, no faster; the cache runs the free graph).
 
 Also records ``convert_s`` (the one conversion) and the largest |logit| difference from PyTorch.
 Writes ``benchmarks/results/dynamic_shapes.json`` with the CPU's name and flags.
@@ -84,8 +86,13 @@ def main() -> None:
                                     ("openvino free", core.compile_model(free_ir, "CPU", cfg))):
                 req, out = compiled.create_infer_request(), compiled.output(0)
                 runners[label] = lambda a, req=req, out=out: req.infer({0: a})[out]
-            for label, path in (("onnxruntime static", static_onnx), ("onnxruntime free", free_onnx)):
-                sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            fixed = ort.SessionOptions()
+            fixed.intra_op_num_threads, fixed.inter_op_num_threads = args.threads, 1
+            fixed.add_free_dimension_override_by_name("H", h)
+            fixed.add_free_dimension_override_by_name("W", w)
+            for label, path, o in (("onnxruntime static", static_onnx, opts), ("onnxruntime free", free_onnx, opts),
+                                   ("onnxruntime free->static", free_onnx, fixed)):
+                sess = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
                 runners[label] = lambda a, sess=sess: sess.run(None, {"image": a})[0]
             times: dict[str, list[float]] = {k: [] for k in runners}
             for fn in runners.values():
