@@ -255,3 +255,26 @@ def test_the_torch_reference_of_the_probe_leaves_the_model_in_its_mode():
     out = ref(np.zeros((1, 3, 64, 64), np.float32))
     assert model.training and out.shape == (1, 1, 64, 64)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
+def test_a_compiled_model_swapped_with_its_sidecar_is_detected(tmp_path, own_cache):
+    """A valid compiled model of other weights under this one's name, its SHA-256 and size in the
+    sidecar: the probe against the weights in memory catches it and the blob is rebuilt."""
+    a = save_checkpoint(randomise(build("fastsal_bare"), seed=8), "fastsal_bare", tmp_path / "a.pt")
+    b = save_checkpoint(randomise(build("fastsal_bare"), seed=9), "fastsal_bare", tmp_path / "b.pt")
+    blobs = own_cache / "openvino"
+    fastsal.load(a, backend="openvino", threads=1, input_size=(64, 96))
+    (blob_a,) = blobs.glob("*.blob")
+    fastsal.load(b, backend="openvino", threads=1, input_size=(64, 96))
+    (blob_b,) = set(blobs.glob("*.blob")) - {blob_a}
+    blob_a.write_bytes(blob_b.read_bytes())
+    side_path = blob_a.with_name(blob_a.name + ".json")
+    side = json.loads(side_path.read_text())
+    side.update(sha256=file_sha256(blob_a), size=blob_a.stat().st_size)
+    side_path.write_text(json.dumps(side))
+    ref = fastsal.load(a, backend="torch", threads=1, input_size=(64, 96)).predict(example_image())
+    with pytest.warns(BackendNotice, match=r"cached compiled model .*\.blob did not reproduce the weights' output"):
+        p = fastsal.load(a, backend="openvino", threads=1, input_size=(64, 96))
+    assert 1 not in p.runner.imported
+    assert np.abs(p.predict(example_image()) - ref).max() <= 1e-4 * ref.max()
