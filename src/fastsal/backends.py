@@ -32,10 +32,10 @@ delete: ``fastsal cache clear``); OpenVINO's compiled models, one per input shap
 (static shapes compile to faster kernels, in a fraction of a second), are kept in its
 ``openvino/`` folder, each checked against its SHA-256 before use (:class:`_BlobCache`). Before a
 cached graph is used, its output on a probe is compared with PyTorch's on the weights in memory
-(:func:`_check_graph`): a graph that does not come from these weights is rebuilt. Several processes may share the cache (e.g.
-``fastsal predict --shard i/N`` started together): lock files beside the artefacts make them take
-turns, so one converts or compiles and the others reuse its files. An unwritable cache falls back
-to a temporary folder, with a notice.
+(:func:`_check_graph`): a graph that does not come from these weights is rebuilt. Several
+processes may share the cache (e.g. ``fastsal predict --shard i/N`` started together): lock files
+beside the artefacts make them take turns, so one converts or compiles and the others reuse its
+files. An unwritable cache falls back to a temporary folder, with a notice.
 """
 from __future__ import annotations
 
@@ -611,9 +611,12 @@ def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: t
 
 # Graph files checked against their weights in this process: (path, file SHA-256s).
 _VERIFIED: set[tuple[str, tuple[str, ...]]] = set()
-# How far a graph's logits on the probe may be from PyTorch's, as a share of their range: fp32
-# agrees to ~1e-6; reduced precision is checked loosely (a different or damaged graph, not its rounding).
-_PROBE_RTOL = {"fp32": 1e-3, "bf16": 0.1, "int8": 0.1}
+# How far a graph's logits on the probe may be from PyTorch's, as a share of their range: fp32 agrees
+# to ~1e-6 everywhere. Reduced precision is checked loosely, for a different or damaged graph, not its
+# rounding: on average within 5 % of the range and correlated >= 0.95 (measured with the default model
+# on an AVX-512 VNNI CPU: int8 mean 1.6 %, max 9.3 %, correlation 0.996; bf16 mean 0.3 %, 0.9998).
+_PROBE_RTOL = 1e-3
+_PROBE_MEAN_RTOL, _PROBE_MIN_CORR = 0.05, 0.95
 
 
 def _reference(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
@@ -646,9 +649,14 @@ def _check_graph(compiled: Any, n: int, graph: Sequence[int], precision: str,
         got = compiled.create_infer_request().infer({0: batch})[compiled.output(0)]
     else:
         got = compiled.run(None, {compiled.get_inputs()[0].name: batch})[0]
+    if got.shape != (n, *want.shape[1:]) or not np.isfinite(got).all():
+        return False
     spread = float(want.max() - want.min()) or 1.0
-    tol = _PROBE_RTOL.get(precision, 0.1) * spread
-    return got.shape == (n, *want.shape[1:]) and bool(np.all(np.abs(got - want) <= tol))
+    err = np.abs(got - want)
+    if precision == "fp32":
+        return bool(err.max() <= _PROBE_RTOL * spread)
+    corr = np.corrcoef(got[:1].ravel(), want.ravel())[0, 1]
+    return bool(err.mean() <= _PROBE_MEAN_RTOL * spread and corr >= _PROBE_MIN_CORR)
 
 
 def _discard_export(path: Path) -> None:
