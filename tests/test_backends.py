@@ -155,10 +155,12 @@ def test_cache_is_reused_and_keyed_by_weights(tmp_path, monkeypatch):
     ckpt = save_checkpoint(model, "fastsal_bare", tmp_path / "m.pt")
     fastsal.load(ckpt, backend=backend, threads=1, input_size=(64, 96))
     files = sorted(p for p in (tmp_path / "cache").glob("fastsal_bare-*") if p.suffix in (".onnx", ".xml"))
-    assert len(files) == 1 and "64x96-fp32" in files[0].name
+    assert len(files) == 1 and files[0].name.endswith("-fp32" + files[0].suffix)
     stamp = files[0].stat().st_mtime_ns
-    fastsal.load(ckpt, backend=backend, threads=1, input_size=(64, 96))   # same weights and size: reused
+    fastsal.load(ckpt, backend=backend, threads=1, input_size=(64, 96))   # same weights: reused
+    fastsal.load(ckpt, backend=backend, threads=1, input_size=(96, 64))   # another size: the same free-size file
     assert files[0].stat().st_mtime_ns == stamp
+    assert len([p for p in (tmp_path / "cache").glob("fastsal_bare-*") if p.suffix in (".onnx", ".xml")]) == 1
     with torch.no_grad():
         model.decoder.head.bias += 1.0
     fastsal.load(save_checkpoint(model, "fastsal_bare", tmp_path / "m.pt"), backend=backend, threads=1, input_size=(64, 96))

@@ -933,9 +933,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     if args.out:
         check_writable_file(args.out, "-o")  # before minutes of export and calibration
+    from fastsal.models.registry import WEIGHTS
+    from fastsal.predict import training_geometry
+
     ckpt_path = Path(args.weights) if args.weights else weights_for(args.model).path
     model, meta = load_model(ckpt_path)
     name = model.name
+    # the weights' own size and aspect rule, as `fastsal predict` runs them (a file that runs like the checkpoint)
+    size, aspect = training_geometry(meta, None if args.weights else WEIGHTS.get(name))
+    static = args.static or args.format == "torchscript"
     calib = None
     if args.int8:
         if args.osie_root:
@@ -952,9 +958,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise UsageError("--int8 needs calibration images: --osie-root ROOT (OSIE train split) or --calibrate PATH...")
         calib = calib[: args.calibration_limit]
     out = Path(args.out) if args.out else Path(f"{name}{'_int8' if args.int8 else ''}{suffix}")
-    path = export(model, name, out, format=args.format, input_size=args.input_size,
+    path = export(model, name, out, format=args.format, input_size=args.input_size or size,
                   dynamic_batch=args.dynamic_batch, int8=args.int8, calibration_images=calib,
-                  meta=meta)
+                  meta=meta, dynamic_size=not static, aspect=aspect and not static)
     print(f"wrote {path} and {path.name}.json")
     return 0
 
@@ -971,8 +977,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", default=None, help="output file (default: <model>[_int8].onnx / .xml / .pt)")
     p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx",
                    help="onnx (default), openvino (IR .xml + .bin) or torchscript")
-    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
-                   help=f"multiples of 32 (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
+    p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+                   help="multiples of 32 (default: the size the weights run at, e.g. 384x512 for the default "
+                        "model); with free sizes a pixel budget, each image keeping its aspect as in predict")
+    p.add_argument("--static", action="store_true",
+                   help="one fixed input size, every image stretched to it (default: free height and width, "
+                        "so the file gives the checkpoint's maps; torchscript is always fixed)")
     p.add_argument("--dynamic-batch", action="store_true", help="free batch dimension (default: batch 1)")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantisation (onnx / openvino), calibrated on --osie-root, --calibrate or "
@@ -1082,10 +1092,42 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from fastsal import cache
+
+    folder = cache.cache_dir()
+    if args.action == "list":
+        for line in cache.describe(folder):
+            print(line)
+        try:
+            cache.check_private(folder)
+        except cache.CacheError as exc:
+            print(f"fastsal: warning: {exc}", file=sys.stderr)
+        return 0
+    count, freed = cache.clear(folder)
+    left = len(cache.entries(folder))
+    busy = f"; {left} in use by a running fastsal were kept" if left else ""
+    print(f"removed {count} entries ({freed / 2**20:.1f} MB) from {folder}{busy}")
+    return 0
+
+
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="list or clear the converted and compiled models fastsal keeps",
+                       description="The model cache: graphs converted from the weights (one per weights, fastsal "
+                                   "version and precision) and OpenVINO's compiled models (one per input shape and "
+                                   "batch size), in $FASTSAL_CACHE_DIR, else $XDG_CACHE_HOME/fastsal, else "
+                                   f"~/.cache/fastsal; at most {defaults.CACHE_MAX_MB} MB ($FASTSAL_CACHE_MAX_MB), "
+                                   "least recently used out. Only you may write the folder: one other users can "
+                                   "write is refused.")
+    p.add_argument("action", choices=("list", "clear"),
+                   help="list: entries, most recently used first, and the total; clear: remove them all")
+    p.set_defaults(func=_cmd_cache, engines=False)
+
+
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_export,
-    _add_cost, _add_serve]
+    _add_cost, _add_serve, _add_cache]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1162,7 +1204,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
     try:
         args = build_parser().parse_args(argv)
-        _import_engines()
+        if getattr(args, "engines", True):  # `fastsal cache` runs without PyTorch
+            _import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)
     except Terminated as exc:

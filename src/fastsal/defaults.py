@@ -31,6 +31,10 @@ ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "bf16"),
 }
 DEVICE = "cpu"
+#: Size limit of the model cache (:mod:`fastsal.cache`) in megabytes; least recently used entries
+#: go first. The default model takes ~20 MB as a graph plus ~20 MB per compiled input shape and
+#: batch size; ``$FASTSAL_CACHE_MAX_MB`` overrides it.
+CACHE_MAX_MB = 1024
 #: Relative tolerance (of the map's peak) within which every fp32 engine reproduces PyTorch's map.
 FP32_MAP_RTOL = 1e-4
 

@@ -13,12 +13,16 @@ head fused): same outputs, faster graph. The graph's contract, also written to t
 
 - input ``image``: NCHW float32 RGB in [0, 1] at the exported size (H, W), batch 1 (or any batch
   with ``dynamic_batch=True``). ImageNet / EfficientNet-Lite normalisation is inside the graph.
+  With ``dynamic_size=True`` (what ``fastsal export`` writes) H and W are free (multiples of 32):
+  the sidecar's ``input_size`` is then a pixel budget and ``aspect`` its rule, exactly as the
+  weights run in :class:`fastsal.predict.Predictor` (:func:`fastsal.images.fit_input_size`), so
+  the file gives the checkpoint's maps.
 - output ``logits``: (N, 1, H, W) float32 saliency logits, turned into a map exactly as
   :class:`fastsal.predict.Predictor` does (:data:`POSTPROCESS`, with the blur sigma the sidecar's
   ``meta.blur_sigma`` gives).
 
-The size is fixed at export time (the model's resize-to-a-multiple-of-32 branch is traced away):
-resize images to the sidecar's ``input.size`` before feeding them.
+Without ``dynamic_size`` the size is fixed at export time (the model's resize-to-a-multiple-of-32
+branch is traced away): resize images to the sidecar's ``input_size`` before feeding them.
 
 int8 (ONNX, and OpenVINO IR from the same graph): static post-training quantisation with
 ``onnxruntime.quantization``: QDQ format, int8 weights per output channel with a 7-bit range
@@ -72,6 +76,16 @@ POSTPROCESS = (
     "clamp at 0, renormalise to sum 1. "
     "Viewable PNG: min-max scale of that density to 0..255 (rounded); overlay: 'inferno' colours blended at alpha 0.5."
 )
+
+
+# How an image becomes the graph's input, by (dynamic_size, aspect): the sidecar's input.resize.
+INPUT_RULE = {
+    (False, False): "antialiased bilinear to input_size (any aspect ratio is stretched)",
+    (True, False): "antialiased bilinear to input_size (any aspect ratio is stretched); "
+                   "other sizes (multiples of 32) may be fed as well",
+    (True, True): "antialiased bilinear to the image's own aspect at about input_size's pixel count, each side "
+                  "rounded to a multiple of 32 (at least 32; aspects clamped to 4:1) -- fastsal.images.fit_input_size",
+}
 
 
 class ExportError(FastSalError, ValueError):
@@ -135,6 +149,8 @@ def export(
     opset: int = ONNX_OPSET,
     fuse_model: bool = True,
     meta: dict[str, Any] | None = None,
+    dynamic_size: bool = False,
+    aspect: bool = False,
 ) -> Path:
     """Export ``model`` (registered as ``name``) to ``path``; writes ``<path>.json`` beside it.
 
@@ -144,7 +160,9 @@ def export(
     ``calibration_images``: image paths (e.g. the OSIE training images). ``fuse_model`` (default
     True) exports :func:`fastsal.models.fuse.fuse` of the model. ``meta``: JSON-serialisable
     metadata stored in the sidecar as ``meta`` (pass the checkpoint's meta, e.g. ``blur_sigma``,
-    so a runtime can post-process exactly as the PyTorch predictor does). Returns ``path``.
+    so a runtime can post-process exactly as the PyTorch predictor does). ``dynamic_size``: free
+    H and W (ONNX and OpenVINO; ``input_size`` is then the pixel budget), with ``aspect`` the rule
+    that turns an image into an input size (recorded in the sidecar). Returns ``path``.
     """
     from fastsal import __version__
     from fastsal.models.fuse import fuse
@@ -159,6 +177,10 @@ def export(
         raise ExportError(f"meta must be JSON-serialisable ({exc})") from None
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise ExportError(f"input size must be positive multiples of 32; got {h}x{w}")
+    if dynamic_size and format == "torchscript":
+        raise ExportError("a TorchScript export has a fixed input size; pass dynamic_size=False (fastsal export "
+                          "--static) or export to onnx / openvino")
+    aspect = bool(aspect and dynamic_size)  # one fixed size stretches every image
     calibration = [Path(p) for p in calibration_images] if calibration_images is not None else []
     if int8:
         if format == "torchscript":
@@ -175,21 +197,23 @@ def export(
 
     extra_files: dict[str, str] = {}
     if format == "onnx":
-        _export_onnx(net, path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w))
+        _export_onnx(net, path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w), dynamic_size)
     elif format == "openvino":
         if path.suffix != ".xml":
             raise ExportError(f"{path}: OpenVINO IR files end in .xml (the weights go to {path.stem}.bin beside it)")
         if int8:  # the calibrated QDQ graph, converted
             with tempfile.TemporaryDirectory() as work:
                 onnx_path = Path(work) / "model.onnx"
-                _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration, (h, w))
+                _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration, (h, w), dynamic_size)
                 _save_openvino_ir(onnx_path, path)
         else:  # straight from the PyTorch module: needs no onnx package
-            _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch)
+            _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size)
         extra_files[path.with_suffix(".bin").name] = file_sha256(path.with_suffix(".bin"))
     else:
         _export_torchscript(net, path, dummy)
 
+    n = "N" if dynamic_batch else 1
+    hh, ww = ("H", "W") if dynamic_size else (h, w)
     sidecar = {
         "format": SIDECAR_FORMAT,
         "model": name,
@@ -201,21 +225,23 @@ def export(
         "input_size": [h, w],
         "input": {
             "name": INPUT_NAME,
-            "shape": ["N" if dynamic_batch else 1, 3, h, w],
+            "shape": [n, 3, hh, ww],
             "layout": "NCHW",
             "dtype": "float32",
             "color": "RGB",
             "range": [0.0, 1.0],
             "normalization": "inside the graph",
-            "resize": "antialiased bilinear to input_size (any aspect ratio is stretched)",
+            "resize": INPUT_RULE[(dynamic_size, aspect)],
         },
         "output": {
             "name": OUTPUT_NAME,
-            "shape": ["N" if dynamic_batch else 1, 1, h, w],
+            "shape": [n, 1, hh, ww],
             "dtype": "float32",
             "meaning": "saliency logits",
         },
         "dynamic_batch": bool(dynamic_batch),
+        "dynamic_size": bool(dynamic_size),
+        "aspect": aspect,
         "postprocess": POSTPROCESS,
         "weights_sha256": weights_sha,
         "weights_sha256_of": "model.state_dict() before fusion (sorted keys, dtype, shape, bytes)",
@@ -250,23 +276,29 @@ def cached_export(
     calibration_images: Iterable[str | Path] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """A dynamic-batch ONNX export of ``model`` in ``folder``, made only if not already there.
+    """An ONNX export of ``model`` in ``folder`` with free batch and spatial dimensions, made only
+    if not already there: one file serves every input size (``input_size``: the size traced, and
+    int8's calibration size).
 
-    The file name carries the first 16 hex digits of :func:`state_dict_sha256`, the size and the
-    precision (for int8 also a digest of the calibration images' contents), and an existing file
-    is reused only if its sidecar confirms them (and its SHA-256): changed weights or calibration
-    can never be served a stale graph. Processes filling the cache together take turns (a lock
-    file beside the artefact): one exports, the others reuse its file.
+    The file name carries a digest of :func:`state_dict_sha256` and the fastsal version (the
+    cache key) and the precision (for int8 also a digest of the calibration images' contents and
+    their size), and an existing file is reused only if its sidecar confirms them (and its
+    SHA-256): changed weights, fastsal or calibration can never be served a stale graph.
+    Processes filling the cache together take turns (a lock file beside the artefact): one
+    exports, the others reuse its file.
     """
     calibration = [Path(p) for p in calibration_images] if calibration_images is not None else None
-    tag = "int8-" + calibration_digest(calibration)[:12] if int8 and calibration else ("int8" if int8 else "fp32")
+    h, w = (int(v) for v in input_size)
+    tag = (f"int8-{calibration_digest(calibration)[:12]}-{h}x{w}" if int8 and calibration
+           else ("int8" if int8 else "fp32"))
     return _cached(model, name, folder, input_size, f"{tag}.onnx", "onnx", int8=int8,
                    calibration_images=calibration, meta=meta)
 
 
 def cached_openvino_ir(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int]) -> Path:
-    """A dynamic-batch fp32 OpenVINO IR of ``model`` in ``folder`` (``.xml`` + ``.bin``), converted
-    from the PyTorch module only if not already there; keyed and checked like :func:`cached_export`."""
+    """An fp32 OpenVINO IR of ``model`` in ``folder`` (``.xml`` + ``.bin``) with free batch and
+    spatial dimensions, converted from the PyTorch module only if not already there; keyed and
+    checked like :func:`cached_export`."""
     return _cached(model, name, folder, input_size, "fp32.xml", "openvino")
 
 
@@ -286,21 +318,29 @@ def _cached(model: nn.Module, name: str, folder: str | Path, input_size: tuple[i
     the others wait, then find the files valid and reuse them. The sidecar check (SHA-256 of every
     file) runs on every load, so a damaged file is exported again, never used.
     """
+    from fastsal import __version__
+    from fastsal import cache
+
     sha = state_dict_sha256(model)
     h, w = (int(v) for v in input_size)
-    path = Path(folder) / f"{name}-{sha[:16]}-{h}x{w}-{tail}"
+    key = hashlib.sha256(f"{sha} {__version__}".encode()).hexdigest()
+    path = Path(folder) / f"{name}-{key[:16]}-{tail}"
     precision = "int8" if kw.get("int8") else "fp32"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(lock_path(path)):
         try:
             side = read_sidecar(path)
-            if side["weights_sha256"] == sha and side["input_size"] == [h, w] and side["dynamic_batch"] \
+            if side["weights_sha256"] == sha and side["fastsal_version"] == __version__ \
+                    and side.get("dynamic_size") and side["dynamic_batch"] \
                     and side["precision"] == precision and side["export_format"] == format \
                     and side.get("meta", {}) == dict(kw.get("meta") or {}):
+                cache.touch(path)
                 return path
         except ExportError:
             pass
-        return export(model, name, path, format, (h, w), dynamic_batch=True, **kw)
+        engine = "OpenVINO" if format == "openvino" else "ONNX"
+        with cache.converting(f"{name} to {engine} ({precision})"):
+            return export(model, name, path, format, (h, w), dynamic_batch=True, dynamic_size=True, **kw)
 
 
 def calibration_digest(paths: Sequence[str | Path]) -> str:
@@ -330,7 +370,7 @@ class _Graph(nn.Module):
 
 def _export_onnx(
     net: nn.Module, path: Path, dummy: torch.Tensor, dynamic_batch: bool, opset: int,
-    calibration: list[Path] | None, input_size: tuple[int, int],
+    calibration: list[Path] | None, input_size: tuple[int, int], dynamic_size: bool = False,
 ) -> None:
     try:  # torch.onnx.export itself needs it
         import onnx
@@ -338,7 +378,8 @@ def _export_onnx(
         raise ExportError("ONNX export needs the onnx package: pip install 'fastsal[onnx]'") from None
     with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as work:
         float_path = Path(work) / "float.onnx" if calibration is not None else tmp
-        axes = {INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if dynamic_batch else None
+        free = ({0: "N"} if dynamic_batch else {}) | ({2: "H", 3: "W"} if dynamic_size else {})
+        axes = {INPUT_NAME: free, OUTPUT_NAME: dict(free)} if free else None
         with torch.no_grad(), warnings.catch_warnings():
             # Harmless: the traced shape slices (x.shape[-2:]) are not constant-folded.
             warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
@@ -373,7 +414,7 @@ def _export_onnx(
 
 
 def _save_openvino_ir(source: Path | nn.Module, xml_path: Path, *, example: torch.Tensor | None = None,
-                      dynamic_batch: bool = True) -> None:
+                      dynamic_batch: bool = True, dynamic_size: bool = False) -> None:
     """An ONNX file or a traceable module -> OpenVINO IR (``.xml`` graph + ``.bin`` weights, fp32
     kept) at ``xml_path``.
 
@@ -392,7 +433,8 @@ def _save_openvino_ir(source: Path | nn.Module, xml_path: Path, *, example: torc
             staged = Path(work) / "model.xml"
             if isinstance(source, nn.Module):
                 assert example is not None
-                shape = [-1 if dynamic_batch else example.shape[0], *example.shape[1:]]
+                shape = [-1 if dynamic_batch else example.shape[0], example.shape[1],
+                         *([-1, -1] if dynamic_size else example.shape[2:])]
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: harmless here
                     converted = ov.convert_model(source, example_input=example, input=[ov.PartialShape(shape)])
@@ -464,6 +506,9 @@ def read_sidecar(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
             raise ExportError(f"{side}: field {key!r} missing or not a {kind.__name__}")
+    for key in ("dynamic_size", "aspect"):  # absent before fastsal wrote free-size exports: a fixed size
+        if not isinstance(data.setdefault(key, False), bool):
+            raise ExportError(f"{side}: field {key!r} is not a bool")
     size = data["input_size"]
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
         raise ExportError(f"{side}: input_size must be [H, W]; got {size!r}")

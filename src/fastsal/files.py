@@ -187,9 +187,9 @@ def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -
 
 
 @contextmanager
-def file_lock(path: str | Path, *, shared: bool = False) -> Iterator[bool]:
+def file_lock(path: str | Path, *, shared: bool = False, wait: bool = True) -> Iterator[bool]:
     """Hold an advisory ``flock`` on ``path`` (created if missing) for the block; yields whether
-    a lock is held.
+    a lock is held (``wait=False``: False at once where another process holds it).
 
     Why: processes sharing the model cache (``fastsal predict --shard i/N`` started together)
     must not export or read the same artefact while another one is replacing it. Writers take the
@@ -215,10 +215,32 @@ def file_lock(path: str | Path, *, shared: bool = False) -> Iterator[bool]:
         yield False
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
         yield True
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def private_mode_problem(info: os.stat_result, *, write_only: bool = False) -> str | None:
+    """Why a file or folder with ``info`` (``os.stat``) is open to other users, or None.
+
+    Group- or world-writable, or (unless ``write_only``) world-readable: the API key file of
+    ``fastsal serve`` and the model cache must be the user's own (other users could read the key,
+    or replace the models in the cache). Always None off POSIX.
+    """
+    import stat
+
+    if os.name != "posix":
+        return None
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by other users" if write_only else "other users can read or change it"
+    if not write_only and info.st_mode & stat.S_IRWXO:
+        return "other users can read or change it"
+    return None
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

@@ -361,7 +361,7 @@ def load(
     :class:`~fastsal.models.registry.Weights` spec, a checkpoint's training config, else 192x256;
     an exported file's own size). ``aspect``: treat it as a pixel budget, each image keeping its own
     aspect (:meth:`Predictor.input_size_for`); default as the weights were trained, else True; an
-    exported file (one fixed graph size) is run at its size unless ``aspect=True``.
+    exported file by the rule its sidecar records (a fixed-size graph: at its size unless ``aspect=True``).
     ``threads``: CPU threads for the engine (torch: ``torch.set_num_threads``, process-wide).
     ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
     input size; 0 turns it off).
@@ -372,8 +372,7 @@ def load(
         blur_sigma = check_blur(blur_sigma)
     path, expected = _resolve(name_or_path)
     if path.suffix.lower() in EXPORT_SUFFIXES or Path(f"{path}.json").is_file():  # exported (TorchScript too)
-        # An exported graph has one fixed size: by default every image goes in at that size.
-        return _load_exported(path, input_size, threads, blur_sigma, backend, precision, bool(aspect))
+        return _load_exported(path, input_size, threads, blur_sigma, backend, precision, aspect)
     from fastsal.export import state_dict_sha256
 
     model, meta = load_model(path)
@@ -413,8 +412,9 @@ def training_geometry(meta: dict[str, Any], spec: Any = None) -> tuple[tuple[int
 
 
 def _load_exported(path: Path, input_size: Sequence[int] | None, threads: int | None, blur_sigma: float | None,
-                   backend: str, precision: str, aspect: bool) -> Predictor:
-    """A Predictor on a file from ``fastsal export``: engine, precision and size come from the file."""
+                   backend: str, precision: str, aspect: bool | None) -> Predictor:
+    """A Predictor on a file from ``fastsal export``: engine, precision, size and aspect rule come
+    from the file (a fixed-size graph: every image at that size unless ``aspect=True``)."""
     file_precision = None if precision == defaults.PRECISION else precision  # fp32 asked: take the file's own
 
     def runner_for(size: Sequence[int] | None) -> Runner:
@@ -422,6 +422,7 @@ def _load_exported(path: Path, input_size: Sequence[int] | None, threads: int | 
 
     runner = runner_for(input_size)
     side = runner.sidecar  # type: ignore[attr-defined]
+    aspect = bool(side["aspect"]) if aspect is None else bool(aspect)
     return Predictor(runner, side["model"], meta=side.get("meta") or {}, weights_path=path,
                      weights_sha256=side["weights_sha256"], blur_sigma=blur_sigma, rebuild=runner_for, aspect=aspect)
 

@@ -6,13 +6,12 @@ file) in a second, before it loads a model or imports the web stack.
 from __future__ import annotations
 
 import ipaddress
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastsal import defaults
 from fastsal.errors import FastSalError
+from fastsal.files import private_mode_problem
 
 #: Upload size limit in MB: a 12 MP JPEG is ~5 MB, a 12 MP PNG up to ~25 MB.
 DEFAULT_MAX_UPLOAD_MB = 25.0
@@ -109,7 +108,7 @@ def read_api_key(path: str | Path) -> str:
         raise ServeError(f"--api-key-file {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ServeError(f"--api-key-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    if os.name == "posix" and info.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
+    if private_mode_problem(info):
         raise ServeError(f"--api-key-file {path}: other users can read or change it; run chmod 600 {path}")
     lines = text.strip().splitlines()
     key = lines[0].strip() if lines else ""
