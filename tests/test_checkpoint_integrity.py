@@ -32,7 +32,8 @@ TINY = ["--model", "fastsal_bare", "--backbone-weights", "none", "--batch-size",
 
 
 def _one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    """The one error line; a cache conversion's progress note ("fastsal: converting ...") may precede it."""
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("fastsal: converting ")]
     assert len(lines) == 1, err
     return lines[0]
 
