@@ -38,6 +38,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from fastsal import defaults
+from fastsal.cpu import check_threads
 from fastsal.files import (
     atomic_write,
     atomic_write_bytes,
@@ -234,8 +235,9 @@ def run(
     for f in formats:
         if f not in FORMATS:
             raise BatchError(f"unknown output format {f!r}; choose from: {', '.join(FORMATS)}")
-    if batch_size < 1 or workers < 0:
-        raise BatchError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    if batch_size < 1:
+        raise BatchError(f"batch_size must be >= 1, got {batch_size}")
+    check_threads(workers, "workers", minimum=0)
     out = Path(out)
     settings = predictor.settings()
     if not overwrite:

@@ -40,6 +40,7 @@ from fastsal.backends import (
 )
 from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
+from fastsal.cpu import check_threads
 from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
 from fastsal.models import (
     ModelError,
@@ -366,8 +367,8 @@ def load(
     ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
     input size; 0 turns it off).
     """
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise PredictError(f"threads must be an integer >= 1, got {threads!r}")
+    if threads is not None:
+        check_threads(threads)
     if blur_sigma is not None:
         blur_sigma = check_blur(blur_sigma)
     path, expected = _resolve(name_or_path)
