@@ -47,7 +47,7 @@ from fastsal.files import (
     write_json,
 )
 from fastsal.viewing import blend, to_png
-from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_image, load_resized
+from fastsal.images import IMAGE_SUFFIXES, ImageError, check_not_empty, find_images, load_image, load_resized
 
 FORMATS = defaults.OUTPUT_FORMATS
 # Temporaries older than this in an output folder are leftovers of a killed run (a live writer's
@@ -103,7 +103,9 @@ def collect(
     """
     found: list[tuple[Path, Path]] = []
     excluded = Path(exclude).resolve() if exclude is not None else None
-    for arg in map(Path, paths):
+    for raw in paths:
+        check_not_empty(raw, "input path")
+        arg = Path(raw)
         if not arg.exists():
             raise BatchError(f"{arg}: no such file or folder")
         items = find_images([arg], suffixes)
@@ -237,7 +239,7 @@ def run(
             raise BatchError(f"unknown output format {f!r}; choose from: {', '.join(FORMATS)}")
     if batch_size < 1:
         raise BatchError(f"batch_size must be >= 1, got {batch_size}")
-    check_threads(workers, "workers", minimum=0)
+    check_threads(workers, "workers", minimum=0, error=BatchError)
     out = Path(out)
     settings = predictor.settings()
     if not overwrite:
@@ -345,10 +347,18 @@ def run(
     finally:
         # On an error or Ctrl-C: maps already computed are still written (each write is atomic
         # and quick) and recorded, so the manifest matches the files on disk; decoding stops.
+        # After Ctrl-C or SIGTERM nothing waits for a worker that may never return (a decode
+        # blocked in a read): queued work is cancelled, writes already running finish, and the
+        # command line ends the process without joining the threads left.
+        interrupted = isinstance(first_error, KeyboardInterrupt)
+        if pool is not None and interrupted:
+            pool.shutdown(wait=False, cancel_futures=True)
         wait([fut for _, fut in writes])
-        if pool is not None:
+        if pool is not None and not interrupted:
             pool.shutdown(wait=True, cancel_futures=True)
         for job, fut in writes:
+            if fut.cancelled():  # never started: the rerun makes that map
+                continue
             if fut.exception() is None:
                 report["written"].append({**input_entry(job.source), "outputs": fut.result()})
             elif not isinstance(fut.exception(), KeyboardInterrupt):

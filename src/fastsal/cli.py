@@ -1094,6 +1094,16 @@ def _one_line_warnings() -> Iterator[None]:
         yield
 
 
+def _refuse_empty_arguments(args: argparse.Namespace) -> None:
+    """No argument may be an empty string: as a path it means the current folder, so an unset
+    shell variable (``fastsal predict "$IMAGES" -o out``) would run over the whole working tree."""
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                name = "PATH" if dest == "paths" else f"--{dest.replace('_', '-')}"
+                raise UsageError(f"{name} is empty ({v!r}); pass a path or value (an unset shell variable?)")
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -1103,6 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
     try:
         args = build_parser().parse_args(argv)
+        _refuse_empty_arguments(args)
         _import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)

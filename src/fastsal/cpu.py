@@ -96,16 +96,18 @@ def max_threads() -> int:
     return THREADS_PER_CPU * available_cpus()
 
 
-def check_threads(value: object, name: str = "threads", *, minimum: int = 1) -> int:
-    """``value`` as an int in ``minimum``..:func:`max_threads`, else :class:`ThreadCountError` naming
-    ``name`` and the bound: what every thread and worker setting (command line, ``fastsal.load``,
-    training, the server) goes through."""
+def check_threads(value: object, name: str = "threads", *, minimum: int = 1,
+                  error: type[FastSalError] = ThreadCountError) -> int:
+    """``value`` as an int in ``minimum``..:func:`max_threads`, else ``error`` (the caller's own
+    error class, so existing ``except PredictError`` code still catches it) naming ``name`` and
+    the bound: what every thread and worker setting (command line, ``fastsal.load``, training,
+    the server) goes through."""
     limit = max_threads()
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ThreadCountError(f"{name} must be a whole number in {minimum}..{limit}, got {value!r}")
+        raise error(f"{name} must be a whole number in {minimum}..{limit}, got {value!r}")
     if value > limit:
         n = available_cpus()
-        raise ThreadCountError(f"{name + ' ' if name else ''}{value} exceeds {limit}, the most this machine can use "
+        raise error(f"{name + ' ' if name else ''}{value} exceeds {limit}, the most this machine can use "
                                f"({THREADS_PER_CPU} per CPU, {n} available); pass {limit} or fewer ({n} is usually fastest)")
     return value
 

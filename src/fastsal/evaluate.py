@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from fastsal.images import open_header
 
 from fastsal import baselines as B
 from fastsal import defaults
@@ -137,7 +137,7 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
             if path.suffix.lower() == ".npy":
                 arr = np.load(path, allow_pickle=False)
             else:
-                with Image.open(path) as img:
+                with open_header(path) as img:
                     arr = np.asarray(img.convert("F") if img.mode not in ("RGB", "RGBA") else img.convert("L"),
                                      dtype=np.float64)
         except Exception as exc:

@@ -461,8 +461,8 @@ def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] =
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(_walk(p, suffixes)):
-                found.append((f, f.relative_to(p)))
+            for f in sorted(_walk(p, suffixes)):  # p itself when it cannot be listed: named as a file would be
+                found.append((f, f.relative_to(p) if f != p else Path(p.name)))
         else:
             found.append((p, Path(p.name)))
     return found

@@ -179,7 +179,7 @@ class TrainConfig:
             whole("limit", self.limit, 1, None)
         if self.threads is not None:
             whole("threads", self.threads, *THREADS_RANGE)
-            check_threads(self.threads)  # and no more than this machine's CPUs can use
+            check_threads(self.threads, error=TrainError)  # and no more than this machine's CPUs can use
         whole("seed", self.seed, 0, None)
         real("lr", self.lr, 0.0, True)
         real("encoder_lr_scale", self.encoder_lr_scale, 0.0, False)

@@ -56,7 +56,7 @@ class ServeConfig:
         if self.max_pixels < 1:
             raise ServeError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.threads is not None:
-            check_threads(self.threads)
+            check_threads(self.threads, error=ServeError)
         if self.queue_size < 1:
             raise ServeError(f"the queue must hold at least 1 request, got {self.queue_size}")
         if not 0 < self.timeout_s <= 3600:
