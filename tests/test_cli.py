@@ -265,7 +265,8 @@ def test_cli_starts_without_torch(argv):
     (["evaluate", "--root", "x", "--blur", "-1"], "in 0..50"),
     (["evaluate", "--root", "x", "--blur", "inf"], "in 0..50"),
     (["predict", "--precision", "fp8"], "invalid choice"),
-    (["predict", "--workers", "-1"], "integer >= 0"),
+    (["predict", "--workers", "-1"], "whole number >= 0"),
+    (["predict", "--threads", "1000000"], "the most this machine can use"),
 ])
 def test_cli_numeric_options_are_bounded(argv, message, capsys):
     from fastsal.cli import main as cli_main

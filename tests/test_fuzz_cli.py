@@ -65,9 +65,13 @@ def _bad_files(folder: Path) -> dict[str, str]:
     os.symlink(folder / "nowhere.jpg", folder / "dangling.jpg")
     os.symlink("loop2.jpg", folder / "loop1.jpg")
     os.symlink("loop1.jpg", folder / "loop2.jpg")
+    os.mkfifo(folder / "pipe.jpg")  # open() would block forever
+    (folder / "script.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")  # Ghostscript
+    Image.fromarray(np.full((8, 8), -7, np.int32), "I").save(folder / "negative32.tif")
     return {"empty.jpg": "empty file", "truncated.jpg": "truncated", "text.jpg": "not a recognised image",
             "page.png": "not a recognised image", "bomb.png": "MP limit", "dangling.jpg": "symbolic link",
-            "loop1.jpg": "symbolic link", "loop2.jpg": "symbolic link"}
+            "loop1.jpg": "symbolic link", "loop2.jpg": "symbolic link", "pipe.jpg": "FIFO",
+            "script.jpg": "not a recognised image", "negative32.tif": "negative values"}
 
 
 def _odd_good_files(folder: Path) -> list[str]:
@@ -77,11 +81,12 @@ def _odd_good_files(folder: Path) -> list[str]:
     Image.new("RGB", (1, 1), (9, 9, 9)).save(folder / "one.png")
     Image.new("RGB", (1, 3000), (9, 9, 9)).save(folder / "thin.png")
     Image.new("P", (30, 20)).save(folder / "anim.gif")
+    Image.fromarray(np.linspace(0, 5e6, 40 * 30).reshape(30, 40).astype(np.int32), "I").save(folder / "deep32.tif")
     jpg(folder / "normal.jpg")
     name = os.fsdecode(b"caf\xe9-latin1.jpg")  # a file name that is not UTF-8
     jpg(folder / name)
     shown = os.fsencode(name[:-4]).decode("utf-8", "backslashreplace")  # how the manifest shows it
-    return ["cmyk", "deep16", "alpha", "one", "thin", "anim", "normal", shown]
+    return ["cmyk", "deep16", "alpha", "one", "thin", "anim", "deep32", "normal", shown]
 
 
 def test_folder_of_bad_and_odd_images(tmp_path, capsys):
@@ -106,7 +111,7 @@ def test_folder_of_bad_and_odd_images(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["empty.jpg", "truncated.jpg", "text.jpg", "page.png", "bomb.png", "dangling.jpg",
-                                  "loop1.jpg"])
+                                  "loop1.jpg", "pipe.jpg", "script.jpg", "negative32.tif"])
 def test_single_bad_image_is_one_line_exit_2(tmp_path, capsys, name):
     _bad_files(tmp_path)
     rc, _, err = run(["predict", tmp_path / name, "-o", tmp_path / "out.png", "--threads", "1"], capsys)
@@ -130,6 +135,9 @@ def test_strict_records_the_failure(tmp_path, capsys):
     (["--input-size", "5000x5000"], "32..2048"),
     (["--batch-size", "0"], "--batch-size"),
     (["--threads", "-3"], "--threads"),
+    (["--threads", "100000"], "--threads"),
+    (["--workers", "100000"], "--workers"),
+    (["--input-size", ""], "--input-size"),
     (["--max-frames", "0"], "--max-frames"),
     (["--smoothing", "-0.1"], "--smoothing"),
     (["--smoothing", "inf"], "--smoothing"),
@@ -201,6 +209,8 @@ def test_empty_folder_and_missing_path(tmp_path, capsys):
     assert rc == 2 and "no images found" in err
     rc, _, err = run(["predict", tmp_path / "nope", "-o", tmp_path / "o", *FAST], capsys)
     assert rc == 2 and "nope" in err
+    rc, _, err = run(["predict", "", "-o", tmp_path / "o", *FAST], capsys)  # an unset variable: not "."
+    assert rc == 2 and "PATH is empty" in err and not (tmp_path / "o").exists()
 
 
 def test_empty_shard_says_so_and_leaves_a_manifest(tmp_path, capsys):
@@ -315,7 +325,7 @@ def predictor():
 
 @pytest.mark.parametrize("bad", [None, b"photo.jpg", np.zeros((0, 5, 3), np.uint8), np.full((4, 4, 3), np.nan),
                                  np.ones((4, 4, 3), bool), np.ones((4, 4, 5), np.uint8), Image.new("RGB", (0, 0)),
-                                 "no/such/file.jpg", 42])
+                                 "no/such/file.jpg", 42, "", np.full((4, 4), -1, np.int32)])
 def test_api_bad_images_raise_image_error(predictor, bad):
     with pytest.raises(ImageError):
         predictor.predict(bad)
@@ -331,6 +341,8 @@ def test_api_accepts_file_objects(predictor):
     ({"blur_sigma": float("inf")}, fastsal.predict.PredictError),
     ({"blur_sigma": -1}, fastsal.predict.PredictError),
     ({"threads": 0}, fastsal.predict.PredictError),
+    ({"threads": 100_000}, fastsal.predict.PredictError),
+    ({"input_size": (100_000, 100_000)}, fastsal.predict.PredictError),
     ({"precision": "fp8"}, fastsal.backends.BackendError),
     ({"backend": "tensorrt"}, fastsal.backends.BackendError),
     ({"device": "cuda:99"}, fastsal.backends.BackendError),
@@ -353,6 +365,8 @@ def test_api_bad_batch_and_size(predictor):
         predictor.input_size = (0, 5)
     with pytest.raises(fastsal.backends.BackendError, match="expects an"):
         predictor.runner(np.zeros((1, 3, 10, 10), np.float32))
+    with pytest.raises(fastsal.backends.BackendError, match="NaN or inf"):
+        predictor.runner(np.full((1, 3, *predictor.input_size), np.nan, np.float32))
 
 
 def test_camera_sized_photo_with_every_output_stays_under_1_gb(tmp_path):

@@ -193,3 +193,26 @@ def test_float_tiff_with_nan(tmp_path):
     assert _one_line(info.value) == f"{path}: float image has NaN or inf pixels; replace them before use"
     with pytest.raises(ImageError, match=r"^PIL image: float image has NaN"):
         as_rgb_array(Image.fromarray(arr, "F"))
+
+
+def test_integer_and_premultiplied_modes(tmp_path):
+    """32-bit integers by their real range (not clipped to white), 16-bit data in uint32, mode La."""
+    big = np.linspace(0, 3e6, 30 * 40).reshape(30, 40).astype(np.int32)
+    Image.fromarray(big, "I").save(tmp_path / "i32.tif")
+    assert 0 < as_rgb_array(tmp_path / "i32.tif")[15, 20, 0] < 255
+    sixteen = np.linspace(0, 65535, 12).reshape(3, 4)
+    np.testing.assert_array_equal(as_rgb_array(sixteen.astype(np.uint32)), as_rgb_array(sixteen.astype(np.uint16)))
+    assert as_rgb_array(Image.new("La", (5, 4), (100, 255))).shape == (4, 5, 3)
+
+
+def test_non_regular_files_and_empty_paths(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "p.png")
+    with pytest.raises(ImageError) as info:
+        load_image(tmp_path / "p.png")  # the old code blocked here for ever
+    assert _one_line(info.value).endswith("p.png: a FIFO (named pipe), not an image file; pass a regular image file")
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match="image path is empty"):
+        load_image("")

@@ -147,7 +147,7 @@ def test_broken_files_raise_one_line_image_error(tmp_path):
         load_image(tmp_path / "missing.jpg")
     folder = tmp_path / "folder.jpg"
     folder.mkdir()
-    with pytest.raises(ImageError, match="cannot read"):
+    with pytest.raises(ImageError, match="is a folder"):
         load_image(folder)
 
 

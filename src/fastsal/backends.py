@@ -195,6 +195,11 @@ def _check_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != tuple(size):
         h, w = size
         raise BackendError(f"the network expects an (N, 3, {h}, {w}) float32 batch; got shape {tuple(np.shape(batch))}")
+    # Here, before any engine, so all refuse alike: OpenVINO turned an all-NaN batch into finite,
+    # plausible logits where ONNX Runtime and PyTorch gave NaN.
+    if not np.isfinite(x).all():
+        raise BackendError(f"the network's input batch (shape {x.shape}) contains NaN or inf values; "
+                           "pass finite values in [0, 1]")
     return x
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from fastsal import defaults
+from fastsal.cpu import check_threads
 from fastsal.files import (
     atomic_write,
     atomic_write_bytes,
@@ -47,7 +48,7 @@ from fastsal.files import (
     write_json,
 )
 from fastsal.viewing import blend, to_png
-from fastsal.images import IMAGE_SUFFIXES, ImageError, find_images, load_image, load_resized
+from fastsal.images import IMAGE_SUFFIXES, ImageError, check_not_empty, find_images, load_image, load_resized
 
 FORMATS = defaults.OUTPUT_FORMATS + defaults.BENCHMARK_FORMATS
 # Temporaries older than this in an output folder are leftovers of a killed run (a live writer's
@@ -105,7 +106,9 @@ def collect(
     """
     found: list[tuple[Path, Path]] = []
     excluded = Path(exclude).resolve() if exclude is not None else None
-    for arg in map(Path, paths):
+    for raw in paths:
+        check_not_empty(raw, "input path")
+        arg = Path(raw)
         if not arg.exists():
             raise BatchError(f"{arg}: no such file or folder")
         items = find_images([arg], suffixes)
@@ -267,8 +270,9 @@ def run(
     for f in formats:
         if f not in FORMATS:
             raise BatchError(f"unknown output format {f!r}; choose from: {', '.join(FORMATS)}")
-    if batch_size < 1 or workers < 0:
-        raise BatchError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    if batch_size < 1:
+        raise BatchError(f"batch_size must be >= 1, got {batch_size}")
+    check_threads(workers, "workers", minimum=0, error=BatchError)
     out = Path(out)
     settings = predictor.settings()
     todo = [j for j in jobs if overwrite or not all(p.is_file() for p in output_paths(out, j.stem, formats).values())]
@@ -380,10 +384,18 @@ def run(
     finally:
         # On an error or Ctrl-C: maps already computed are still written (each write is atomic
         # and quick) and recorded, so the manifest matches the files on disk; decoding stops.
+        # After Ctrl-C or SIGTERM nothing waits for a worker that may never return (a decode
+        # blocked in a read): queued work is cancelled, writes already running finish, and the
+        # command line ends the process without joining the threads left.
+        interrupted = isinstance(first_error, KeyboardInterrupt)
+        if pool is not None and interrupted:
+            pool.shutdown(wait=False, cancel_futures=True)
         wait([fut for _, fut in writes])
-        if pool is not None:
+        if pool is not None and not interrupted:
             pool.shutdown(wait=True, cancel_futures=True)
         for job, fut in writes:
+            if fut.cancelled():  # never started: the rerun makes that map
+                continue
             if fut.exception() is None:
                 report["written"].append({**input_entry(job.source), "outputs": fut.result()})
             elif not isinstance(fut.exception(), KeyboardInterrupt):

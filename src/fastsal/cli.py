@@ -76,6 +76,22 @@ def _whole(lo: int, hi: int | None) -> Callable[[str], int]:
     return parse
 
 
+def _threads(lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a thread or worker count: a whole number in lo..hi, and never more
+    than :func:`fastsal.cpu.max_threads` (a few per CPU available), so that one typo cannot
+    exhaust the host's processes."""
+    whole = _whole(lo, hi)
+
+    def parse(text: str) -> int:
+        from fastsal.cpu import ThreadCountError, check_threads
+
+        try:
+            return check_threads(whole(text), "", minimum=lo)
+        except ThreadCountError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="inference engine (default: auto = the fastest installed that can prepare the model: "
@@ -85,7 +101,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                         "or int8 (calibrated; openvino/onnxruntime)")
     p.add_argument("--device", default=defaults.DEVICE,
                    help="cpu (default), cuda or cuda:N (runs on PyTorch)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the network")
+    p.add_argument("--threads", type=_threads(), default=None, metavar="N", help="CPU threads for the network")
     p.add_argument("--squash", action="store_true",
                    help="resize every image to exactly the input size; by default each keeps its aspect at the "
                         "input size's pixel count (sides multiples of 32), as the models are trained")
@@ -254,7 +270,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_whole(0, None), default=0)
     p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
                    help="use only the first N images per split (smoke test)")
-    p.add_argument("--threads", type=_whole(*threads_range), default=None, metavar="N")
+    p.add_argument("--threads", type=_threads(*threads_range), default=None, metavar="N")
     _add_distill_options(p)
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -388,7 +404,7 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="inference engine of the teacher's fastsal sources, fp32 (default: auto)")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N (runs on PyTorch)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for the teacher")
+    p.add_argument("--threads", type=_threads(), default=None, metavar="N", help="CPU threads for the teacher")
     p.add_argument("--overwrite", action="store_true", help="relabel images already labelled by this teacher")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -442,7 +458,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-loss", choices=defaults.DISTILL_LOSSES, default=defaults.DISTILL_LOSS,
                    help="default: %(default)s")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=_whole(*threads_range), default=None, metavar="N")
+    p.add_argument("--threads", type=_threads(*threads_range), default=None, metavar="N")
     p.add_argument("--seed", type=_whole(0, None), default=0)
     p.add_argument("--restart", action="store_true", help="ignore an existing OUT/last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")
@@ -704,7 +720,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         f"{MAX_INPUT_SIDE} (default: the size the weights were trained at)")
     p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
-    p.add_argument("--workers", type=_nonnegative_int, default=defaults.WORKERS, metavar="N",
+    p.add_argument("--workers", type=_threads(0), default=defaults.WORKERS, metavar="N",
                    help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
@@ -1021,7 +1037,7 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-latency", action="store_true", help="count only (no timing)")
     p.add_argument("--runs", type=_positive_int, default=5, metavar="N",
                    help="timed runs per runner (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=_threads(), default=None, metavar="N",
                    help="CPU threads (default: the engine's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the rows to FILE as JSON")
     p.set_defaults(func=_cmd_cost)
@@ -1195,6 +1211,16 @@ def _one_line_warnings() -> Iterator[None]:
         yield
 
 
+def _refuse_empty_arguments(args: argparse.Namespace) -> None:
+    """No argument may be an empty string: as a path it means the current folder, so an unset
+    shell variable (``fastsal predict "$IMAGES" -o out``) would run over the whole working tree."""
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                name = "PATH" if dest == "paths" else f"--{dest.replace('_', '-')}"
+                raise UsageError(f"{name} is empty ({v!r}); pass a path or value (an unset shell variable?)")
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -1204,6 +1230,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
     try:
         args = build_parser().parse_args(argv)
+        _refuse_empty_arguments(args)
         if getattr(args, "engines", True):  # `fastsal cache` runs without PyTorch
             _import_engines()
         with _one_line_warnings():

@@ -39,7 +39,7 @@ from torch import nn
 
 from fastsal import defaults
 from fastsal.backends import BackendError
-from fastsal.cpu import cpu_name
+from fastsal.cpu import check_threads, cpu_name
 from fastsal.errors import FastSalError
 
 # Runner labels: "eager" (PyTorch, the model as defined, unfused) and every engine at every
@@ -128,7 +128,7 @@ def make_runner(
     if backend not in runner_labels():
         raise BackendError(f"unknown backend {backend!r}; choose from: {', '.join(runner_labels())}")
     if threads is not None:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(check_threads(threads))
     if engine == EAGER:
         return TorchRunner(model, input_size, fuse_model=False), {}
     if not is_fastsal(model):

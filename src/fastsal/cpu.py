@@ -7,8 +7,20 @@ Benchmarks print this next to their figures (a latency means little without the 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
+
+from fastsal.errors import FastSalError
+
+#: Threads allowed per CPU available to the process: engines gain nothing beyond one per CPU, and
+#: I/O-bound decoding workers little beyond a few; far larger counts only exhaust the host (a
+#: ``--threads 100000`` run once took the machine's whole PID space).
+THREADS_PER_CPU = 4
+
+
+class ThreadCountError(FastSalError, ValueError):
+    """A thread or worker count this machine cannot sensibly run; the message gives the bound."""
 
 # /proc/cpuinfo flag -> the name people use, in the order a summary lists them
 _FEATURES = {
@@ -70,11 +82,40 @@ def isa_level() -> str:
     return "baseline"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset`` or a container's
+    cpuset), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def max_threads() -> int:
+    """The most threads (or workers) any one setting may ask for: :data:`THREADS_PER_CPU` per CPU available."""
+    return THREADS_PER_CPU * available_cpus()
+
+
+def check_threads(value: object, name: str = "threads", *, minimum: int = 1,
+                  error: type[FastSalError] = ThreadCountError) -> int:
+    """``value`` as an int in ``minimum``..:func:`max_threads`, else ``error`` (the caller's own
+    error class, so existing ``except PredictError`` code still catches it) naming ``name`` and
+    the bound: what every thread and worker setting (command line, ``fastsal.load``, training,
+    the server) goes through."""
+    limit = max_threads()
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise error(f"{name} must be a whole number in {minimum}..{limit}, got {value!r}")
+    if value > limit:
+        n = available_cpus()
+        raise error(f"{name + ' ' if name else ''}{value} exceeds {limit}, the most this machine can use "
+                               f"({THREADS_PER_CPU} per CPU, {n} available); pass {limit} or fewer ({n} is usually fastest)")
+    return value
+
+
 def describe() -> dict[str, object]:
     """The CPU facts a benchmark JSON records beside its figures."""
-    import os
-
     return {"name": cpu_name(), "level": isa_level(), "features": cpu_features(), "cores": os.cpu_count()}
 
 
-__all__ = ["cpu_features", "cpu_flags", "cpu_name", "describe", "isa_level", "supports_bf16"]
+__all__ = ["THREADS_PER_CPU", "ThreadCountError", "available_cpus", "check_threads", "cpu_features", "cpu_flags",
+           "cpu_name", "describe", "isa_level", "max_threads", "supports_bf16"]

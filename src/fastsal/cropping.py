@@ -574,7 +574,9 @@ def draw_crops(image: Any, crops: Sequence[Crop]) -> Any:
         font = ImageFont.load_default()
     for i, c in enumerate(crops):
         colour = _BOX_COLOURS[i % len(_BOX_COLOURS)]
-        inset = i * line  # boxes sharing an edge stay visible side by side
+        # boxes sharing an edge stay visible side by side; never so far in that a thin crop
+        # (a 1-pixel-wide image's) turns inside out, which Pillow refuses
+        inset = min(i * line, (c.w - 1) // 2, (c.h - 1) // 2)
         draw.rectangle((c.x + inset, c.y + inset, c.x + c.w - 1 - inset, c.y + c.h - 1 - inset),
                        outline=colour, width=line)
         draw.text((c.x + inset + 2 * line, c.y + inset + 2 * line), f"{c.aspect} {100 * c.score:.0f}%",

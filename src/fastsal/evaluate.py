@@ -29,6 +29,7 @@ from fastsal import metrics as M
 from fastsal.data.datasets import DATASETS, DatasetError, Sample, load_dataset
 from fastsal.data.fixations import fixation_density
 from fastsal.errors import FastSalError, first_line
+from fastsal.images import open_header
 
 __all__ = ["DATASETS", "load_dataset", "evaluate", "check_map", "format_table", "write_json", "plot_examples",
            "maps_from_folder", "maps_from_predictor", "sample_sigma", "gold_standard_note"]
@@ -137,7 +138,7 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
             if path.suffix.lower() == ".npy":
                 arr = np.load(path, allow_pickle=False)
             else:
-                with Image.open(path) as img:
+                with open_header(path) as img:
                     arr = _grey_map(img, str(path))
         except DatasetError:
             raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fastsal.errors import FastSalError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: the first frame
+#: The only Pillow decoders fastsal runs, whatever a file's name says: the formats the README lists.
+#: Pillow would otherwise try every plugin it has, and its EPS plugin runs Ghostscript on the
+#: file's content (PDF, SVG-like and other plugins are as little needed and as little trusted).
+DECODE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 #: What every image-taking function accepts: a path, a PIL image or an (H, W[, 3|4]) array.
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -118,13 +123,20 @@ def _refuse_if_too_large(size: tuple[int, int], label: str, limit: int | None) -
                          f"downscale it or raise the limit with --max-pixels (or {MAX_PIXELS_ENV})")
 
 
+def open_header(source: str | Path | IO[bytes]) -> Image.Image:
+    """``Image.open`` (header only) with only :data:`DECODE_FORMATS` tried: what every reader of
+    image files outside this module calls instead of ``Image.open`` (dataset sizes, saliency maps),
+    so that no other Pillow plugin ever sees untrusted bytes."""
+    return Image.open(source, formats=DECODE_FORMATS)
+
+
 def _open_unguarded(source: str | Path | IO[bytes]) -> Image.Image:
-    """``Image.open`` (header only) with Pillow's own pixel guard off: ours runs right after."""
+    """:func:`open_header` with Pillow's own pixel guard off: ours runs right after."""
     with _PIL_LIMIT_LOCK:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            return Image.open(source)
+            return open_header(source)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
@@ -150,21 +162,44 @@ def to_rgb(img: Image.Image) -> Image.Image:
     # the orientation tag asks for a turn
     if img.getexif().get(0x0112, 1) not in (None, 1):
         img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode.startswith("I;16"):
+        img = Image.fromarray(_integers_to_uint8(np.asarray(img), 65535), "L")
+    elif img.mode == "I":  # 32-bit: 8- or 16-bit data (16-bit PNGs open as I), or a real 32-bit range
+        img = Image.fromarray(_integers_to_uint8(np.asarray(img, dtype=np.int64), None, "32-bit integer image"), "L")
+    elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():  # float TIFFs may hold NaN: it would become arbitrary bytes
             raise ImageError("float image has NaN or inf pixels; replace them before use")
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if img.mode == "F":
-            hi = max(float(arr.max()), 1e-12) if arr.max() > 1.0 else 1.0
+        hi = max(float(arr.max()), 1e-12) if arr.max() > 1.0 else 1.0
         img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
+    elif img.mode == "La":  # premultiplied alpha: Pillow converts it only to LA
+        img = img.convert("LA")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("RGB", "L") and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
     return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _integers_to_uint8(arr: np.ndarray, full_scale: int | None, what: str = "integer image array") -> np.ndarray:
+    """Integer pixels -> uint8 by their real range, one rule for files and arrays.
+
+    ``full_scale``: the value that means white when the type says so (65535 for 16-bit data).
+    Otherwise the values decide: up to 255 they are 8-bit, up to 65535 16-bit (how 16-bit data
+    arrives in 32-bit containers: PNGs opened as mode ``I``, ``uint32`` arrays), and beyond that
+    the largest value is white, as for float images above 1. Clipping them to 8 or 16 bits
+    instead made a plausible all-white image. Negative values have no agreed meaning: refused.
+    """
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0:
+        raise ImageError(f"{what} ({arr.dtype}) has negative values (min {lo}); pass values >= 0, "
+                         "e.g. 8-bit (0..255) or 16-bit (0..65535)")
+    scale = full_scale or (255 if hi <= 255 else 65535 if hi <= 65535 else hi)
+    if scale == 255:
+        return arr.astype(np.uint8)
+    return (arr.astype(np.float64) * (255.0 / scale) + 0.5).astype(np.uint8)
 
 
 def load_image(path: str | Path | IO[bytes], *, max_pixels: int | None = None) -> Image.Image:
@@ -216,6 +251,7 @@ def _decode(source: str | Path | IO[bytes],
     else:
         if not isinstance(source, (str, Path)):
             raise ImageError(_not_an_image_message(source))
+        check_not_empty(source)
         path = Path(source)
         label = str(path)
         if not path.exists():
@@ -229,7 +265,8 @@ def _decode(source: str | Path | IO[bytes],
                     target = "itself (a loop)" if exc.errno == errno.ELOOP else f"a missing file ({os.readlink(path)})"
                 raise ImageError(f"{path}: a symbolic link to {target}; fix or remove the link")
             raise ImageError(f"{path}: no such file")
-        if path.is_file() and path.stat().st_size == 0:
+        _refuse_non_regular(path)
+        if path.stat().st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes); re-export or remove it")
         source = path
     try:
@@ -258,6 +295,34 @@ def _decode(source: str | Path | IO[bytes],
         raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
 
 
+def check_not_empty(path: str | Path, what: str = "image path") -> None:
+    """Refuse an empty path: ``Path('')`` is the current folder, so an unset shell variable
+    (``fastsal predict "$IMAGES"``) would otherwise run over the whole working tree."""
+    if isinstance(path, str) and not path.strip():
+        raise ImageError(f"{what} is empty ({path!r}); pass a file or folder (an unset variable?)")
+
+
+def _refuse_non_regular(path: Path) -> None:
+    """Refuse what is not a regular file before it is opened: a FIFO named like an image blocks
+    ``open()`` forever, a device may never end; a folder is either an unreadable folder of an
+    input tree (listed by :func:`find_images` so that its loss is reported, with the reason)
+    or a folder passed where an image was expected."""
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read this folder ({exc.strerror}); the images in it were left out; "
+                             "fix its permissions and rerun") from None
+        raise ImageError(f"{path}: is a folder, not an image; pass an image file")
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    raise ImageError(f"{path}: {kind}, not an image file; pass a regular image file")
+
+
 def _not_an_image_message(image: Any) -> str:
     if image is None:
         return "image is None; pass a file path, a PIL image, a NumPy array or a binary file object"
@@ -275,6 +340,9 @@ def _pil_to_rgb(image: Image.Image, limit: int | None) -> np.ndarray:
     if w == 0 or h == 0:
         raise ImageError(f"{label}: image has no pixels ({w}x{h}); pass an image of at least 1x1")
     if getattr(image, "tile", None):  # opened but not decoded yet: the header's size is all we trust
+        if image.format not in (None, *DECODE_FORMATS):  # decoding would run that plugin (EPS: Ghostscript)
+            raise UnrecognisedImageError(f"{label}: a {image.format} image; fastsal decodes only "
+                                         f"{', '.join(DECODE_FORMATS)}; convert it to JPEG or PNG")
         _refuse_if_too_large(image.size, label, limit)
         if getattr(image, "fp", None) is None:  # Pillow would fail an internal assert
             raise ImageError(f"{label}: the PIL image was closed before it was decoded; "
@@ -332,10 +400,8 @@ def as_rgb_array(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
                 raise ImageError(f"image array ({arr.dtype}, shape {arr.shape}) contains NaN or inf; "
                                  "replace them (e.g. np.nan_to_num) first")
             arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
-        elif arr.dtype == np.uint16:
-            arr = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
         else:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
+            arr = _integers_to_uint8(arr, 65535 if arr.dtype == np.uint16 else None)
     if arr.shape[2] == 4:
         return np.asarray(to_rgb(Image.fromarray(arr, "RGBA")))
     return np.ascontiguousarray(arr)
@@ -387,17 +453,26 @@ def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] =
     The relative path lets outputs mirror the input tree. Files given explicitly are kept even if
     their suffix is unusual (they will be reported if they fail to decode); folder contents are
     filtered by ``suffixes``. Sorted for a deterministic order (and deterministic sharding).
+
+    Nothing found may vanish silently: a dangling or looping link, a FIFO or a device with an
+    image name is kept (decoding refuses it by name), and so is a folder that cannot be listed
+    (``chmod 000``): decoding it reports the reason, so the run lists it among its failures.
     """
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.suffix.lower() not in suffixes or f.name.startswith("."):
-                    continue
-                # A dangling or looping link with an image name is kept: decoding reports it by
-                # name, where skipping it here would make the image silently vanish from the run.
-                if f.is_file() or (f.is_symlink() and not f.is_dir()):
-                    found.append((f, f.relative_to(p)))
+            for f in sorted(_walk(p, suffixes)):  # p itself when it cannot be listed: named as a file would be
+                found.append((f, f.relative_to(p) if f != p else Path(p.name)))
         else:
             found.append((p, Path(p.name)))
     return found
+
+
+def _walk(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image-named entries below ``root`` that are not folders, plus every folder that could not
+    be listed (``Path.rglob`` skipped those silently). Links to folders are not followed."""
+    unreadable: list[Path] = []
+    found: list[Path] = []
+    for folder, _, names in os.walk(root, onerror=lambda exc: unreadable.append(Path(exc.filename))):
+        found += [Path(folder, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in suffixes]
+    return found + unreadable

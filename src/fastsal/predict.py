@@ -40,6 +40,7 @@ from fastsal.backends import (
 )
 from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
+from fastsal.cpu import check_threads
 from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
 from fastsal.models import (
     ModelError,
@@ -366,10 +367,12 @@ def load(
     ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
     input size; 0 turns it off).
     """
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise PredictError(f"threads must be an integer >= 1, got {threads!r}")
+    if threads is not None:
+        check_threads(threads, error=PredictError)
     if blur_sigma is not None:
         blur_sigma = check_blur(blur_sigma)
+    if input_size is not None:
+        input_size = _check_input_size(input_size)
     path, expected = _resolve(name_or_path)
     if path.suffix.lower() in EXPORT_SUFFIXES or Path(f"{path}.json").is_file():  # exported (TorchScript too)
         return _load_exported(path, input_size, threads, blur_sigma, backend, precision, aspect)
@@ -394,6 +397,21 @@ def load(
 
     return Predictor(runner, model.name, meta=meta, weights_path=path, weights_sha256=state_dict_sha256(model),
                      blur_sigma=blur_sigma, rebuild=rebuild, aspect=aspect)
+
+
+def _check_input_size(size: Any) -> tuple[int, int]:
+    """``size`` as (H, W) with whole sides in :data:`~fastsal.defaults.INPUT_SIDE_RANGE`, as the
+    command line's --input-size: a huge size otherwise ended in a MemoryError on the first image."""
+    lo, hi = defaults.INPUT_SIDE_RANGE
+    try:
+        h, w = size
+        ok = all(not isinstance(v, bool) and int(v) == v and lo <= v <= hi for v in (h, w))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise PredictError(f"input_size must be (height, width) with each side a whole number in {lo}..{hi}; "
+                           f"got {size!r}")
+    return int(h), int(w)
 
 
 def training_geometry(meta: dict[str, Any], spec: Any = None) -> tuple[tuple[int, int], bool]:
@@ -434,6 +452,8 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
                          f"{name_or_path!r}; e.g. fastsal.load('default')")
     if not isinstance(name_or_path, Path):
         text = str(name_or_path)
+        if not text.strip():  # Path('') is the current folder
+            raise ModelError(f"model name or weights path is empty ({text!r}); pass e.g. fastsal.load('default')")
         name = defaults.MODEL if text == "default" else text
         if name in list_models():
             if name not in WEIGHTS:

@@ -51,6 +51,7 @@ from fastsal.data.fixations import (
     rescale_points,
 )
 from fastsal.errors import FastSalError, first_line
+from fastsal.cpu import check_threads
 from fastsal.images import fit_input_size, load_rgb, resize_rgb
 from fastsal.losses import DISTILLATION_LOSSES, cc, kld, log_density, nss, saliency_loss
 from fastsal.models.layers import recalibrate_batchnorm
@@ -181,6 +182,7 @@ class TrainConfig:
             whole("limit", self.limit, 1, None)
         if self.threads is not None:
             whole("threads", self.threads, *THREADS_RANGE)
+            check_threads(self.threads, error=TrainError)  # and no more than this machine's CPUs can use
         whole("seed", self.seed, 0, None)
         real("lr", self.lr, 0.0, True)
         real("encoder_lr_scale", self.encoder_lr_scale, 0.0, False)

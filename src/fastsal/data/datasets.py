@@ -164,10 +164,12 @@ def image_size(path: Path) -> tuple[int, int]:
     The size is that of the upright image, after its EXIF orientation, since that is the image
     :func:`fastsal.images.load_rgb` gives the model and the frame fixations were recorded in.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from fastsal.images import open_header
 
     try:
-        with Image.open(path) as im:
+        with open_header(path) as im:
             w, h = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # a quarter turn: width and height swap
                 w, h = h, w
@@ -603,10 +605,12 @@ def _read_fixations_csv(path: Path, images: dict[str, Path], offset: float) -> d
 
 
 def _map_points(map_path: Path, image: Path, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from fastsal.images import open_header
 
     try:
-        with Image.open(map_path) as im:
+        with open_header(map_path) as im:
             multi_band = im.mode == "P" or len(im.getbands()) > 1
             arr = np.asarray(im.convert("RGB")).any(axis=-1) if multi_band else np.asarray(im) != 0
     except (UnidentifiedImageError, OSError) as exc:

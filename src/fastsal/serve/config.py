@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastsal import defaults
+from fastsal.cpu import check_threads
 from fastsal.errors import FastSalError
 from fastsal.files import private_mode_problem
 
@@ -60,6 +61,8 @@ class ServeConfig:
             raise ServeError(f"the upload limit must be at least 1 KB, got {self.max_upload_bytes} bytes")
         if self.max_pixels < 1:
             raise ServeError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.threads is not None:
+            check_threads(self.threads, error=ServeError)
         if self.queue_size < 1:
             raise ServeError(f"the queue must hold at least 1 request, got {self.queue_size}")
         if not 0 < self.timeout_s <= 3600:
