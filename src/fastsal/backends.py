@@ -13,8 +13,9 @@ the maps by 2-5 % of the peak, so it is compiled with ``INFERENCE_PRECISION_HINT
 compiled model's hint is checked. ONNX Runtime's CPU provider computes in fp32 unless a graph is
 quantised. Reduced precision is a choice (``precision="bf16"`` or ``"int8"``) with a measured cost
 (README): bf16 runs on OpenVINO and PyTorch where the CPU has native bf16 (refused elsewhere,
-where it would only be emulated); int8 runs the calibrated QDQ graph of :mod:`fastsal.export` on
-ONNX Runtime or OpenVINO.
+where it would only be emulated); int8 runs on OpenVINO as NNCF quantised it
+(:mod:`fastsal.quantize`, in the ``[openvino]`` extra), and on ONNX Runtime as the calibrated QDQ
+graph of :mod:`fastsal.export` (``[onnx]``).
 
 **Choosing an engine.** ``auto`` takes the fastest installed engine that offers the precision
 (OpenVINO, then ONNX Runtime, then PyTorch); when one cannot prepare the model (a missing package,
@@ -23,7 +24,8 @@ fix it. A named engine that is not installed falls back the same way. Devices ot
 run on PyTorch.
 
 **The cache.** Graph engines need the model as a file: OpenVINO IR converted straight from the
-PyTorch module (no ``onnx`` package needed), ONNX for ONNX Runtime and for int8. Files are made
+PyTorch module (no ``onnx`` package needed; for int8 then quantised by NNCF), ONNX for ONNX
+Runtime (and OpenVINO's int8 where only the ``onnxruntime`` recipe is installed). Files are made
 once per weights (SHA-256 of the state_dict), input size and precision, written atomically, and
 kept in ``$FASTSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastsal``, else ``~/.cache/fastsal``
 (safe to delete); OpenVINO's compiled models are kept in its ``openvino/`` folder, each checked
@@ -53,6 +55,7 @@ from fastsal import defaults
 from fastsal.cpu import cpu_features, cpu_flags, cpu_name, supports_bf16
 from fastsal.errors import FastSalError
 from fastsal.files import atomic_write_bytes, file_lock, file_sha256, remove_stale_temporaries, write_json
+from fastsal.quantize import openvino_recipe
 
 ENGINES: tuple[str, ...] = defaults.ENGINES
 BACKENDS = ENGINES  # the name earlier releases used
@@ -559,8 +562,11 @@ def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: t
 
     name = getattr(model, "name", type(model).__name__)
     if precision == "int8":
-        calibration = list(calibration) if calibration is not None else default_calibration_images()
-        path = E.cached_export(model, name, folder, graph, int8=True, calibration_images=calibration)
+        images = list(calibration) if calibration is not None else default_calibration_images()
+        if engine == "openvino" and openvino_recipe() == "nncf":  # fastsal.quantize
+            path = E.cached_int8_ir(model, name, folder, graph, images)
+        else:
+            path = E.cached_export(model, name, folder, graph, int8=True, calibration_images=images)
     elif engine == "openvino":
         path = E.cached_openvino_ir(model, name, folder, graph)
     else:

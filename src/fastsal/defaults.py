@@ -30,6 +30,9 @@ ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "int8"),
     "torch": ("fp32", "bf16"),
 }
+#: Which int8 recipe OpenVINO runs (:mod:`fastsal.quantize`): "nncf" (OpenVINO's quantiser, in the
+#: [openvino] extra) or "onnxruntime" (the QDQ ONNX graph, [onnx] extra); $FASTSAL_OPENVINO_INT8 overrides.
+OPENVINO_INT8 = "nncf"
 DEVICE = "cpu"
 #: Relative tolerance (of the map's peak) within which every fp32 engine reproduces PyTorch's map.
 FP32_MAP_RTOL = 1e-4
