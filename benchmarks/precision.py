@@ -1,14 +1,17 @@
 """What each engine and precision costs and buys: latency, OSIE accuracy and the share of the
-CPU's fp32 matmul peak, for the shipped default model at 192x256, in one run on one machine.
+CPU's fp32 matmul peak, for the shipped default model at its own input size (384x512), in one run
+on one machine.
 
     python benchmarks/precision.py                       # from the repository root; OSIE at ../shared/data/osie
     python benchmarks/precision.py --limit 5 --runs 3 --warmup 1 --json /tmp/precision.json   # smoke run
 
 Every (engine, precision) this CPU offers is measured: fp32 on OpenVINO, ONNX Runtime and PyTorch
 (the fused model), bf16 on OpenVINO and PyTorch where the CPU has native bf16
-(:func:`fastsal.cpu.supports_bf16`), int8 on OpenVINO and ONNX Runtime (the calibrated QDQ graph;
-calibration on the shipped OSIE *train* images), plus eager PyTorch (the model as defined,
-unfused) as the naive baseline. Engines that are not installed are skipped.
+(:func:`fastsal.cpu.supports_bf16`), int8 on OpenVINO with both recipes of :mod:`fastsal.quantize`
+(``openvino-int8``: NNCF; ``openvino-int8-ort``: the onnxruntime-quantised QDQ ONNX graph, chosen
+with ``$FASTSAL_OPENVINO_INT8=onnxruntime``) and on ONNX Runtime (the QDQ graph; calibration on the
+shipped OSIE *train* images for all), plus eager PyTorch (the model as defined, unfused) as the
+naive baseline. Engines or recipes that are not installed are skipped.
 
 - **Latency**: ms per image at batch 1 and batch 8 of ``Predictor.runner`` (the network alone: no
   decoding, resizing or post-processing) on a fixed random batch; the median of ``--runs`` timed
@@ -45,28 +48,31 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from io import StringIO
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 import fastsal
-from fastsal import cpu, defaults
+from fastsal import cpu, defaults, quantize
 from fastsal.backends import installed
 from fastsal.cli import main as fastsal_cli
 from fastsal.cost import EAGER, count_macs, make_runner, parse_label, runner_labels
 from fastsal.files import write_json
-from fastsal.models import load_model, shipped_weights
+from fastsal.models import load_model, shipped_weights, weights_for
 from fastsal.models.fuse import fuse
 
 OSIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "osie"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "precision.json"
-INPUT_SIZE: tuple[int, int] = (192, 256)
+INPUT_SIZE: tuple[int, int] = tuple(weights_for(defaults.MODEL).input_size)  # type: ignore[assignment]
+#: Extra rows: label -> (engine, precision, $FASTSAL_OPENVINO_INT8 for the row)
+RECIPE_ROWS: dict[str, tuple[str, str, str]] = {"openvino-int8": ("openvino", "int8", "nncf"),
+                                                "openvino-int8-ort": ("openvino", "int8", "onnxruntime")}
 BATCHES: tuple[int, ...] = (1, 8)
 MATMUL_SIZES: tuple[int, ...] = (1024, 2048, 3072)
 METRICS: tuple[str, ...] = ("nss", "cc", "auc_judd", "kld")
@@ -85,6 +91,7 @@ class Config:
     run: Callable[[np.ndarray], Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     times: dict[int, list[float]] = field(default_factory=dict)  # batch -> seconds per call
+    recipe: str | None = None  # OpenVINO int8: which fastsal.quantize recipe (set while preparing and scoring)
 
     def ms_per_image(self, batch: int) -> float:
         """Median ms per image: the median resists the odd slow call on a shared machine."""
@@ -98,9 +105,13 @@ def usable_labels() -> tuple[list[str], list[str]]:
     engines whose package is missing are left out rather than silently replaced by another one.
     """
     keep, skipped = [], []
-    for lab in runner_labels():
-        engine, precision = parse_label(lab)
-        if precision == "bf16" and not cpu.supports_bf16():
+    labels = list(runner_labels())
+    labels[labels.index("openvino-int8") + 1:1 + labels.index("openvino-int8")] = ["openvino-int8-ort"]
+    for lab in labels:
+        engine, precision = parse_label(lab) if lab not in RECIPE_ROWS else RECIPE_ROWS[lab][:2]
+        if lab in RECIPE_ROWS and not quantize.installed(RECIPE_ROWS[lab][2]):
+            skipped.append(f"{lab}: the {RECIPE_ROWS[lab][2]} int8 recipe's packages are not installed")
+        elif precision == "bf16" and not cpu.supports_bf16():
             skipped.append(f"{lab}: this CPU has no native bf16 (AVX512_BF16/AMX)")
         elif engine != EAGER and not installed(engine):
             skipped.append(f"{lab}: {engine} is not installed")
@@ -115,21 +126,62 @@ def prepare(labels: Sequence[str], threads: int) -> list[Config]:
     model, _ = load_model(shipped_weights(defaults.MODEL))
     configs = []
     for lab in labels:
-        engine, precision = parse_label(lab)
-        cfg = Config(lab, engine, precision)
+        engine, precision = parse_label(lab) if lab not in RECIPE_ROWS else RECIPE_ROWS[lab][:2]
+        cfg = Config(lab, engine, precision, recipe=RECIPE_ROWS[lab][2] if lab in RECIPE_ROWS else None)
         if engine == EAGER:
             cfg.run, _ = make_runner(model, defaults.MODEL, EAGER, INPUT_SIZE, threads=threads)
             cfg.settings = {"backend": EAGER, "precision": "fp32", "input_size": list(INPUT_SIZE)}
         else:
-            predictor = fastsal.load("default", input_size=INPUT_SIZE, backend=engine, precision=precision,
-                                     threads=threads)
+            with recipe_env(cfg.recipe):
+                predictor = fastsal.load("default", input_size=INPUT_SIZE, backend=engine, precision=precision,
+                                         threads=threads)
             got = (predictor.runner.backend, predictor.runner.precision)
             if got != (engine, precision):  # a fallback would put the wrong engine's figures in the table
                 raise SystemExit(f"asked for {engine} {precision}, got {got[0]} {got[1]}")
-            cfg.run, cfg.settings = predictor.runner, predictor.settings()
+            cfg.run, cfg.settings = predictor.runner, {**predictor.settings(), "int8_recipe": cfg.recipe}
         configs.append(cfg)
         print(f"prepared {lab}", flush=True)
     return configs
+
+
+@contextmanager
+def recipe_env(recipe: str | None) -> Iterator[None]:
+    """``$FASTSAL_OPENVINO_INT8`` set to ``recipe`` (if any) for the block, then restored."""
+    old = os.environ.get(quantize.ENV)
+    if recipe is not None:
+        os.environ[quantize.ENV] = recipe
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(quantize.ENV, None)
+        else:
+            os.environ[quantize.ENV] = old
+
+
+def profile_openvino(cfg: Config, calls: int) -> dict[str, Any]:
+    """Where an OpenVINO configuration spends its time: its model compiled again with
+    ``PERF_COUNT`` (same config otherwise), ``calls`` batch-1 runs, the layers' own times summed
+    by the precision the kernel ran in (``exec_type``'s suffix, e.g. I8 / FP32 / BF16) and by layer
+    type within it; OpenVINO's counterpart of ``benchmark_app -pc``."""
+    runner = cfg.run
+    model = runner.model.clone()
+    shape = model.input(0).get_partial_shape()
+    shape[0] = 1
+    model.reshape({model.input(0): shape})
+    compiled = runner.core.compile_model(model, "CPU", {**runner.config, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).random((1, 3, *runner.graph_size), dtype=np.float32)
+    totals: dict[str, dict[str, float]] = {}
+    for _ in range(calls):
+        request.infer({0: x})
+        for info in request.get_profiling_info():
+            if info.status.name != "EXECUTED":
+                continue
+            kind = (info.exec_type.rsplit("_", 1)[-1] if "_" in info.exec_type else info.exec_type).upper()
+            by_type = totals.setdefault(kind, {})
+            by_type[info.node_type] = by_type.get(info.node_type, 0.0) + info.real_time.total_seconds() * 1e3 / calls
+    return {k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in sorted(totals.items())}
 
 
 def time_round_robin(configs: list[Config], warmup: int, runs: int, pause: float) -> None:
@@ -177,9 +229,9 @@ def _seconds(fn: Callable[[], Any]) -> float:
 
 
 def evaluate(engine: str, precision: str, root: Path, threads: int, limit: int | None, gold: bool,
-             work: Path) -> dict[str, Any]:
-    """``fastsal evaluate`` for one configuration; returns its JSON report."""
-    out = work / f"{engine}-{precision}.json"
+             work: Path, recipe: str | None = None) -> dict[str, Any]:
+    """``fastsal evaluate`` for one configuration (OpenVINO int8: with ``recipe``); returns its JSON report."""
+    out = work / f"{engine}-{precision}-{recipe}.json"
     argv = ["evaluate", "--backend", engine, "--precision", precision, "--threads", str(threads),
             "--input-size", f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}", "--root", str(root), "--split", "test",
             "--json", str(out), "-q"]
@@ -187,9 +239,9 @@ def evaluate(engine: str, precision: str, root: Path, threads: int, limit: int |
         argv += ["--limit", str(limit)]
     if not gold:
         argv.append("--no-gold")
-    print("$ fastsal " + " ".join(argv), flush=True)
+    print("$ " + (f"{quantize.ENV}={recipe} " if recipe else "") + "fastsal " + " ".join(argv), flush=True)
     buf = StringIO()
-    with redirect_stdout(buf):
+    with redirect_stdout(buf), recipe_env(recipe):
         rc = fastsal_cli(argv)
     print(buf.getvalue(), end="", flush=True)
     if rc != 0:
@@ -235,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mm-runs", type=int, default=5, help="timed torch.mm calls per size; the best counts")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N test images (smoke runs)")
     ap.add_argument("--no-accuracy", action="store_true", help="latency and matmul peak only")
+    ap.add_argument("--profile", type=int, default=10, metavar="N",
+                    help="per-layer profile of each OpenVINO configuration over N batch-1 calls (0: none; default 10)")
     ap.add_argument("--root", type=Path, default=OSIE, help="OSIE folder (default: ../shared/data/osie)")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = ap.parse_args(argv)
@@ -254,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     time_round_robin(configs, args.warmup, args.runs, args.pause)
     peak_after = matmul_peak(args.threads, args.mm_runs)
     load_after = os.getloadavg()
+    profiles = {c.label: profile_openvino(c, args.profile) for c in configs
+                if c.engine == "openvino" and args.profile > 0}
     peak_by_size = {n: max(peak_before[n], peak_after[n]) for n in peak_before}
     peak = max(peak_by_size.values())
     model, _ = load_model(shipped_weights(defaults.MODEL))
@@ -268,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 if cfg.engine == EAGER:
                     continue
                 gold = (cfg.engine, cfg.precision) == REFERENCE
-                report = evaluate(cfg.engine, cfg.precision, args.root, args.threads, args.limit, gold, Path(tmp))
+                report = evaluate(cfg.engine, cfg.precision, args.root, args.threads, args.limit, gold, Path(tmp),
+                                  cfg.recipe)
                 results = report["results"]
                 accuracy[cfg.label] = means(results[report["config"]["predictor"]["model"]])
                 n_images = report["config"]["n_images"]
@@ -284,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         ms = {b: cfg.ms_per_image(b) for b in BATCHES}
         gflops = {b: 2.0 * macs / (ms[b] / 1000.0) / 1e9 for b in BATCHES}
         row: dict[str, Any] = {
-            "label": cfg.label, "engine": cfg.engine, "precision": cfg.precision, "settings": cfg.settings,
+            "label": cfg.label, "engine": cfg.engine, "precision": cfg.precision, "int8_recipe": cfg.recipe,
+            "settings": cfg.settings,
             "ms_per_image": {str(b): ms[b] for b in BATCHES},
             "ms_per_image_min": {str(b): min(cfg.times[b]) / b * 1000.0 for b in BATCHES},
             "speedup_vs_torch_fp32": {str(b): ref.ms_per_image(b) / ms[b] for b in BATCHES},
@@ -305,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         acc, delta = row.get("accuracy"), row.get("change_pct_vs_torch_fp32")
         speed = row["speedup_vs_torch_fp32"]
+        recipe = f" ({row['int8_recipe']})" if row["int8_recipe"] else ""
         lines.append(
-            f"| {ENGINE_NAMES[row['engine']]} | {row['precision']} | {row['ms_per_image']['1']:.1f} | "
+            f"| {ENGINE_NAMES[row['engine']]} | {row['precision']}{recipe} | {row['ms_per_image']['1']:.1f} | "
             f"{row['ms_per_image']['8']:.1f} | {speed['1']:.2f} / {speed['8']:.2f} | "
             f"{fmt(acc['nss'] if acc else None, '.3f')} | {fmt(delta['nss'] if delta else None, '+.2f')} | "
             f"{fmt(acc['cc'] if acc else None, '.3f')} | {fmt(delta['cc'] if delta else None, '+.2f')} |")
@@ -333,7 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             g, f = row["achieved_gflops"], row["fraction_of_fp32_peak"]
             print(f"  {row['label']:<12} {g['1']:6.1f} / {g['8']:6.1f} GFLOP/s = {100 * f['1']:4.1f} % / "
                   f"{100 * f['8']:4.1f} % of peak")
+    for lab, prof in profiles.items():
+        print(f"\nOpenVINO profile of {lab} (ms per batch-1 call, layers' own times, by kernel precision):")
+        for kind, by_type in prof.items():
+            top = ", ".join(f"{t} {ms:.2f}" for t, ms in list(by_type.items())[:6])
+            print(f"  {kind:<6} {sum(by_type.values()):7.2f} ms: {top}")
     features = ", ".join(describe["features"]) or "no AVX"  # type: ignore[arg-type]
+    print(f"load average (1 min) before / after the latency rounds: {load_before[0]:.2f} / {load_after[0]:.2f}")
     print(f"\nCPU: {describe['name']}, {describe['cores']} cores, {args.threads} threads, level {describe['level']}: "
           f"{features}")
 
@@ -359,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         # 1-minute load average before and after the latency rounds: other work on the machine shows here
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "rows": rows,
+        "openvino_profiles_ms": profiles,
+        "cpu_flags": sorted(f for f in cpu.cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")) or "vnni" in f),
         "baselines": baselines,
         "seconds": time.perf_counter() - started,
     }, args.json)

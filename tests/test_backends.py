@@ -1,5 +1,6 @@
 """Backends: every engine gives PyTorch's maps at fp32 on any CPU; reduced precision only when asked;
 auto falls back with a note; exported files load; a fresh machine with an empty cache works."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import fastsal
-from fastsal import backends, defaults
+from fastsal import backends, defaults, quantize
 from fastsal.backends import BackendError, BackendNotice, Runner, cache_dir, candidates, load_runner
 from fastsal.cpu import isa_level, supports_bf16
 from fastsal.export import ExportError, export, read_sidecar
@@ -125,9 +126,11 @@ def test_bf16_is_close_but_not_exact(backend, torch_predictor):
     assert np.abs(got - ref).max() > MAP_RTOL * ref.max()  # it really computed in bf16
 
 
-@pytest.mark.skipif(not backends.installed("onnxruntime"), reason="int8 needs onnxruntime's quantiser")
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_int8_uses_the_shipped_calibration(backend, torch_predictor):
+    if not (backends.installed("onnxruntime") and importlib.util.find_spec("onnx")) \
+            and not (backend == "openvino" and quantize.installed("nncf")):
+        pytest.skip("int8 needs NNCF (OpenVINO) or onnxruntime's quantiser")
     p = fastsal.load(backend=backend, precision="int8", threads=1)
     torch_predictor.input_size = p.input_size
     assert p.precision == "int8" and p.settings()["precision"] == "int8"

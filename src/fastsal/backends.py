@@ -13,8 +13,9 @@ the maps by 2-5 % of the peak, so it is compiled with ``INFERENCE_PRECISION_HINT
 compiled model's hint is checked. ONNX Runtime's CPU provider computes in fp32 unless a graph is
 quantised. Reduced precision is a choice (``precision="bf16"`` or ``"int8"``) with a measured cost
 (README): bf16 runs on OpenVINO and PyTorch where the CPU has native bf16 (refused elsewhere,
-where it would only be emulated); int8 runs the calibrated QDQ graph of :mod:`fastsal.export` on
-ONNX Runtime or OpenVINO.
+where it would only be emulated); int8 runs on OpenVINO as NNCF quantised it
+(:mod:`fastsal.quantize`, in the ``[openvino]`` extra), and on ONNX Runtime as the calibrated QDQ
+graph of :mod:`fastsal.export` (``[onnx]``).
 
 **Choosing an engine.** ``auto`` takes the fastest installed engine that offers the precision
 (OpenVINO, then ONNX Runtime, then PyTorch); when one cannot prepare the model (a missing package,
@@ -24,7 +25,9 @@ run on PyTorch.
 
 **The cache** (:mod:`fastsal.cache`: where, who may write it, size limit). Graph engines need
 the model as a file: OpenVINO IR converted straight from the PyTorch module (no ``onnx`` package
-needed), ONNX for ONNX Runtime and for int8. Files are made once per weights (SHA-256 of the
+needed), ONNX for ONNX Runtime and for int8
+(OpenVINO's int8 is the IR quantised by NNCF, :mod:`fastsal.quantize`, unless only the
+``onnxruntime`` recipe is installed). Files are made once per weights (SHA-256 of the
 state_dict), fastsal version and precision, with free spatial dimensions, so every input size
 uses the same file (one conversion, not one per image shape); written atomically and kept in
 ``$FASTSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastsal``, else ``~/.cache/fastsal`` (safe to
@@ -58,6 +61,7 @@ from fastsal.cache import CacheError, cache_dir, prune, touch, writable_cache
 from fastsal.cpu import cpu_features, cpu_flags, cpu_name, supports_bf16
 from fastsal.errors import FastSalError
 from fastsal.files import atomic_write_bytes, file_lock, file_sha256, remove_stale_temporaries, write_json
+from fastsal.quantize import openvino_recipe
 
 ENGINES: tuple[str, ...] = defaults.ENGINES
 BACKENDS = ENGINES  # the name earlier releases used
@@ -576,8 +580,11 @@ def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: t
     for attempt in range(2):
         if precision == "int8":  # calibrated at the shipped calibration images' size, whatever the input size
             calibration = list(calibration) if calibration is not None else default_calibration_images()
-            path = E.cached_export(model, name, folder, defaults.INPUT_SIZE, int8=True,
-                                   calibration_images=calibration)
+            if engine == "openvino" and openvino_recipe() == "nncf":  # fastsal.quantize
+                path = E.cached_int8_ir(model, name, folder, defaults.INPUT_SIZE, calibration)
+            else:
+                path = E.cached_export(model, name, folder, defaults.INPUT_SIZE, int8=True,
+                                       calibration_images=calibration)
         elif engine == "openvino":
             path = E.cached_openvino_ir(model, name, folder, graph)
         else:

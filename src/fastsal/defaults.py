@@ -30,6 +30,9 @@ ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "int8"),
     "torch": ("fp32", "bf16"),
 }
+#: Which int8 recipe OpenVINO runs (:mod:`fastsal.quantize`): "nncf" (OpenVINO's quantiser, in the
+#: [openvino] extra) or "onnxruntime" (the QDQ ONNX graph, [onnx] extra); $FASTSAL_OPENVINO_INT8 overrides.
+OPENVINO_INT8 = "nncf"
 DEVICE = "cpu"
 #: Size limit of the model cache (:mod:`fastsal.cache`) in megabytes; least recently used entries
 #: go first. The default model takes ~20 MB as a graph plus ~20 MB per compiled input shape and
