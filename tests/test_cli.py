@@ -348,9 +348,7 @@ def test_cli_int8_openvino_export_runs_with_weights(tmp_path, capsys):
 def fastsal_load_torch():
     import fastsal
 
-    from fastsal import defaults
-
-    return fastsal.load(backend="torch", threads=1, input_size=defaults.INPUT_SIZE)  # the export's size
+    return fastsal.load(backend="torch", threads=1)  # the weights' own size and aspect rule, as exported
 
 
 def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):
