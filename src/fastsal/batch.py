@@ -242,6 +242,9 @@ class _Decoded:
     error: ImageError | None = None
 
 
+#: After Ctrl-C, how long running writes (each atomic and quick) may take before the run stops without them.
+WRITE_GRACE_S = 30.0
+
 def run(
     predictor: Any,
     jobs: Sequence[Job],
@@ -389,12 +392,14 @@ def run(
         # command line ends the process without joining the threads left.
         interrupted = isinstance(first_error, KeyboardInterrupt)
         if pool is not None and interrupted:
+            for _, fut in writes:  # pending writes never start (a running one cannot be cancelled)
+                fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
-        wait([fut for _, fut in writes])
+        wait([fut for _, fut in writes], timeout=WRITE_GRACE_S if interrupted else None)
         if pool is not None and not interrupted:
             pool.shutdown(wait=True, cancel_futures=True)
         for job, fut in writes:
-            if fut.cancelled():  # never started: the rerun makes that map
+            if fut.cancelled() or not fut.done():  # never started, or still stuck: the rerun makes that map
                 continue
             if fut.exception() is None:
                 report["written"].append({**input_entry(job.source), "outputs": fut.result()})
