@@ -40,6 +40,7 @@ processes may share the cache (e.g. ``fastsal predict --shard i/N`` started toge
 beside the artefacts make them take turns, so one converts or compiles and the others reuse its
 files. An unwritable cache falls back to a temporary folder, with a notice.
 """
+# size-exception: issue 21 splits this module (runtime/ and cli/ packages)
 from __future__ import annotations
 
 import contextlib

@@ -245,6 +245,7 @@ class _Decoded:
 #: After Ctrl-C, how long running writes (each atomic and quick) may take before the run stops without them.
 WRITE_GRACE_S = 30.0
 
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def run(
     predictor: Any,
     jobs: Sequence[Job],

@@ -8,6 +8,7 @@ Anything else is a bug and shows its traceback.
 ``fastsal --help``, ``--version`` and argument errors import no PyTorch: parsers read
 :mod:`fastsal.defaults`, and each command imports what it needs when it runs.
 """
+# size-exception: issue 21 splits this module (runtime/ and cli/ packages)
 from __future__ import annotations
 
 import argparse
@@ -541,6 +542,7 @@ def _nonnegative_int(text: str) -> int:
 _SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "overlay"}
 
 
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fastsal import batch
     from fastsal.images import IMAGE_SUFFIXES

@@ -584,6 +584,7 @@ def draw_crops(image: Any, crops: Sequence[Crop]) -> Any:
     return image
 
 
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def run(
     predictor: Any,
     jobs: Sequence[Any],

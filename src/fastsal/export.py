@@ -139,6 +139,7 @@ def _calibration_reader(paths: Sequence[str | Path], input_size: tuple[int, int]
 
 
 # -- export -----------------------------------------------------------------------------------
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def export(
     model: nn.Module,
     name: str,

@@ -387,6 +387,7 @@ def default_fourcc(out: str | Path) -> str:
     return mp4_codec()[0] if Path(out).suffix.lower() in H264_SUFFIXES else "mp4v"
 
 
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def predict_video(
     predictor: Predictor,
     source: VideoSource,
@@ -565,6 +566,7 @@ def video_manifest_path(out: str | Path, index: int = 0, count: int = 1) -> Path
     return Path(out) / ("manifest-videos.json" if count == 1 else f"manifest-videos-{index}-of-{count}.json")
 
 
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def run_videos(
     predictor: Predictor,
     jobs: Sequence[VideoJob],

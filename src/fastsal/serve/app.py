@@ -176,6 +176,7 @@ def default_loader(config: ServeConfig) -> Callable[[str], Any]:
     return load
 
 
+# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] | None = None) -> FastAPI:
     """The ASGI application for ``config``; loads the served model now (once per process).
 
