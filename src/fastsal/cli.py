@@ -542,7 +542,7 @@ def _nonnegative_int(text: str) -> int:
 _SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "overlay"}
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fastsal import batch
     from fastsal.images import IMAGE_SUFFIXES

@@ -212,7 +212,7 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def evaluate(
     samples: Sequence[Sample],
     models: dict[str, MapSource],

@@ -139,7 +139,7 @@ def _calibration_reader(paths: Sequence[str | Path], input_size: tuple[int, int]
 
 
 # -- export -----------------------------------------------------------------------------------
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def export(
     model: nn.Module,
     name: str,

@@ -559,7 +559,7 @@ def _calibrate_folded_batchnorm(model: nn.Module, images_u8: torch.Tensor, batch
               flush=True)
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on the ``train`` splits of ``cfg.data``, select on their ``val``; returns the log.
 

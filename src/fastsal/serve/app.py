@@ -176,7 +176,7 @@ def default_loader(config: ServeConfig) -> Callable[[str], Any]:
     return load
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] | None = None) -> FastAPI:
     """The ASGI application for ``config``; loads the served model now (once per process).
 
