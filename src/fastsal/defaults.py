@@ -61,7 +61,7 @@ EVAL_SPLIT = "test"
 SIGMA_DEG = 1.0
 #: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; a test keeps
 #: them equal), named here so that ``--help`` lists them without importing the readers.
-DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "cat2000", "salicon", "folder", "pseudo")
+DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "scene", "cat2000", "salicon", "folder", "pseudo")
 SIGMA_PX = 24.0
 
 #: Training loss: KLD - CC - NSS_WEIGHT * NSS (also the validation score that selects checkpoints).

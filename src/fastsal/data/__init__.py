@@ -11,6 +11,7 @@ from fastsal.data.datasets import (
     load_mit1003,
     load_osie,
     load_salicon,
+    load_scene,
     read_split,
 )
 from fastsal.data.fixations import (
@@ -30,6 +31,7 @@ __all__ = [
     "load_folder",
     "load_mit1003",
     "load_salicon",
+    "load_scene",
     "Sample",
     "fixation_density",
     "fixation_map",
