@@ -3,7 +3,8 @@
 Step 1, the weights (test scores still empty)::
 
     python scripts/ship_weights.py ship runs/a/best.pt --blur 2 --command "fastsal train ..." \
-        --recipe "..." --datasets osie,mit1003,imagenet [--encoder-from fastsal_a_effnet_lite0]
+        --recipe "..." --datasets osie,mit1003,imagenet [--encoder-from fastsal_a_effnet_lite0] \
+        [--name fastsal_a_effnet_lite0_fast]
 
 Step 2, the scores, from ``fastsal evaluate --model NAME --split test --json R`` on each dataset::
 
@@ -15,7 +16,8 @@ causes). The blur (post-processing, selected on the val split) is stored so ``fa
 applies it. ``--encoder-from`` ships a decoder trained on a frozen shipped encoder without the
 encoder (the file holds its hash). ``--datasets`` names every dataset the weights learned from,
 the encoder's ImageNet initialisation included; the card states each one's terms
-(:mod:`fastsal.licences`).
+(:mod:`fastsal.licences`). ``--name`` ships a second set of weights of one architecture under a
+name of its own (the file, the card and :data:`fastsal.models.registry.WEIGHTS`'s key).
 """
 from __future__ import annotations
 
@@ -36,16 +38,16 @@ LABELS = {"nss": "NSS", "cc": "CC", "kld": "KLD", "information_gain": "IG (bits)
 
 def ship(args: argparse.Namespace) -> None:
     model, meta = load_model(args.checkpoint)
-    name = model.name
+    name = args.name or model.name
     config = meta.get("config") or meta.get("training_config") or {}
     size = tuple(args.input_size or config.get("input_size", (192, 256)))
     aspect = bool(config.get("aspect", False))
     data = " + ".join(f"{d.split('=')[0]} train" for d in config.get("data", ["osie"]))
     meta = {k: v for k, v in meta.items() if k not in ("config", "training_config")} | {"training_config": config, "blur_sigma": args.blur}
     out = WEIGHTS_DIR / f"{name}.pt"
-    save_checkpoint(model, name, out, meta=meta, half=not args.fp32, encoder_from=args.encoder_from)
+    save_checkpoint(model, model.name, out, meta=meta, half=not args.fp32, encoder_from=args.encoder_from)
     spec = {
-        "format": WEIGHTS_CARD_FORMAT, "model": name, "file": out.name, "input_size": list(size), "aspect": aspect,
+        "format": WEIGHTS_CARD_FORMAT, "model": model.name, "name": name, "file": out.name, "input_size": list(size), "aspect": aspect,
         "blur_sigma": args.blur, "data": f"{data} (selected on val: best epoch {meta.get('epoch')})",
         "datasets": args.datasets,
         "trained_at": list(config.get("input_size", size)),
@@ -85,7 +87,8 @@ def score(args: argparse.Namespace) -> None:
 def write_card(spec: dict, reports: dict) -> None:
     h, w = spec["input_size"]
     lines = [
-        f"# Model card: `{spec['model']}`", "",
+        f"# Model card: `{spec.get('name') or spec['model']}`"
+        + (f" (architecture `{spec['model']}`)" if spec.get("name", spec["model"]) != spec["model"] else ""), "",
         f"- **Weights**: `{spec['file']}` (fp16)" + (f"; the encoder is `{spec['encoder_from']}`'s, frozen "
                                                    "(not stored twice)" if spec.get("encoder_from") else ""),
         f"- **Input**: {h}x{w} pixels" + (", each image keeping its aspect (sides multiples of 32)" if spec["aspect"]
@@ -111,7 +114,10 @@ def write_card(spec: dict, reports: dict) -> None:
                 if row in res:
                     cells = [f"{res[row][c]['mean']:.3f} ± {res[row][c]['sem']:.3f}" if c in res[row] else "-" for c in cols]
                     lines.append(f"| {row} | " + " | ".join(cells) + " |")
-            lines += ["", f"Command: `fastsal evaluate --model {spec['model']} --dataset {dataset} "
+            if dataset == "scene":
+                lines += ["", "Scene publishes no viewing geometry: one degree is assumed to be 3 % of each image's "
+                              "long side (`fastsal.data.datasets.SCENE_DEGREE_SHARE`)."]
+            lines += ["", f"Command: `fastsal evaluate --model {spec.get('name') or spec['model']} --dataset {dataset} "
                           f"--root ../shared/data/{dataset} --split test`", ""]
     files.atomic_write_bytes(WEIGHTS_DIR / spec["card"], ("\n".join(lines) + "\n").encode())
 
@@ -128,6 +134,7 @@ def main() -> None:
     p.add_argument("--input-size", type=lambda t: tuple(int(v) for v in t.lower().split("x")), default=None,
                    metavar="HxW", help="the inference size chosen on val (default: the training size)")
     p.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16)")
+    p.add_argument("--name", default=None, help="the weights' own name when the architecture already ships weights")
     p.add_argument("--datasets", type=lambda t: [d.strip() for d in t.split(",") if d.strip()], required=True,
                    metavar="A,B", help="every dataset the weights learned from, ImageNet init included "
                                        "(names in fastsal.licences.DATASET_TERMS), e.g. osie,mit1003,imagenet")

@@ -48,11 +48,18 @@ class AdaptError(FastSalError, ValueError):
 def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], bool]:
     """(model name, checkpoint, input size, aspect) of the student to adapt: a model name with
     shipped weights (``default``) or a checkpoint from ``fastsal train`` / ``fastsal adapt``."""
-    from fastsal.models.registry import WEIGHTS, DamagedCheckpointError, ModelError, read_checkpoint, weights_for
+    from fastsal.models.registry import (
+        ALIASES,
+        WEIGHTS,
+        DamagedCheckpointError,
+        ModelError,
+        read_checkpoint,
+        weights_for,
+    )
     from fastsal.predict import training_geometry
 
     text = str(model)
-    if not isinstance(model, Path) and (text == "default" or text in WEIGHTS):
+    if not isinstance(model, Path) and (text in ALIASES or text in WEIGHTS):
         try:
             spec = weights_for(text)
         except ModelError as exc:
@@ -63,7 +70,7 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
         ckpt = read_checkpoint(path)
     except ModelError as exc:
         hint = ("" if path.is_file() or path.suffix else
-                f" (a model name needs shipped weights: {', '.join(['default', *WEIGHTS])})")
+                f" (a model name needs shipped weights: {', '.join([*ALIASES, *WEIGHTS])})")
         if isinstance(exc, DamagedCheckpointError):  # a fastsal checkpoint whose tensors fail their checks
             raise AdaptError(f"--model {exc}") from None
         raise AdaptError(f"--model {exc}{hint}; adapt trains a checkpoint, not an exported file") from None

@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from fastsal import __version__, defaults
 from fastsal.errors import FastSalError, FastSalWarning, Terminated
@@ -466,42 +466,59 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_adapt)
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    from fastsal.models import DEFAULT_MODEL, list_models
+TEST_SETS = (("osie_test", "OSIE"), ("mit1003_test", "MIT1003"), ("scene_test", "Scene"))
+
+
+def _model_rows() -> list[tuple[str, Any]]:
+    """(weights or architecture name, its shipped Weights or None) in listing order: each
+    architecture, then any further weights of it (e.g. ``fastsal_a_effnet_lite0_fast``)."""
+    from fastsal.models import list_models
     from fastsal.models.registry import WEIGHTS
 
+    rows: list[tuple[str, Any]] = []
+    for arch in list_models():
+        rows.append((arch, WEIGHTS.get(arch)))
+        rows += [(name, spec) for name, spec in WEIGHTS.items() if spec.model == arch and name != arch]
+    return rows
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from fastsal.models.registry import ALIASES
+
+    roles = {}
+    for alias, target in ALIASES.items():
+        roles.setdefault(target, []).append(alias)
     if args.json:  # for scripts: every shipped fact, not the table's rounding
         import json
 
-        print(json.dumps([_model_entry(name, WEIGHTS.get(name), name == DEFAULT_MODEL) for name in list_models()],
-                         indent=1))
+        print(json.dumps([_model_entry(name, spec, roles.get(name, [])) for name, spec in _model_rows()], indent=1))
         return 0
-    rows = [("model", "weights", "input", "GMACs", "params", "OSIE NSS", "OSIE IG", "MIT1003 NSS", "MIT1003 IG")]
-    for name in list_models():
-        spec = WEIGHTS.get(name)
-        label = name + (" (default)" if name == DEFAULT_MODEL else "")
+    head = [f"{label} {k}" for _, label in TEST_SETS for k in ("NSS", "IG")]
+    rows = [("model", "weights", "input", "GMACs", "params", *head)]
+    for name, spec in _model_rows():
+        label = name + "".join(f" ({r})" for r in roles.get(name, []))
         if spec is None:  # builds and trains, e.g. fastsal_*_effnet_lite2 (a teacher backbone)
-            rows.append((label, "none (train only)", *["-"] * 7))
+            rows.append((label, "none (train only)", *["-"] * (3 + len(head))))
             continue
         m = spec.metrics
         cell = lambda ds, k: f"{m[ds][k]:.2f}" if k in m.get(ds, {}) else "-"  # noqa: E731
         size = f"{spec.input_size[0]}x{spec.input_size[1]}" + (" aspect" if spec.aspect else "")
         rows.append((label, spec.file, size, f"{spec.gmacs:.2f}", f"{spec.params / 1e6:.2f}M",
-                     cell("osie_test", "nss"), cell("osie_test", "information_gain"),
-                     cell("mit1003_test", "nss"), cell("mit1003_test", "information_gain")))
+                     *[cell(ds, k) for ds, _ in TEST_SETS for k in ("nss", "information_gain")]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    print("Scores: `fastsal evaluate` on each dataset's test split (IG in bits over the centre bias); "
-          "cards in fastsal/weights/*.md")
-    if any(name not in WEIGHTS for name in list_models()):
+    print("Scores: `fastsal evaluate` on each dataset's test split (IG in bits over the centre bias; Scene with a "
+          "one-degree sigma of 3 % of the long side, assumed); cards in fastsal/weights/*.md")
+    if any(spec is None for _, spec in _model_rows()):
         print("train only: no weights ship; `fastsal train --model NAME --backbone-weights imagenet`")
     return 0
 
 
-def _model_entry(name: str, spec, default: bool) -> dict:
+def _model_entry(name: str, spec, roles: list[str]) -> dict:
     """One model for ``fastsal models --json``: its shipped weights' facts, or ``weights: null``."""
-    entry: dict = {"model": name, "default": default, "weights": None}
+    entry: dict = {"model": name, "default": "default" in roles, "aliases": roles,
+                   "architecture": spec.model if spec is not None else name, "weights": None}
     if spec is not None:
         entry.update(weights=spec.file, input_size=list(spec.input_size), aspect=spec.aspect,
                      blur_sigma=spec.blur_sigma, gmacs=spec.gmacs, params=spec.params, data=spec.data,
@@ -951,14 +968,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     if args.out:
         check_writable_file(args.out, "-o")  # before minutes of export and calibration
-    from fastsal.models.registry import WEIGHTS
     from fastsal.predict import training_geometry
 
-    ckpt_path = Path(args.weights) if args.weights else weights_for(args.model).path
+    spec = None if args.weights else weights_for(args.model)
+    ckpt_path = Path(args.weights) if spec is None else spec.path
     model, meta = load_model(ckpt_path)
     name = model.name
     # the weights' own size and aspect rule, as `fastsal predict` runs them (a file that runs like the checkpoint)
-    size, aspect = training_geometry(meta, None if args.weights else WEIGHTS.get(name))
+    size, aspect = training_geometry(meta, spec)
     static = args.static or args.format == "torchscript"
     calib = None
     if args.int8:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 #: The model ``fastsal.load()`` and ``fastsal predict`` use (shipped weights, no download).
 MODEL = "fastsal_a_effnet_lite0"
+#: The ``fast`` alias: the most accurate shipped weights under FAST_MAX_GMACS at their own input
+#: size (chosen on val, scored on test: docs/results.md, "FastSal at its own budget").
+FAST_MODEL = "fastsal_a_effnet_lite0_fast"
+FAST_MAX_GMACS = 1.0
 #: (H, W) the network sees: the training size, OSIE's 4:3 aspect.
 INPUT_SIZE: tuple[int, int] = (192, 256)
 #: Whether INPUT_SIZE is a pixel budget at each image's own aspect (sides multiples of 32) rather

@@ -47,7 +47,7 @@ from fastsal.models import (
     list_models,
     load_model,
 )
-from fastsal.models.registry import WEIGHTS, weights_for
+from fastsal.models.registry import WEIGHTS, architecture, resolve_name, weights_for
 from fastsal.viewing import colormap, overlay, to_png
 
 EXPORT_SUFFIXES = (".onnx", ".xml")
@@ -382,8 +382,8 @@ def load(
     trained = training_geometry(meta, WEIGHTS.get(expected) if expected else None)
     size = tuple(input_size) if input_size is not None else trained[0]
     aspect = trained[1] if aspect is None else bool(aspect)
-    if expected is not None and model.name != expected:
-        raise ModelError(f"{path}: holds a {model.name!r} model, not {expected!r}; reinstall fastsal")
+    if expected is not None and model.name != architecture(expected):
+        raise ModelError(f"{path}: holds a {model.name!r} model, not {architecture(expected)!r}; reinstall fastsal")
     if threads is not None:
         torch.set_num_threads(int(threads))
     runner, notes = build_runner(model, backend, size, precision, threads=threads, device=device,
@@ -395,8 +395,9 @@ def load(
         return make_runner(model, runner.backend, new_size, runner.precision, threads=threads, device=device,
                            calibration_images=calibration_images)
 
-    return Predictor(runner, model.name, meta=meta, weights_path=path, weights_sha256=state_dict_sha256(model),
-                     blur_sigma=blur_sigma, rebuild=rebuild, aspect=aspect)
+    # shipped weights go by their own name (two sets of one architecture stay apart in manifests and the server)
+    return Predictor(runner, expected or model.name, meta=meta, weights_path=path,
+                     weights_sha256=state_dict_sha256(model), blur_sigma=blur_sigma, rebuild=rebuild, aspect=aspect)
 
 
 def _check_input_size(size: Any) -> tuple[int, int]:
@@ -454,7 +455,9 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
         text = str(name_or_path)
         if not text.strip():  # Path('') is the current folder
             raise ModelError(f"model name or weights path is empty ({text!r}); pass e.g. fastsal.load('default')")
-        name = defaults.MODEL if text == "default" else text
+        name = resolve_name(text)
+        if name in WEIGHTS:
+            return weights_for(name).path, name
         if name in list_models():
             if name not in WEIGHTS:
                 raise ModelError(

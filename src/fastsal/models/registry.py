@@ -3,8 +3,13 @@
 Names read ``fastsal_<decoder>[_<backbone>]``: ``fastsal_a`` and ``fastsal_c`` are the paper's
 MobileNetV2 models, ``fastsal_bare`` the trivial-decoder control, and ``_effnet_lite0`` swaps in the
 EfficientNet-Lite0 backbone, ``_effnet_lite2`` the larger EfficientNet-Lite2 (for teacher models;
-no weights ship for it: train it). ``default`` names the shipped default model. A name without
-shipped weights builds and trains like any other; ``pretrained=True`` on it is a one-line error.
+no weights ship for it: train it). A name without shipped weights builds and trains like any
+other; ``pretrained=True`` on it is a one-line error.
+
+Shipped weights have a name of their own: the architecture's name, or another name for a second
+set of weights of one architecture (timm's ``model.tag``), e.g. ``fastsal_a_effnet_lite0_fast``,
+the default's architecture distilled for a smaller input. :data:`ALIASES` name roles, not
+architectures (``default``, ``fast``); :func:`resolve_name` is the one place that reads them.
 
 Shipped weights are described by one frozen :class:`Weights` spec each (torchvision's
 ``WeightsEnum`` / timm's pretrained config): the file, the input size and aspect handling it was
@@ -80,6 +85,9 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 DEFAULT_MODEL = defaults.MODEL
+#: Role names -> shipped weights names (timm's aliases): ``default`` the shipped default,
+#: ``fast`` the most accurate shipped model under :data:`fastsal.defaults.FAST_MAX_GMACS`.
+ALIASES: dict[str, str] = {"default": defaults.MODEL, "fast": defaults.FAST_MODEL}
 WEIGHTS_CARD_FORMAT = "fastsal-weights/1"
 
 
@@ -108,6 +116,9 @@ class Weights:
     metrics: dict[str, dict[str, float]]
     card: str
     encoder_from: str | None = None
+    #: the weights' own name (the key of :data:`WEIGHTS`): ``model`` unless one architecture ships
+    #: several sets of weights
+    name: str = ""
     #: every dataset the weights learned from (the encoder's ImageNet init too): the card states
     #: each one's terms (:data:`fastsal.licences.DATASET_TERMS`)
     datasets: tuple[str, ...] = ()
@@ -142,12 +153,26 @@ def _read_weights_specs() -> dict[str, Weights]:
                 blur_sigma=float(data["blur_sigma"]), mean=backbone.mean, std=backbone.std, data=data["data"],
                 recipe=data["recipe"], command=data["command"], gmacs=float(data["gmacs"]), params=int(data["params"]),
                 metrics={k: dict(v) for k, v in data.get("metrics", {}).items()}, card=data["card"],
-                encoder_from=data.get("encoder_from"), datasets=tuple(data.get("datasets", ())))
+                encoder_from=data.get("encoder_from"), datasets=tuple(data.get("datasets", ())),
+                name=str(data.get("name") or data["model"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.warn(f"{card}: unreadable weights card ({exc}); reinstall fastsal", stacklevel=2)
             continue
-        specs[spec.model] = spec
+        specs[spec.name] = spec
     return specs
+
+
+def resolve_name(name: str) -> str:
+    """``name`` with a role alias (:data:`ALIASES`: ``default``, ``fast``) replaced by the shipped
+    weights name it stands for; any other name unchanged. Every entry point resolves names here."""
+    return ALIASES.get(name, name)
+
+
+def architecture(name: str) -> str:
+    """The architecture (``fastsal_<decoder>[_<backbone>]``) of a model, alias or weights name."""
+    name = resolve_name(name)
+    spec = WEIGHTS.get(name)
+    return spec.model if spec is not None else name
 
 
 def _parse(name: str) -> tuple[str, str]:
@@ -160,7 +185,7 @@ def _parse(name: str) -> tuple[str, str]:
 
 
 def list_models() -> list[str]:
-    """Every buildable model name (``default`` aliases the shipped one)."""
+    """Every buildable architecture name (see :data:`ALIASES` for role names)."""
     names = []
     for backbone in BACKBONES:
         suffix = "" if backbone == "mobilenet_v2" else f"_{backbone}"
@@ -178,12 +203,12 @@ def build(name: str, weights: str | Path | None = None, *, pretrained: bool = Fa
     local backbone checkpoint in torchvision / lukemelas layout, or (MobileNetV2) a TFLite
     MobileNetV2 file, converted by :func:`fastsal.models.mobilenetv2.from_tflite`.
     """
-    if name == "default":
-        name = DEFAULT_MODEL
-    decoder_name, backbone_name = _parse(name)
-    spec = BACKBONES[backbone_name]
+    name = resolve_name(name)
     if pretrained:
         weights = weights_for(name).path
+    name = architecture(name)
+    decoder_name, backbone_name = _parse(name)
+    spec = BACKBONES[backbone_name]
     backbone = spec.build(backbone_weights if weights is None else None)
     encoder = FastSalEncoder(backbone.features, backbone.feature_strides)
     model = FastSal(encoder, DECODERS[decoder_name](encoder.out_channels), spec.mean, spec.std)
@@ -198,9 +223,8 @@ def build(name: str, weights: str | Path | None = None, *, pretrained: bool = Fa
 
 
 def weights_for(name: str) -> Weights:
-    """The shipped :class:`Weights` of model ``name`` (``default`` too); a one-line error if none ship."""
-    if name == "default":
-        name = DEFAULT_MODEL
+    """The shipped :class:`Weights` of ``name`` (a weights name or an alias); a one-line error if none ship."""
+    name = resolve_name(name)
     spec = WEIGHTS.get(name)
     if spec is None:
         if name not in list_models():
