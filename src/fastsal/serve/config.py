@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastsal import defaults
-from fastsal.cpu import check_threads
+from fastsal.cpu import available_cpus, check_threads, max_threads
 from fastsal.errors import FastSalError
 from fastsal.files import private_mode_problem
 
@@ -47,7 +47,9 @@ class ServeConfig:
     model: str = "default"
     backend: str = defaults.AUTO
     precision: str = defaults.PRECISION
+    device: str = defaults.DEVICE
     threads: int | None = None
+    workers: int = 1
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
     queue_size: int = DEFAULT_QUEUE
@@ -63,6 +65,13 @@ class ServeConfig:
             raise ServeError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.threads is not None:
             check_threads(self.threads, error=ServeError)
+        check_threads(self.workers, "workers", error=ServeError)
+        if self.workers * (self.threads or 1) > max_threads():
+            raise ServeError(f"workers {self.workers} x threads {self.threads} = {self.workers * self.threads} "
+                             f"threads exceeds {max_threads()}, the most this machine can use; lower workers or "
+                             f"threads (workers x threads = {available_cpus()}, the CPUs available, is usually fastest)")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ServeError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.queue_size < 1:
             raise ServeError(f"the queue must hold at least 1 request, got {self.queue_size}")
         if not 0 < self.timeout_s <= 3600:
@@ -75,6 +84,15 @@ class ServeConfig:
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ServeError(f"--cors-origin {origin!r}: expected an origin such as https://example.org (or *)")
+
+    @property
+    def worker_threads(self) -> int | None:
+        """Threads each worker process's engine uses: ``threads`` when set; with several workers
+        and no setting, the available CPUs shared out (at least 1 each), since N engines that each
+        take every core slow each other down; one process keeps the engine's own choice (None)."""
+        if self.threads is not None or self.workers == 1:
+            return self.threads
+        return max(1, available_cpus() // self.workers)
 
     @property
     def max_requests(self) -> int:
