@@ -66,7 +66,7 @@ class ServeConfig:
         if self.threads is not None:
             check_threads(self.threads, error=ServeError)
         check_threads(self.workers, "workers", error=ServeError)
-        if self.workers * (self.threads or 1) > max_threads():
+        if self.threads is not None and self.workers * self.threads > max_threads():
             raise ServeError(f"workers {self.workers} x threads {self.threads} = {self.workers * self.threads} "
                              f"threads exceeds {max_threads()}, the most this machine can use; lower workers or "
                              f"threads (workers x threads = {available_cpus()}, the CPUs available, is usually fastest)")
