@@ -1048,7 +1048,7 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import functools
 
-    from fastsal.serve import REQUIREMENTS, ServeConfig, read_api_key
+    from fastsal.serve import REQUIREMENTS, ServeConfig, api_key_from_env, read_api_key
 
     for module in REQUIREMENTS:  # every import of the [serve] extra, before the model loads
         _need(module, "serve", "fastsal serve")
@@ -1058,7 +1058,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels, queue_size=args.queue, timeout_s=args.timeout,
         header_timeout_s=args.header_timeout,
-        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else api_key_from_env(),
         cors_origins=tuple(args.cors_origin or ()),
     )
     from fastsal.serve.server import serve
@@ -1113,7 +1113,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                                      "%(default)s); idle or slower connections are closed")
     p.add_argument("--api-key-file", metavar="FILE",
                    help="require the key on this file's first line for /v1/* (header X-API-Key or Authorization: "
-                        "Bearer); the page asks for it. The file must not be readable by other users")
+                        "Bearer); the page asks for it. The file must not be readable by other users. Without "
+                        f"it, the key in ${C.API_KEY_ENV} if set (e.g. from a Kubernetes Secret)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (e.g. https://example.org; repeat for more; * for any) to "
                         "call the API (default: none)")

@@ -6,8 +6,10 @@ file) in a second, before it loads a model or imports the web stack.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from fastsal import defaults
 from fastsal.cpu import available_cpus, check_threads, max_threads
@@ -32,6 +34,9 @@ UPLOAD_BUFFERS = 8
 #: Shortest API key accepted: shorter ones can be guessed by trying.
 MIN_KEY_LENGTH = 16
 LOOPBACK = "127.0.0.1"
+#: Environment variable ``fastsal serve`` reads the API key from when there is no ``--api-key-file``
+#: (a Kubernetes Secret is handed to a container this way; deploy/kubernetes uses it).
+API_KEY_ENV = "FASTSAL_API_KEY"
 
 
 class ServeError(FastSalError, ValueError):
@@ -113,6 +118,17 @@ class ServeConfig:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key in :data:`API_KEY_ENV`, or None when it is unset. Set but blank is refused: a
+    server meant to have a key (a Secret that lost its value) must not run open."""
+    value = (os.environ if environ is None else environ).get(API_KEY_ENV)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ServeError(f"{API_KEY_ENV} is set but empty; put the key in it, or unset it to serve without a key")
+    return value.strip()
 
 
 def read_api_key(path: str | Path) -> str:
