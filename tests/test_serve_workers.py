@@ -100,6 +100,8 @@ def test_two_workers_answer_alike_replace_a_dead_one_and_stop_on_sigterm(key_fil
     started: set[int] = set(pids)
     try:
         assert len(pids) == 2 and all(_alive(p) for p in pids)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libtorch" not in maps and "openvino" not in maps  # the supervisor loads no engine (~280 MB)
         seen: dict[str, bytes] = {}
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             for _ in range(15):  # rounds of 4 concurrent requests until both workers answered

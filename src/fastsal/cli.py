@@ -1119,7 +1119,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="allow browser pages from ORIGIN (e.g. https://example.org; repeat for more; * for any) to "
                         "call the API (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no access log or engine notes")
-    p.set_defaults(func=_cmd_serve)
+    p.set_defaults(func=_cmd_serve, engines=_serve_loads_here)
+
+
+def _serve_loads_here(args: argparse.Namespace) -> bool:
+    """Whether this process loads a model (and so imports the engines): not a --workers supervisor."""
+    return bool(args.workers == 1)
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -1245,7 +1250,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _refuse_empty_arguments(args)
-        if getattr(args, "engines", True):  # `fastsal cache` runs without PyTorch
+        engines = getattr(args, "engines", True)
+        if engines(args) if callable(engines) else engines:  # `fastsal cache` runs without PyTorch
             _import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)
