@@ -142,3 +142,23 @@ def test_server_enforces_the_key_given_by_environment_variable():
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.status == 200
         assert get_status(url + "healthz") == 200
+
+
+def test_readme_ray_serve_recipe_compiles_and_names_real_fastsal_functions():
+    """The recipe is not run (Ray Serve takes a cluster to start), but it must stay valid Python
+    whose fastsal imports exist, so it cannot rot silently."""
+    import ast
+    import importlib
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M) if "@serve.deployment" in b]
+    assert len(blocks) == 1
+    tree = ast.parse(blocks[0])
+    imported = [(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module.startswith("fastsal") for alias in node.names]
+    assert imported
+    for module, name in imported:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+    import fastsal
+
+    assert callable(fastsal.load) and "FASTSAL_API_KEY" in blocks[0] and API_KEY_ENV == "FASTSAL_API_KEY"
