@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,7 +97,7 @@ def test_two_workers_answer_alike_replace_a_dead_one_and_stop_on_sigterm(key_fil
         status, _, single = _predict(url)
     assert status == 200 and single.startswith(b"\x89PNG")
 
-    proc, url, pids = _start(["--workers", "2"], key_file)
+    proc, url, pids = _start(["--workers", "2", "--header-timeout", "2"], key_file)
     started: set[int] = set(pids)
     try:
         assert len(pids) == 2 and all(_alive(p) for p in pids)
@@ -115,6 +116,14 @@ def test_two_workers_answer_alike_replace_a_dead_one_and_stop_on_sigterm(key_fil
             # the API key holds in every worker: keyless requests, spread over both, are all refused
             refused = list(pool.map(lambda _: _predict(url, key=None), range(8)))
             assert {status for status, _, _ in refused} == {401}
+        # and the slow-client protection: connections that send no request head are closed
+        host, port = url.split("//")[1].rstrip("/").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(4)]
+        try:
+            assert all(s.recv(1) == b"" for s in idle)  # closed by the server after --header-timeout 2
+        finally:
+            for s in idle:
+                s.close()
 
         started |= _children(proc.pid)
         os.kill(pids[0], signal.SIGKILL)  # a worker lost (OOM killer): another takes its place
@@ -142,6 +151,27 @@ def test_two_workers_answer_alike_replace_a_dead_one_and_stop_on_sigterm(key_fil
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(key_file):
+    """SIGKILL leaves the supervisor no chance to stop its workers: Linux's parent-death signal
+    does, so no worker is left holding the port."""
+    proc, url, pids = _start(["--workers", "2"], key_file)
+    started = _children(proc.pid)
+    try:
+        assert set(pids) <= started
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while any(_alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in started if _alive(p)], "a worker outlived its killed supervisor"
+    finally:
+        for pid in started:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         proc.stdout.close()
         proc.stderr.close()
 
