@@ -45,7 +45,13 @@ class ServeError(FastSalError, ValueError):
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Settings of one server process; :func:`fastsal.serve.create_app` takes one."""
+    """Settings of a server; :func:`fastsal.serve.create_app` takes one.
+
+    ``workers``: processes :func:`fastsal.serve.serve` runs on the one socket, each with its own
+    model and ``threads`` engine threads (default: the CPUs shared out, :attr:`worker_threads`).
+    ``device``: where the model runs, as for :func:`fastsal.load` (``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``).
+    """
 
     host: str = LOOPBACK
     port: int = 8000

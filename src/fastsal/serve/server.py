@@ -54,7 +54,8 @@ def url_of(sock: socket.socket) -> str:
 def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str], Any] | None = None) -> None:
     """Bind, load the model (once per process), print ``fastsal: serving URL ...`` and serve until
     Ctrl-C/SIGTERM; with ``config.workers`` > 1, in that many worker processes on the one socket
-    (:mod:`fastsal.serve.workers`; ``load`` must then be picklable)."""
+    (:mod:`fastsal.serve.workers`; ``load`` must then be picklable, and a script that calls this
+    must do so under ``if __name__ == "__main__":``, since each worker imports the script again)."""
     sock = bind(config.host, config.port)
     try:
         if not config.loopback and config.api_key is None:
