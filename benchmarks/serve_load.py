@@ -2,6 +2,8 @@
 
     python benchmarks/serve_load.py                        # 50 clients, 20 s, PNG maps, 100 OSIE val JPEGs
     python benchmarks/serve_load.py --clients 10 --duration 10 --output json
+    python benchmarks/serve_load.py --workers 2                   # the server with --workers 2
+    python benchmarks/serve_load.py --compare 2                   # 1 process vs 2 workers vs 2 replicas
 
 Starts ``fastsal serve --port 0`` on 127.0.0.1 (only loopback: there is no option to aim it
 elsewhere), warms it up, then runs ``--clients`` threads, each sending ``POST /v1/predict`` with the
@@ -21,6 +23,14 @@ next image, one request at a time on a keep-alive connection, until ``--duration
 The clients run in this process, on the same cores as the server, as they would on a 2-core box
 serving its own users; the CPU's name and extensions (:func:`fastsal.cpu.describe`) are printed
 and stored. JSON goes to ``benchmarks/results/serve_load.json``.
+
+``--compare N`` measures, in one run and alternated over ``--rounds``, the same load against one
+process (``--threads T``, T = the CPUs available unless ``--threads`` says), ``--workers N``
+(T/N threads each) and N replicas (N one-process servers on N ports, T/N threads each, behind a
+round-robin client: request i goes to server i mod N); memory and CPU are summed over every
+process of a setup (a supervisor and its workers included). It prints the CPU's flags and the
+load average around each measurement (other work on the machine moves the rates) and a markdown
+table, and writes ``benchmarks/results/serve_scale.json``; ``fastsal predict`` is not run.
 """
 from __future__ import annotations
 
@@ -50,6 +60,7 @@ from fastsal.files import write_json
 OSIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "osie"
 EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "fastsal" / "assets" / "example.jpg"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "serve_load.json"
+SCALE_JSON = Path(__file__).resolve().parent / "results" / "serve_scale.json"
 MAX_CLIENTS, MAX_DURATION_S, MAX_REQUESTS = 256, 120.0, 20_000
 
 
@@ -70,11 +81,13 @@ def images(n: int) -> tuple[list[tuple[str, bytes, tuple[int, int]]], str]:
     return out, f"bundled example variants ({n} JPEGs, 800x600)"
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def start_server(args: argparse.Namespace, workers: int | None = None,
+                 threads: int | None = None) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "fastsal", "serve", "--host", "127.0.0.1", "--port", "0", "-q",
-           "--queue", str(args.queue), "--backend", args.backend, "--precision", args.precision]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+           "--queue", str(args.queue), "--backend", args.backend, "--precision", args.precision,
+           "--workers", str(workers or args.workers)]
+    if threads or args.threads:
+        cmd += ["--threads", str(threads or args.threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -95,6 +108,23 @@ def memory_kb(pid: int) -> dict[str, int]:
         if line.startswith(("VmRSS:", "VmHWM:")):
             key, value = line.split(":", 1)
             out[key] = int(value.split()[0])
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a ``--workers`` supervisor's workers), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == parent]
+        out += kids
+        todo += kids
     return out
 
 
@@ -121,8 +151,10 @@ def valid(status: int, payload: bytes, output: str, size: tuple[int, int]) -> bo
         return False
 
 
-def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
-    host, port = re.match(r"http://([\d.]+):(\d+)/", url).groups()
+def run_load(urls: list[str], pids: list[int], imgs: list, args: argparse.Namespace) -> dict:
+    """``args.clients`` clients for ``args.duration`` s; request i goes to ``urls[i % len(urls)]``
+    (round robin over replicas); memory and CPU summed over ``pids``."""
+    addrs = [(h, int(p)) for h, p in (re.match(r"http://([\d.]+):(\d+)/", u).groups() for u in urls)]
     boundary = uuid.uuid4().hex
     bodies = [body_for(data, boundary) for _, data, _ in imgs]
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -134,13 +166,15 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
     rss_samples: list[int] = []
 
     def client() -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conns = [http.client.HTTPConnection(h, p, timeout=60) for h, p in addrs]
         while time.monotonic() < stop_at:
             with lock:
                 i = next(counter)
             if i >= args.max_requests:
                 break
             k = i % len(bodies)
+            s = i % len(addrs)
+            conn = conns[s]
             t0 = time.perf_counter()
             try:
                 conn.request("POST", path, body=bodies[k], headers=headers)
@@ -149,27 +183,31 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
                 status = r.status
                 if r.getheader("connection", "").lower() == "close":
                     conn.close()
-                    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                    conns[s] = http.client.HTTPConnection(*addrs[s], timeout=60)
             except (OSError, http.client.HTTPException):
                 status, payload = 0, b""
                 conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                conns[s] = http.client.HTTPConnection(*addrs[s], timeout=60)
             dt = time.perf_counter() - t0
             ok = valid(status, payload, args.output, imgs[k][2])
             with lock:
                 results.append((dt, status, ok))
-        conn.close()
+        for conn in conns:
+            conn.close()
+
+    def mem(key: str) -> int:
+        return sum(memory_kb(pid)[key] for pid in pids)
 
     def sample() -> None:
         while time.monotonic() < stop_at + 1:
             try:
-                rss_samples.append(memory_kb(pid)["VmRSS"])
+                rss_samples.append(mem("VmRSS"))
             except (OSError, KeyError):
                 return
             time.sleep(0.2)
 
-    mem_before = memory_kb(pid)
-    cpu_before = cpu_seconds(pid)
+    mem_before = {k: mem(k) for k in ("VmRSS", "VmHWM")}
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     threads = [threading.Thread(target=client) for _ in range(args.clients)]
@@ -179,8 +217,8 @@ def run_load(url: str, pid: int, imgs: list, args: argparse.Namespace) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    mem_after = memory_kb(pid)
-    cpu_used = cpu_seconds(pid) - cpu_before
+    mem_after = {k: mem(k) for k in ("VmRSS", "VmHWM")}
+    cpu_used = sum(cpu_seconds(pid) for pid in pids) - cpu_before
     lat = np.array([r[0] for r in results]) * 1000.0
     statuses: dict[str, int] = {}
     for _, s, _ in results:
@@ -249,27 +287,36 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=1, help="the server's --workers (default: 1)")
+    ap.add_argument("--compare", type=int, default=None, metavar="N",
+                    help="1 process vs N workers vs N replicas instead (no predict); JSON to serve_scale.json")
     ap.add_argument("--rounds", type=int, default=2, help="alternated server/predict rounds, 1..3 (default: 2)")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    ap.add_argument("--json", type=Path, default=None, help="where the JSON goes (default: benchmarks/results/"
+                                                            "serve_load.json, or serve_scale.json with --compare)")
     args = ap.parse_args()
     if not (1 <= args.clients <= MAX_CLIENTS and 0 < args.duration <= MAX_DURATION_S
-            and 1 <= args.max_requests <= MAX_REQUESTS and 1 <= args.images <= 1000 and 1 <= args.rounds <= 3):
+            and 1 <= args.max_requests <= MAX_REQUESTS and 1 <= args.images <= 1000 and 1 <= args.rounds <= 3
+            and 1 <= args.workers <= 16 and (args.compare is None or 2 <= args.compare <= 16)):
         ap.error(f"bounds: clients 1..{MAX_CLIENTS}, duration (0, {MAX_DURATION_S:g}], max-requests "
-                 f"1..{MAX_REQUESTS}, images 1..1000, rounds 1..3")
+                 f"1..{MAX_REQUESTS}, images 1..1000, rounds 1..3, workers 1..16, compare 2..16")
 
     info = cpu.describe()
     print(f"CPU: {info['name']} ({info['cores']} cores) [{' '.join(info['features'])}]")
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
     imgs, source = images(args.images)
     print(f"images: {source}; server output: {args.output}; {args.clients} clients for {args.duration:g} s")
+    if args.compare:
+        return compare(args, imgs, source, info)
 
     proc, url = start_server(args)
     rounds: list[dict] = []
     try:
         pid = proc.pid
         warm = argparse.Namespace(**{**vars(args), "clients": 2, "duration": 3.0, "max_requests": 20})
-        run_load(url, pid, imgs, warm)
+        pids = tree(pid)
+        run_load([url], pids, imgs, warm)
         for r in range(args.rounds):  # alternated, so both see the same background load on a shared machine
-            load = run_load(url, pid, imgs, args)
+            load = run_load([url], pids, imgs, args)
             repeat = max(1, min(10, round(load["requests"] / max(1, len(imgs)))))
             predict = run_predict(imgs, args, repeat)
             load["share_of_predict_throughput"] = round(load["valid_maps_per_s"] / predict["images_per_s"], 3)
@@ -298,7 +345,68 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rounds": rounds,
         "cpu_count": os.cpu_count(), "machine_note": "clients run on the same cores as the server",
     }
-    print(f"wrote {write_json(report, args.json)}")
+    print(f"wrote {write_json(report, args.json or DEFAULT_JSON)}")
+
+
+def compare(args: argparse.Namespace, imgs: list, source: str, info: dict) -> None:
+    """1 process vs ``args.compare`` workers vs as many replicas, same load, alternated rounds."""
+    n = args.compare
+    total = args.threads or cpu.available_cpus()
+    each = max(1, total // n)
+    setups = [("1 process", 1, 1, total), (f"{n} workers", 1, n, each), (f"{n} replicas", n, 1, each)]
+    servers: dict[str, list[tuple[subprocess.Popen, str]]] = {}
+    rows: list[dict] = []
+    try:
+        for name, copies, workers, threads in setups:  # all started up front; idle ones cost no CPU
+            servers[name] = [start_server(args, workers, threads) for _ in range(copies)]
+        warm = argparse.Namespace(**{**vars(args), "clients": 2 * n, "duration": 3.0, "max_requests": 40})
+        for name, *_ in setups:
+            run_load([u for _, u in servers[name]], [q for p, _ in servers[name] for q in tree(p.pid)], imgs, warm)
+        for r in range(args.rounds):
+            for name, copies, workers, threads in setups:
+                pids = [q for p, _ in servers[name] for q in tree(p.pid)]
+                before = os.getloadavg()[0]
+                load = run_load([u for _, u in servers[name]], pids, imgs, args)
+                row = {"round": r + 1, "setup": name, "servers": copies, "workers": workers,
+                       "threads_each": threads, "processes": len(pids),
+                       "load_average_1min": [round(before, 2), round(os.getloadavg()[0], 2)], **load}
+                rows.append(row)
+                lat, mem = load["latency_ms"], load["server_rss_mb"]
+                print(f"round {r + 1} {name:>11}: {load['valid_maps_per_s']} maps/s, p50/p95/p99 {lat.get('p50')}/"
+                      f"{lat.get('p95')}/{lat.get('p99')} ms, {load['valid_share'] * 100:.1f} % valid, RSS peak "
+                      f"{mem['peak_during_load']} MB ({len(pids)} processes), CPU {load['server_cpu_ms_per_map']} "
+                      f"ms/map, load average {row['load_average_1min'][0]} -> {row['load_average_1min'][1]}")
+    finally:
+        for procs in servers.values():
+            for proc, _ in procs:
+                proc.terminate()
+        for procs in servers.values():
+            for proc, _ in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    print(table(rows))
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+        "cpu": info, "images": source, "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows,
+        "cpu_count": os.cpu_count(), "machine_note": "clients run on the same cores as the servers",
+    }
+    print(f"wrote {write_json(report, args.json or SCALE_JSON)}")
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a markdown table (what the README shows)."""
+    out = ["| round | setup | threads each | maps/s | latency p50 / p95 / p99 (ms) | valid | RSS peak, all "
+           "processes | CPU ms per map | load average (1 min) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lat = r["latency_ms"]
+        out.append(f"| {r['round']} | {r['setup']} | {r['threads_each']} | {r['valid_maps_per_s']} | {lat.get('p50')} / "
+                   f"{lat.get('p95')} / {lat.get('p99')} | {r['valid_share'] * 100:.1f} % | "
+                   f"{r['server_rss_mb']['peak_during_load']:.0f} MB | {r['server_cpu_ms_per_map']} | "
+                   f"{r['load_average_1min'][0]} -> {r['load_average_1min'][1]} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

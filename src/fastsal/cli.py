@@ -1063,30 +1063,38 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from fastsal.serve import REQUIREMENTS, ServeConfig, read_api_key
+    import functools
+
+    from fastsal.serve import REQUIREMENTS, ServeConfig, api_key_from_env, read_api_key
 
     for module in REQUIREMENTS:  # every import of the [serve] extra, before the model loads
         _need(module, "serve", "fastsal serve")
     config = ServeConfig(
         host=args.host, port=args.port, model=args.weights or args.model, backend=args.backend,
-        precision=args.precision, threads=args.threads, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        precision=args.precision, device=args.device, threads=args.threads, workers=args.workers,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels, queue_size=args.queue, timeout_s=args.timeout,
         header_timeout_s=args.header_timeout,
-        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else api_key_from_env(),
         cors_origins=tuple(args.cors_origin or ()),
     )
     from fastsal.serve.server import serve
 
-    def load(source: str):  # fastsal.load with the engine options; fallbacks printed as notes, as for predict
-        weights = args.weights if args.weights and source == config.model else None
-        return _load_predictor(argparse.Namespace(**{**vars(args), "model": source, "weights": weights}))
-
+    # picklable (module-level function + Namespace): worker processes get it
+    load = functools.partial(_serve_load, argparse.Namespace(**{**vars(args), "threads": config.worker_threads}),
+                             config.model)
     try:
         serve(config, access_log=not args.quiet, load=load)
     except KeyboardInterrupt as exc:  # uvicorn shut down cleanly, then passed Ctrl-C / SIGTERM on
         how = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
         print(f"fastsal: server stopped ({how})", file=sys.stderr)
     return 0
+
+
+def _serve_load(args: argparse.Namespace, served: str, source: str):
+    """fastsal.load with the engine options; fallbacks printed as notes, as for predict."""
+    weights = args.weights if args.weights and source == served else None
+    return _load_predictor(argparse.Namespace(**{**vars(args), "model": source, "weights": weights}))
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -1105,6 +1113,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                                                           "(default: the shipped default; see `fastsal models`)")
     which.add_argument("--weights", metavar="FILE", help="a checkpoint or exported file to serve instead")
     _add_engine_options(p)
+    p.add_argument("--workers", type=_threads(), default=1, metavar="N",
+                   help="worker processes sharing the port, each with its own model (default: %(default)s); "
+                        "without --threads each gets CPUs/N threads")
     p.add_argument("--max-upload-mb", type=_finite_range(0.01, 1024.0), default=C.DEFAULT_MAX_UPLOAD_MB, metavar="N",
                    help="largest upload in MB (default: %(default)s); larger ones get 413")
     p.add_argument("--max-pixels", type=_whole(1, None), default=C.DEFAULT_MAX_PIXELS, metavar="N",
@@ -1119,12 +1130,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                                      "%(default)s); idle or slower connections are closed")
     p.add_argument("--api-key-file", metavar="FILE",
                    help="require the key on this file's first line for /v1/* (header X-API-Key or Authorization: "
-                        "Bearer); the page asks for it. The file must not be readable by other users")
+                        "Bearer); the page asks for it. The file must not be readable by other users. Without "
+                        f"it, the key in ${C.API_KEY_ENV} if set (e.g. from a Kubernetes Secret)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (e.g. https://example.org; repeat for more; * for any) to "
                         "call the API (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no access log or engine notes")
-    p.set_defaults(func=_cmd_serve)
+    p.set_defaults(func=_cmd_serve, engines=_serve_loads_here)
+
+
+def _serve_loads_here(args: argparse.Namespace) -> bool:
+    """Whether this process loads a model (and so imports the engines): not a --workers supervisor."""
+    return bool(args.workers == 1)
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -1250,7 +1267,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _refuse_empty_arguments(args)
-        if getattr(args, "engines", True):  # `fastsal cache` runs without PyTorch
+        engines = getattr(args, "engines", True)
+        if engines(args) if callable(engines) else engines:  # `fastsal cache` runs without PyTorch
             _import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)

@@ -7,17 +7,18 @@ Modules: :mod:`~fastsal.serve.config` (settings and limits; imports nothing heav
 :mod:`~fastsal.serve.upload` (multipart parsing in memory, within limits),
 :mod:`~fastsal.serve.work` (models loaded once, the bounded job queue and worker threads),
 :mod:`~fastsal.serve.app` (routes, access, documentation), :mod:`~fastsal.serve.protocol`
-(uvicorn's HTTP protocol with a request-head deadline and a connection cap) and
-:mod:`~fastsal.serve.server` (binding and uvicorn). ``create_app`` and ``serve`` import FastAPI on first use, so this package
+(uvicorn's HTTP protocol with a request-head deadline and a connection cap),
+:mod:`~fastsal.serve.server` (binding and uvicorn) and :mod:`~fastsal.serve.workers` (``--workers N``
+processes on one socket). ``create_app`` and ``serve`` import FastAPI on first use, so this package
 can be imported (and its settings checked) without the extra.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastsal.serve.config import ServeConfig, ServeError, read_api_key
+from fastsal.serve.config import API_KEY_ENV, ServeConfig, ServeError, api_key_from_env, read_api_key
 
-__all__ = ["ServeConfig", "ServeError", "create_app", "read_api_key", "serve"]
+__all__ = ["API_KEY_ENV", "ServeConfig", "ServeError", "api_key_from_env", "create_app", "read_api_key", "serve"]
 
 #: Module each extra-requiring name lives in: the modules the [serve] extra must make importable.
 _LAZY = {"create_app": "fastsal.serve.app", "serve": "fastsal.serve.server"}

@@ -14,9 +14,11 @@ later" (503).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -92,6 +94,7 @@ class HealthOut(BaseModel):
     version: str
     model: str
     queue: dict[str, int] = Field(description="pending (admitted, not yet answered) and capacity")
+    pid: int = Field(description="the answering process (one of the workers with `fastsal serve --workers N`)")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -108,7 +111,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class _Guard:
     """Pure ASGI middleware: refuse oversized heads (431), foreign Host headers on a loopback
     server (400) and requests past ``max_requests`` in flight (503; ``/healthz`` is always
-    answered, it costs nothing), add safe headers.
+    answered, it costs nothing), add safe headers and ``X-Fastsal-Worker`` (the answering PID).
 
     A page on another site can make a browser send requests to ``127.0.0.1`` under a hostname it
     controls (DNS rebinding) and read the answers; checking the Host header closes that on the
@@ -125,6 +128,7 @@ class _Guard:
         self.loopback_only = loopback_only
         self.max_requests = max_requests
         self.in_flight = 0
+        self.pid = str(os.getpid()).encode()  # which process answered (fastsal serve --workers N)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -146,7 +150,8 @@ class _Guard:
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                            (b"x-fastsal-worker", self.pid)]
                 if path == "/" or path.startswith("/static/"):
                     headers.append((b"content-security-policy", self._PAGE_CSP))
                 message = {**message, "headers": headers}
@@ -168,12 +173,16 @@ async def _refuse(send: Callable, status: int, detail: str, *headers: tuple[byte
 
 
 def default_loader(config: ServeConfig) -> Callable[[str], Any]:
-    """``fastsal.load`` with the server's engine settings (engine notes go to the log)."""
-    def load(source: str) -> Any:
-        import fastsal
+    """``fastsal.load`` with the server's engine settings: backend, precision, device and the
+    threads of one worker (engine notes go to the log). Picklable, so worker processes get it."""
+    return functools.partial(_load_with, config)
 
-        return fastsal.load(source, backend=config.backend, precision=config.precision, threads=config.threads)
-    return load
+
+def _load_with(config: ServeConfig, source: str) -> Any:
+    import fastsal
+
+    return fastsal.load(source, backend=config.backend, precision=config.precision, device=config.device,
+                        threads=config.worker_threads)
 
 
 # size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
@@ -229,7 +238,7 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
              summary="Liveness: answers while maps are being computed (no key needed)")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "model": models.default,
-                "queue": {"pending": jobs.pending, "capacity": jobs.capacity}}
+                "queue": {"pending": jobs.pending, "capacity": jobs.capacity}, "pid": os.getpid()}
 
     @app.get("/v1/models", response_model=ModelsOut, tags=["maps"], dependencies=guarded,
              summary="Models a request may name (those with weights); the first is the default")
@@ -302,7 +311,7 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
-                           expose_headers=["Server-Timing", "X-Fastsal-Model"])
+                           expose_headers=["Server-Timing", "X-Fastsal-Model", "X-Fastsal-Worker"])
     app.add_middleware(_Guard, loopback_only=config.loopback, max_requests=config.max_requests)
     return app
 

@@ -6,11 +6,13 @@ file) in a second, before it loads a model or imports the web stack.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from fastsal import defaults
-from fastsal.cpu import check_threads
+from fastsal.cpu import available_cpus, check_threads, max_threads
 from fastsal.errors import FastSalError
 from fastsal.files import private_mode_problem
 
@@ -32,6 +34,9 @@ UPLOAD_BUFFERS = 8
 #: Shortest API key accepted: shorter ones can be guessed by trying.
 MIN_KEY_LENGTH = 16
 LOOPBACK = "127.0.0.1"
+#: Environment variable ``fastsal serve`` reads the API key from when there is no ``--api-key-file``
+#: (a Kubernetes Secret is handed to a container this way; deploy/kubernetes uses it).
+API_KEY_ENV = "FASTSAL_API_KEY"
 
 
 class ServeError(FastSalError, ValueError):
@@ -40,14 +45,22 @@ class ServeError(FastSalError, ValueError):
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Settings of one server process; :func:`fastsal.serve.create_app` takes one."""
+    """Settings of a server; :func:`fastsal.serve.create_app` takes one.
+
+    ``workers``: processes :func:`fastsal.serve.serve` runs on the one socket, each with its own
+    model and ``threads`` engine threads (default: the CPUs shared out, :attr:`worker_threads`).
+    ``device``: where the model runs, as for :func:`fastsal.load` (``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``).
+    """
 
     host: str = LOOPBACK
     port: int = 8000
     model: str = "default"
     backend: str = defaults.AUTO
     precision: str = defaults.PRECISION
+    device: str = defaults.DEVICE
     threads: int | None = None
+    workers: int = 1
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     max_pixels: int = DEFAULT_MAX_PIXELS
     queue_size: int = DEFAULT_QUEUE
@@ -63,6 +76,13 @@ class ServeConfig:
             raise ServeError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.threads is not None:
             check_threads(self.threads, error=ServeError)
+        check_threads(self.workers, "workers", error=ServeError)
+        if self.threads is not None and self.workers * self.threads > max_threads():
+            raise ServeError(f"workers {self.workers} x threads {self.threads} = {self.workers * self.threads} "
+                             f"threads exceeds {max_threads()}, the most this machine can use; lower workers or "
+                             f"threads (workers x threads = {available_cpus()}, the CPUs available, is usually fastest)")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ServeError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.queue_size < 1:
             raise ServeError(f"the queue must hold at least 1 request, got {self.queue_size}")
         if not 0 < self.timeout_s <= 3600:
@@ -75,6 +95,15 @@ class ServeConfig:
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ServeError(f"--cors-origin {origin!r}: expected an origin such as https://example.org (or *)")
+
+    @property
+    def worker_threads(self) -> int | None:
+        """Threads each worker process's engine uses: ``threads`` when set; with several workers
+        and no setting, the available CPUs shared out (at least 1 each), since N engines that each
+        take every core slow each other down; one process keeps the engine's own choice (None)."""
+        if self.threads is not None or self.workers == 1:
+            return self.threads
+        return max(1, available_cpus() // self.workers)
 
     @property
     def max_requests(self) -> int:
@@ -95,6 +124,17 @@ class ServeConfig:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key in :data:`API_KEY_ENV`, or None when it is unset. Set but blank is refused: a
+    server meant to have a key (a Secret that lost its value) must not run open."""
+    value = (os.environ if environ is None else environ).get(API_KEY_ENV)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ServeError(f"{API_KEY_ENV} is set but empty; put the key in it, or unset it to serve without a key")
+    return value.strip()
 
 
 def read_api_key(path: str | Path) -> str:

@@ -52,29 +52,49 @@ def url_of(sock: socket.socket) -> str:
 
 
 def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str], Any] | None = None) -> None:
-    """Bind, load the model (once), print ``fastsal: serving URL ...`` and serve until Ctrl-C/SIGTERM."""
-    import uvicorn
-
-    from fastsal.serve.app import create_app
-    from fastsal.serve.protocol import protocol_class
-
+    """Bind, load the model (once per process), print ``fastsal: serving URL ...`` and serve until
+    Ctrl-C/SIGTERM; with ``config.workers`` > 1, in that many worker processes on the one socket
+    (:mod:`fastsal.serve.workers`; ``load`` must then be picklable, and a script that calls this
+    must do so under ``if __name__ == "__main__":``, since each worker imports the script again)."""
     sock = bind(config.host, config.port)
     try:
-        app = create_app(config, load=load)
-        models = app.state.models
-        settings = models.describe()[0]
         if not config.loopback and config.api_key is None:
             print(f"fastsal: note: listening on {config.host} without --api-key-file: anyone who can reach this "
                   f"machine can use the server", file=sys.stderr)
-        print(f"fastsal: serving {url_of(sock)} (model {models.default}, engine {settings.get('backend')}, "
-              f"precision {settings.get('precision')}; API docs at {url_of(sock)}docs); Ctrl-C stops", flush=True)
-        # No limit_concurrency: uvicorn counts open sockets there, so idle ones would turn every
-        # request away; the app limits requests in flight instead (and always answers /healthz).
-        uv = uvicorn.Config(
-            app, http=protocol_class(config.header_timeout_s), lifespan="on",
-            log_level="info" if access_log else "warning", access_log=access_log,
-            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
-        )
-        uvicorn.Server(uv).run(sockets=[sock])
+        if config.workers > 1:
+            from fastsal.serve.workers import run_workers
+
+            run_workers(config, sock, access_log=access_log, load=load)
+            return
+        from fastsal.serve.app import create_app
+
+        app = create_app(config, load=load)
+        announce(config, sock, app.state.models.default, app.state.models.describe()[0])
+        run_uvicorn(app, sock, config, access_log=access_log)
     finally:
         sock.close()
+
+
+def announce(config: ServeConfig, sock: socket.socket, model: str, settings: dict[str, Any],
+             pids: list[int] | None = None) -> None:
+    """Print the ``fastsal: serving URL`` line (scripts and tests read the URL from it)."""
+    url = url_of(sock)
+    workers = f"; {len(pids)} workers, PIDs {' '.join(map(str, pids))}" if pids else ""
+    print(f"fastsal: serving {url} (model {model}, engine {settings.get('backend')}, precision "
+          f"{settings.get('precision')}{workers}; API docs at {url}docs); Ctrl-C stops", flush=True)
+
+
+def run_uvicorn(app: Any, sock: socket.socket, config: ServeConfig, *, access_log: bool) -> None:
+    """Serve ``app`` on the bound ``sock`` under uvicorn until Ctrl-C/SIGTERM (then re-raised)."""
+    import uvicorn
+
+    from fastsal.serve.protocol import protocol_class
+
+    # No limit_concurrency: uvicorn counts open sockets there, so idle ones would turn every
+    # request away; the app limits requests in flight instead (and always answers /healthz).
+    uv = uvicorn.Config(
+        app, http=protocol_class(config.header_timeout_s), lifespan="on",
+        log_level="info" if access_log else "warning", access_log=access_log,
+        timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
+    )
+    uvicorn.Server(uv).run(sockets=[sock])
