@@ -123,6 +123,10 @@ class Weights:
     #: each one's terms (:data:`fastsal.licences.DATASET_TERMS`)
     datasets: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not self.name:  # one set of weights per architecture: the architecture's name
+            object.__setattr__(self, "name", self.model)
+
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.file
