@@ -394,8 +394,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                            on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-    done = rep["labelled"]
-    return _batch_summary(args, done, "label", f"written to {out}", rep["failed"], rep["skipped_existing"],
+    done = pseudo_label.labelled(rep)
+    return _batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
 
 
