@@ -632,7 +632,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         """Videos (or the camera) to (source, .mp4 target); with ``many`` (a folder output) a bad
         video is reported, listed in manifest-videos.json and skipped (unless --strict); alone it
         is an error. Returns 0 if any was written or already done, 1 if all failed, 143 on SIGTERM."""
-        from fastsal.video import H264_SUFFIXES, Terminated, VideoJob, VideoReport, mp4_codec, video_manifest_path
+        from fastsal.video import H264_SUFFIXES, Terminated, VideoJob, mp4_codec, video_manifest_path
         from fastsal.video import run_videos as run
 
         vjobs = [VideoJob(src, dest, dest.with_suffix(".npy") if "npy" in formats else None) for src, dest in sources]
@@ -641,21 +641,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if codec_note and not args.quiet:
                 print(f"fastsal: note: {codec_note}", file=sys.stderr)
 
-        def done(job: VideoJob, rep: VideoReport | None) -> None:
-            if rep is None:
-                tqdm.write(f"fastsal: {job.out} exists; skipped (--overwrite to redo)", file=sys.stderr)
+        def done(item: Any, entry: dict, earlier: bool) -> None:
+            if earlier:
+                tqdm.write(f"fastsal: {entry['outputs'][0]} exists; skipped (--overwrite to redo)", file=sys.stderr)
                 return
-            print(rep.out or rep.npy, flush=True)
-            if rep.lost:  # only with --allow-short-video; shown even with -q
-                tqdm.write(f"fastsal: warning: {job.name}: decoded only {rep.frames} of the {rep.expected} frames its "
-                           f"container states (damaged or truncated); wrote the {rep.frames}", file=sys.stderr)
+            print(entry["outputs"][0], flush=True)
+            frames, expected = entry["frames"], entry["expected"]
+            if not entry["complete"]:  # only with --allow-short-video; shown even with -q
+                tqdm.write(f"fastsal: warning: {item.key}: decoded only {frames} of the {expected} frames its "
+                           f"container states (damaged or truncated); wrote the {frames}", file=sys.stderr)
             if not args.quiet:
-                counts = f"{rep.frames} of {rep.expected}" if rep.expected is not None else f"{rep.frames}"
-                stop = f" (stopped by {rep.stopped_by})" if rep.interrupted else ""
-                tqdm.write(f"{counts} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
+                counts = f"{frames} of {expected}" if expected is not None else f"{frames}"
+                stop = f" (stopped by {entry['stopped_by']})" if entry["interrupted"] else ""
+                tqdm.write(f"{counts} frames in {entry['seconds']:.1f} s: {entry['fps']:.1f} frames/s{stop}",
+                           file=sys.stderr)
 
         try:
-            rep = run(loader(), vjobs, overlay="overlay" in formats, smoothing=args.smoothing,
+            rep = run(None, vjobs, loader=loader, overlay="overlay" in formats, smoothing=args.smoothing,
                       batch_size=args.batch_size, max_frames=args.max_frames, progress=progress,
                       overwrite=args.overwrite, strict=args.strict or not many, allow_short=args.allow_short_video,
                       manifest=video_manifest_path(out, index, count) if many else None, shard_info=(index, count),
