@@ -234,3 +234,14 @@ def test_manifest_help_does_not_import_torch():
             "    pass\nprint('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_finished_crop_job_rerun_with_other_crop_options_is_refused(tmp_path, capsys):
+    """The request that lets a finished job skip loading includes the task's own settings: a rerun
+    of a finished crop job with another --scale is refused, not taken as done."""
+    make_images(tmp_path / "in", 2)
+    cmd = ["crop", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--aspect", "1:1", "--format", "json", *FAST]
+    assert main(cmd) == 0
+    assert main(cmd) == 0  # finished: nothing to do
+    assert main([*cmd, "--scale", "0.8"]) == 2
+    assert "other settings" in capsys.readouterr().err

@@ -752,7 +752,7 @@ def run(
     return report
 
 
-def summary(report: dict[str, Any], noun: str) -> tuple[int, int, int]:
+def summary(report: dict[str, Any]) -> tuple[int, int, int]:
     """(newly written, failed, already done) of a manifest, for the summary line."""
     written = sum(1 for e in report.get("written", []) if not e.get("earlier_run"))
     return written, len(report.get("failed", [])), int(report.get("skipped_existing", 0))

@@ -628,6 +628,7 @@ def run_videos(
     on_skip: Callable[[str], None] | None = None,
     on_done: Callable[[Any, dict[str, Any], bool], None] | None = None,
     loader: Callable[[], Predictor] | None = None,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run :func:`predict_video` over ``jobs`` on the job layer (:func:`fastsal.jobs.run`), going on
     past bad videos; returns the manifest.
@@ -639,7 +640,8 @@ def run_videos(
     path, a codec OpenCV cannot write) concern every job and are raised. A job whose outputs all
     exist is kept unless ``overwrite``. ``on_done(item, entry, earlier)`` follows every written or
     kept video (its manifest entry: frames, expected, seconds, fps, stopped_by). Other arguments
-    as for :func:`predict_video`; ``predictor`` may be None with a ``loader``.
+    as for :func:`predict_video`; ``predictor`` may be None with a ``loader`` (and ``request``,
+    see :class:`fastsal.jobs.Task`: a finished folder then reruns without loading it).
 
     ``manifest`` (a path) gets the record, bound to the folder's settings before the first video
     and written atomically at the end, also when the run stops on an error, Ctrl-C or SIGTERM
@@ -654,6 +656,7 @@ def run_videos(
     options = {"overlay": overlay, "smoothing": smoothing, "batch_size": batch_size, "max_frames": max_frames,
                "fourcc": fourcc, "allow_short": allow_short}
     task = _video_task_class()(manifest.parent if manifest is not None else Path("."), options, progress=progress,
-                               bind=manifest is not None, model=predictor, loader=loader)
+                               bind=manifest is not None, model=predictor, loader=loader,
+                               request=request if manifest is not None else None)
     return run_task(task, jobs, overwrite=overwrite, strict=strict, progress=False, manifest=manifest,
                     shard_info=shard_info, on_skip=on_skip, on_done=on_done)
