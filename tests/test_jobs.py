@@ -236,12 +236,29 @@ def test_manifest_help_does_not_import_torch():
     assert res.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_finished_crop_job_rerun_with_other_crop_options_is_refused(tmp_path, capsys):
+def test_finished_crop_job_rerun_with_other_crop_options_is_refused(tmp_path, monkeypatch, capsys):
     """The request that lets a finished job skip loading includes the task's own settings: a rerun
     of a finished crop job with another --scale is refused, not taken as done."""
     make_images(tmp_path / "in", 2)
     cmd = ["crop", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--aspect", "1:1", "--format", "json", *FAST]
     assert main(cmd) == 0
-    assert main(cmd) == 0  # finished: nothing to do
+    real_load, loads = fastsal.predict.load, []
+    monkeypatch.setattr(fastsal.predict, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    assert main(cmd) == 0 and not loads  # finished: nothing to do, no model loaded
     assert main([*cmd, "--scale", "0.8"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_rerun_of_a_finished_job_does_not_even_import_torch(tmp_path):
+    """A finished job's rerun is cheap: no model and no PyTorch import (seconds of start-up)."""
+    import subprocess
+    import sys
+
+    make_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), *FAST]) == 0
+    code = ("import sys\nfrom fastsal.cli import main\n"
+            f"rc = main(['predict', {str(tmp_path / 'in')!r}, '-o', {str(out)!r}, '--threads', '1', '--quiet'])\n"
+            "print(rc, 'torch' in sys.modules, 'openvino' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["0", "False", "False"], res.stderr[-2000:]

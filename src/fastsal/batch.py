@@ -119,34 +119,18 @@ class MapsTask(Task):
         return Result(item.key, entry, files)
 
 
-def run(
-    predictor: Any,
-    jobs: Sequence[Job],
-    out: str | Path,
-    formats: Sequence[str] = ("png",),
-    *,
-    overwrite: bool = False,
-    strict: bool = False,
-    batch_size: int = 8,
-    workers: int = 2,
-    progress: bool = True,
-    manifest: str | Path | None = None,
-    shard_info: tuple[int, int] = (0, 1),
-    on_skip: Callable[[str], None] | None = None,
-    loader: Callable[[], Any] | None = None,
-    request: dict[str, Any] | None = None,
-    executor: Any = None,
-) -> dict[str, Any]:
+def run(predictor: Any, jobs: Sequence[Job], out: str | Path, formats: Sequence[str] = ("png",), *,
+        loader: Callable[[], Any] | None = None, request: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Predict ``jobs`` with ``predictor`` (or the one ``loader`` gives, loaded only if something is
-    left to do) and write ``formats`` under ``out``; returns the manifest (:func:`fastsal.jobs.run`).
+    left to do) and write ``formats`` under ``out``; returns the manifest.
 
-    ``overwrite=False`` skips inputs whose outputs all exist. An unreadable input is recorded
-    and skipped (``on_skip`` gets the one-line reason), or raises with ``strict``. ``workers``
-    threads decode ahead and write behind the network (0: everything on the calling thread).
+    ``options`` are :func:`fastsal.jobs.run`'s: ``overwrite=False`` skips inputs whose outputs all
+    exist; an unreadable input is recorded and skipped (``on_skip`` gets the one-line reason), or
+    raises with ``strict``; ``workers`` threads decode ahead and write behind the network (0:
+    everything on the calling thread); ``batch_size``, ``progress``, ``manifest``, ``shard_info``,
+    ``executor``.
     """
-    task = MapsTask(out, formats, model=predictor, loader=loader, request=request)
-    return run_task(task, jobs, overwrite=overwrite, strict=strict, batch_size=batch_size, workers=workers,
-                    progress=progress, manifest=manifest, shard_info=shard_info, on_skip=on_skip, executor=executor)
+    return run_task(MapsTask(out, formats, model=predictor, loader=loader, request=request), jobs, **options)
 
 
 def predict_inputs(

@@ -149,6 +149,7 @@ def _predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
 
     def load() -> Any:
         if not loaded:
+            _import_engines()  # signals held back during the C++ imports, as main() does for other commands
             loaded.append(_load_predictor(args, **kw))
         return loaded[0]
 
@@ -340,6 +341,14 @@ def _add_distill_options(p: argparse.ArgumentParser) -> None:
                    help="share of on-the-fly views blending two images with a random weight (default: %(default)s)")
 
 
+def _add_shard_option(p: argparse.ArgumentParser) -> None:
+    """``--shard``, the same for every batch command (read by :func:`fastsal.jobs.shard_spec`)."""
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="process only shard I of N (0-based); auto or auto/N: from a SLURM array, a Kubernetes "
+                        "Indexed Job (N, or FASTSAL_SHARD_COUNT) or RANK/WORLD_SIZE (default: RANK/WORLD_SIZE when "
+                        "set, else all)")
+
+
 def _batch_summary(args: argparse.Namespace, done: int, noun: str, where: str, failed: int, skipped: int, *,
                    shard: tuple[int, int] = (0, 1), rate: str = "", tail: str = "") -> int:
     """Print a batch command's one-line summary (unless --quiet) and return its exit status: 1 when
@@ -426,8 +435,7 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--root", metavar="DIR", help="the --dataset folder")
     src.add_argument("--split", choices=defaults.SPLITS, default="train", help="the --dataset split (default: train)")
     p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="label only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_shard_option(p)
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
                    help="images per teacher pass (default: 4)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
@@ -582,6 +590,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if video_out and args.paths and (len(args.paths) != 1 or not is_video(args.paths[0])):
         raise UsageError(f"-o {out}: a video file output takes exactly one video input (or --camera)")
     if args.camera is None and not args.paths and not args.list:
+        _import_engines()  # fastsal.predict imports PyTorch
         from fastsal.predict import example_image
 
         args.paths = [str(example_image())]
@@ -743,12 +752,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
     p.add_argument("--workers", type=_threads(0), default=defaults.WORKERS, metavar="N",
                    help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_shard_option(p)
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image or video")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=_cmd_predict, engines=False)  # imported by the loader, only if a model is needed
 
 
 def _aspects(text: str) -> list:
@@ -770,6 +778,7 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     if args.min_scale is not None and args.min_scale > args.scale:
         raise UsageError(f"--min-scale {args.min_scale:g} is larger than --scale {args.scale:g}; pass a smaller one")
     if not args.paths and not args.list:
+        _import_engines()  # fastsal.predict imports PyTorch
         from fastsal.predict import example_image
 
         args.paths = [str(example_image())]
@@ -831,12 +840,11 @@ def _add_crop(sub: argparse._SubParsersAction) -> None:
     _add_engine_options(p)
     p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_shard_option(p)
     p.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=_cmd_crop)
+    p.set_defaults(func=_cmd_crop, engines=False)  # imported by the loader, only if a model is needed
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -1288,7 +1296,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _refuse_empty_arguments(args)
-        if getattr(args, "engines", True):  # `fastsal cache` runs without PyTorch
+        if getattr(args, "engines", True):  # `fastsal cache` runs without PyTorch; predict and crop import it
+            # when they load a model (a finished job reruns without)
             _import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)

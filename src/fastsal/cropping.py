@@ -660,43 +660,21 @@ class CropTask(Task):
         return Result(item.key, entry, files)
 
 
-def run(
-    predictor: Any,
-    jobs: Sequence[Any],
-    out: str | Path,
-    aspects: Any,
-    fmt: str = "jpg",
-    *,
-    show: bool = False,
-    overwrite: bool = False,
-    strict: bool = False,
-    batch_size: int = 8,
-    workers: int = 2,
-    progress: bool = True,
-    report: str | Path | None = None,
-    shard_info: tuple[int, int] = (0, 1),
-    on_skip: Any = None,
-    scale: float = 1.0,
-    min_scale: float | None = None,
-    keep: float = 0.9,
-    max_side: int | None = DEFAULT_MAX_SIDE,
-    quality: int = 90,
-    loader: Any = None,
-    request: dict[str, Any] | None = None,
-    executor: Any = None,
-) -> dict[str, Any]:
+def run(predictor: Any, jobs: Sequence[Any], out: str | Path, aspects: Any, fmt: str = "jpg", *, show: bool = False,
+        report: str | Path | None = None, scale: float = 1.0, min_scale: float | None = None, keep: float = 0.9,
+        max_side: int | None = DEFAULT_MAX_SIDE, quality: int = 90, loader: Any = None,
+        request: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Crop every job's image (:class:`fastsal.jobs.Job`: source and output stem) for each aspect.
 
     Writes ``<stem>_<W>x<H>.<fmt>`` per aspect (none for ``fmt="json"``), ``<stem>_crops.jpg`` with
     ``show`` (the overlay with the boxes drawn), and the report ``report`` (the job manifest: every
     input with its boxes and scores under ``written``, every failure). Resumable: an input whose
     boxes are in a report in ``out`` from an earlier run with the same settings (any sharding),
-    and whose files exist, is kept, not redone (``overwrite`` redoes it). An unreadable image is
-    recorded and skipped (``on_skip`` gets the line), or raises with ``strict``.
+    and whose files exist, is kept, not redone (``overwrite`` redoes it). ``options`` are
+    :func:`fastsal.jobs.run`'s (``overwrite``, ``strict``, ``on_skip``, ``batch_size``, ...).
     """
     from fastsal.jobs import run as run_task
 
     task = CropTask(out, aspects, fmt, show=show, scale=scale, min_scale=min_scale, keep=keep, max_side=max_side,
                     quality=quality, model=predictor, loader=loader, request=request)
-    return run_task(task, jobs, overwrite=overwrite, strict=strict, batch_size=batch_size, workers=workers,
-                    progress=progress, manifest=report, shard_info=shard_info, on_skip=on_skip, executor=executor)
+    return run_task(task, jobs, manifest=report, **options)

@@ -639,7 +639,38 @@ def stopped_by(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-# size-exception: the one job loop every command shares, read top to bottom
+def _plan(task: Task, jobs: Sequence[Any], overwrite: bool, shard_info: tuple[int, int],
+          ) -> tuple[dict[str, Any], list[Item], list[tuple[Item, dict[str, Any]]]]:
+    """(the manifest as it starts, the items to do, the items kept with their entries).
+
+    What is done is decided first, from the files and earlier records; the model loads (for the
+    settings) only if something is left to do or the request differs from the records'.
+    """
+    from fastsal import __version__
+
+    items = [task.item(job) for job in jobs]
+    kept: list[tuple[Item, dict[str, Any]]] = []
+    todo: list[Item] = []
+    for item in items:
+        entry = None if overwrite else task.earlier(item)
+        if entry is None:
+            todo.append(item)
+        else:  # done by an earlier run: listed, so `written` covers every output on disk
+            kept.append((item, {**entry, "earlier_run": True}))
+    settings = None if todo or overwrite else _settings_from_records(task)
+    if settings is None:
+        settings = task.settings()  # loads the model, unless the job is done and its request unchanged
+    report: dict[str, Any] = {
+        "format": MANIFEST_FORMAT, "task": task.kind, "fastsal_version": __version__, "shard": list(shard_info),
+        "out": str(task.out), "overwrite": overwrite, **task.header(settings), "settings": settings,
+        **({"request": task.request} if task.request is not None else {}),
+        "assigned": len(items), "skipped_existing": len(kept), "written": [e for _, e in kept], "failed": [],
+        "complete": False, "stopped_by": None, "started": now(), "updated": now(),
+    }
+    return report, todo, kept
+
+
+# size-exception: the one job loop every command shares, read top to bottom (its emit() is its core)
 def run(
     task: Task,
     jobs: Sequence[Job],
@@ -671,28 +702,7 @@ def run(
     from fastsal.cpu import check_threads
 
     check_threads(workers, "workers", minimum=0, error=JobError)
-    from fastsal import __version__
-
-    items = [task.item(job) for job in jobs]
-    report: dict[str, Any] = {"format": MANIFEST_FORMAT, "task": task.kind, "fastsal_version": __version__,
-                              "shard": list(shard_info), "out": str(task.out), "overwrite": overwrite}
-    kept: list[tuple[Item, dict[str, Any]]] = []
-    todo: list[Item] = []
-    for item in items:
-        entry = None if overwrite else task.earlier(item)
-        if entry is None:
-            todo.append(item)
-        else:  # done by an earlier run: listed, so `written` covers every output on disk
-            kept.append((item, {**entry, "earlier_run": True}))
-    settings = None if todo or overwrite else _settings_from_records(task)
-    if settings is None:
-        settings = task.settings()  # loads the model, unless the job is done and its request unchanged
-    report.update(task.header(settings))
-    report.update({
-        "settings": settings, **({"request": task.request} if task.request is not None else {}),
-        "assigned": len(items), "skipped_existing": len(kept), "written": [e for _, e in kept], "failed": [],
-        "complete": False, "stopped_by": None, "started": now(), "updated": now(),
-    })
+    report, todo, kept = _plan(task, jobs, overwrite, shard_info)
     save = (lambda: None) if manifest is None else (lambda: (report.update(updated=now()),
                                                              write_json(report, manifest)))
     # the one rule for every command: refuse other settings, record ours before the first output

@@ -20,7 +20,7 @@ listed as failed and skipped, or stop the run with ``strict``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -108,35 +108,20 @@ class LabelTask(Task):
         return result
 
 
-def run(
-    teacher: Any,
-    jobs: Sequence[Job],
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-    strict: bool = False,
-    batch_size: int = 4,
-    workers: int = 2,
-    progress: bool = True,
-    manifest: str | Path | None = None,
-    shard_info: tuple[int, int] = (0, 1),
-    on_skip: Callable[[str], None] | None = None,
-    executor: Any = None,
-) -> dict[str, Any]:
+def run(teacher: Any, jobs: Sequence[Job], out: str | Path, *, batch_size: int = 4, **options: Any) -> dict[str, Any]:
     """Label ``jobs`` with ``teacher`` (a :class:`fastsal.teacher.Teacher`) into ``out``; returns the manifest.
 
-    ``overwrite`` relabels images already done. An unreadable image is listed as failed and
-    skipped (``on_skip`` gets the one-line reason), or raised with ``strict`` (after the manifest
-    is written). ``batch_size`` images go through the teacher at a time.
+    ``options`` are :func:`fastsal.jobs.run`'s: ``overwrite`` relabels images already done; an
+    unreadable image is listed as failed and skipped (``on_skip`` gets the one-line reason), or
+    raised with ``strict`` (after the manifest is written). ``batch_size`` images go through the
+    teacher at a time.
     """
     from fastsal.jobs import run as run_task
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise PseudoLabelError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    return run_task(LabelTask(out, model=teacher), jobs, overwrite=overwrite, strict=strict, batch_size=batch_size,
-                    workers=workers, progress=progress, manifest=manifest, shard_info=shard_info, on_skip=on_skip,
-                    executor=executor)
+    return run_task(LabelTask(out, model=teacher), jobs, batch_size=batch_size, **options)
 
 
 def labelled(report: dict[str, Any]) -> int:
