@@ -85,7 +85,7 @@ class MapsTask(Task):
 
     def decode(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
         # only what the network needs: overlays decode the full image again when encoded
-        return load_resized(item.source, self.model.input_size_for)
+        return load_resized(Path(item.source), self.model.input_size_for)
 
     def infer(self, decoded: list[Any]) -> list[Any]:
         # what Predictor.predict_batch does, minus the resize; one forward pass per input size
@@ -109,7 +109,7 @@ class MapsTask(Task):
             files[str(paths["saliency_jpg"])] = encode_jpeg_image(Image.fromarray(values), quality=95)
         if "overlay" in paths:
             try:
-                full = load_image(item.source)  # a PIL image, blended in place: no array copy
+                full = load_image(Path(item.source))  # a PIL image, blended in place: no array copy
             except ImageError as exc:  # it decoded a moment ago: changed or removed since
                 raise ImageError(f"{exc}; it changed while the run was going") from None
             if full.size[::-1] != values.shape:

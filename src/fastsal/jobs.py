@@ -105,7 +105,7 @@ def collect(
         arg = Path(raw)
         if not arg.exists():
             raise JobError(f"{arg}: no such file or folder")
-        items = find_images([arg], suffixes)
+        items = find_images([arg], tuple(suffixes))
         if arg.is_dir() and excluded is not None:
             # realpath, not resolve(): a looping link must reach decoding (and be reported), not raise here
             items = [(f, rel) for f, rel in items if not Path(os.path.realpath(f)).is_relative_to(excluded)]
@@ -176,10 +176,11 @@ def _shard_from_env(env: Mapping[str, str], count: int | None) -> tuple[int, int
         i, where = (task - lo) // step, "SLURM_ARRAY_TASK_ID"
     elif "JOB_COMPLETION_INDEX" in env:
         i, where = _int_var(env, "JOB_COMPLETION_INDEX"), "JOB_COMPLETION_INDEX"
-        n = _int_var(env, K8S_COUNT_VARIABLE) if K8S_COUNT_VARIABLE in env else count
-        if n is None:
+        completions = _int_var(env, K8S_COUNT_VARIABLE) if K8S_COUNT_VARIABLE in env else count
+        if completions is None:
             raise JobError(f"JOB_COMPLETION_INDEX is set but not the job's completions; pass the shard as auto/N or "
                            f"set {K8S_COUNT_VARIABLE}")
+        n = completions
     elif "RANK" in env and "WORLD_SIZE" in env:
         i, n, where = _int_var(env, "RANK"), _int_var(env, "WORLD_SIZE"), "RANK/WORLD_SIZE"
     else:
@@ -550,11 +551,11 @@ def local_executor(task: Task, items: Sequence[Item], emit: Callable[[Result], N
             if not chunk:
                 break
             good = []
-            for item, dec, exc in chunk:
-                if exc is None:
+            for item, dec, problem in chunk:
+                if problem is None:
                     good.append((item, dec))
                 else:
-                    emit(task.failure(item, exc))
+                    emit(task.failure(item, problem))
             if not good:
                 continue
             for (item, dec), inf in zip(good, task.infer([d for _, d in good])):
@@ -575,12 +576,12 @@ def local_executor(task: Task, items: Sequence[Item], emit: Callable[[Result], N
         if failed:
             wait([fut for _, fut in writes])  # computed results: written and recorded, not lost
             for item, fut in writes:
-                exc = fut.exception()
+                error = fut.exception()
                 try:  # the error in flight is what the user must see; these are only recorded
-                    if exc is None:
+                    if error is None:
                         emit(fut.result())
-                    elif isinstance(exc, Exception):  # a write that failed too (a full disk): listed
-                        emit(task.failure(item, exc))
+                    elif isinstance(error, Exception):  # a write that failed too (a full disk): listed
+                        emit(task.failure(item, error))
                 except Exception:
                     pass
         if writers is not None:

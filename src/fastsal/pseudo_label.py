@@ -88,7 +88,7 @@ class LabelTask(Task):
         return None
 
     def decode(self, item: Item) -> np.ndarray:
-        return load_rgb(item.source)
+        return load_rgb(Path(item.source))
 
     def infer(self, decoded: list[Any]) -> list[Any]:
         return self.model.log_densities(decoded)

@@ -611,7 +611,7 @@ def _video_task_class() -> type:
 
 
 def run_videos(
-    predictor: Predictor,
+    predictor: Predictor | None,
     jobs: Sequence[VideoJob],
     *,
     overlay: bool = False,
