@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastsal.batch import _unique_stems
+from fastsal.jobs import _unique_stems
 from fastsal.cli import main
 from fastsal.files import atomic_write
 

@@ -143,6 +143,35 @@ def _load_predictor(args: argparse.Namespace, **kw):
     return predictor
 
 
+def _predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
+    """A callable that loads the predictor (:func:`_load_predictor`) on its first call, then keeps it."""
+    loaded: list[Any] = []
+
+    def load() -> Any:
+        if not loaded:
+            _import_engines()  # signals held back during the C++ imports, as main() does for other commands
+            loaded.append(_load_predictor(args, **kw))
+        return loaded[0]
+
+    return load
+
+
+def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    """The model options as asked (no model loaded), recorded in manifests: a rerun of a finished
+    job that asks the same reuses the record's settings and loads nothing. A weights file is named
+    with its size and modification time, so a retrained file is not taken for the old one."""
+    weights = getattr(args, "weights", None)
+    if weights:
+        try:
+            st = Path(weights).stat()
+            weights = [str(Path(weights).absolute()), st.st_size, st.st_mtime_ns]
+        except OSError:
+            weights = [str(weights)]
+    return {"model": None if weights else args.model, "weights": weights, "backend": args.backend,
+            "precision": args.precision, "device": args.device, "squash": bool(getattr(args, "squash", False)),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
+
+
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
 _PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
 
@@ -312,6 +341,14 @@ def _add_distill_options(p: argparse.ArgumentParser) -> None:
                    help="share of on-the-fly views blending two images with a random weight (default: %(default)s)")
 
 
+def _add_shard_option(p: argparse.ArgumentParser) -> None:
+    """``--shard``, the same for every batch command (read by :func:`fastsal.jobs.shard_spec`)."""
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="process only shard I of N (0-based); auto or auto/N: from a SLURM array, a Kubernetes "
+                        "Indexed Job (N, or FASTSAL_SHARD_COUNT) or RANK/WORLD_SIZE (default: RANK/WORLD_SIZE when "
+                        "set, else all)")
+
+
 def _batch_summary(args: argparse.Namespace, done: int, noun: str, where: str, failed: int, skipped: int, *,
                    shard: tuple[int, int] = (0, 1), rate: str = "", tail: str = "") -> int:
     """Print a batch command's one-line summary (unless --quiet) and return its exit status: 1 when
@@ -366,8 +403,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                            on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-    done = rep["labelled"]
-    return _batch_summary(args, done, "label", f"written to {out}", rep["failed"], rep["skipped_existing"],
+    done = pseudo_label.labelled(rep)
+    return _batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
 
 
@@ -398,8 +435,7 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--root", metavar="DIR", help="the --dataset folder")
     src.add_argument("--split", choices=defaults.SPLITS, default="train", help="the --dataset split (default: train)")
     p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="label only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_shard_option(p)
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
                    help="images per teacher pass (default: 4)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
@@ -563,6 +599,7 @@ _SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "ove
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fastsal import batch
     from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.jobs import summary as jobs_summary
     from fastsal.video import VIDEO_SUFFIXES, is_video
 
     out = Path(args.out or "saliency")
@@ -570,6 +607,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if video_out and args.paths and (len(args.paths) != 1 or not is_video(args.paths[0])):
         raise UsageError(f"-o {out}: a video file output takes exactly one video input (or --camera)")
     if args.camera is None and not args.paths and not args.list:
+        _import_engines()  # fastsal.predict imports PyTorch
         from fastsal.predict import example_image
 
         args.paths = [str(example_image())]
@@ -607,77 +645,67 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               f"nothing to do", file=sys.stderr)
 
     kw = {"input_size": args.input_size} if args.input_size else {}
-    predictor = _load_predictor(args, **kw)
+    loader = _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
     if single:
-        return _predict_one(predictor, Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
+        return _predict_one(loader(), Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
     from tqdm import tqdm
 
     progress = not args.quiet and sys.stderr.isatty()
     formats = {"all": defaults.OUTPUT_FORMATS, "benchmark": defaults.BENCHMARK_FORMATS}.get(args.format, (args.format,))
     formats = tuple(dict.fromkeys([*formats, *(["overlay"] if args.overlay else []), *(["npy"] if args.npy else [])]))
-    status = 0
+    from fastsal.video import H264_SUFFIXES, mp4_codec
 
-    def run_videos(sources: list[tuple[int | Path, Path]], many: bool) -> int:
-        """Videos (or the camera) to (source, .mp4 target); with ``many`` (a folder output) a bad
-        video is reported, listed in manifest-videos.json and skipped (unless --strict); alone it
-        is an error. Returns 0 if any was written or already done, 1 if all failed, 143 on SIGTERM."""
-        from fastsal.video import H264_SUFFIXES, Terminated, VideoJob, VideoReport, mp4_codec, video_manifest_path
-        from fastsal.video import run_videos as run
+    if (args.camera is not None or any(is_video(j.source) for j in jobs)) and not args.quiet and (
+            (out if video_out else out / "x.mp4").suffix.lower() in H264_SUFFIXES):
+        codec_note = mp4_codec()[1]  # H.264 where this OpenCV writes it; said when it cannot
+        if codec_note:
+            print(f"fastsal: note: {codec_note}", file=sys.stderr)
 
-        vjobs = [VideoJob(src, dest, dest.with_suffix(".npy") if "npy" in formats else None) for src, dest in sources]
-        if any(dest.suffix.lower() in H264_SUFFIXES for _, dest in sources):
-            codec_note = mp4_codec()[1]  # H.264 where this OpenCV writes it; said when it cannot
-            if codec_note and not args.quiet:
-                print(f"fastsal: note: {codec_note}", file=sys.stderr)
+    def video_done(item: Any, entry: dict, earlier: bool) -> None:
+        if earlier:
+            tqdm.write(f"fastsal: {entry['outputs'][0]} exists; skipped (--overwrite to redo)", file=sys.stderr)
+            return
+        print(entry["outputs"][0], flush=True)
+        frames, expected = entry["frames"], entry["expected"]
+        if not entry["complete"]:  # only with --allow-short-video; shown even with -q
+            tqdm.write(f"fastsal: warning: {item.key}: decoded only {frames} of the {expected} frames its "
+                       f"container states (damaged or truncated); wrote the {frames}", file=sys.stderr)
+        if not args.quiet:
+            counts = f"{frames} of {expected}" if expected is not None else f"{frames}"
+            stop = f" (stopped by {entry['stopped_by']})" if entry["interrupted"] else ""
+            tqdm.write(f"{counts} frames in {entry['seconds']:.1f} s: {entry['fps']:.1f} frames/s{stop}",
+                       file=sys.stderr)
 
-        def done(job: VideoJob, rep: VideoReport | None) -> None:
-            if rep is None:
-                tqdm.write(f"fastsal: {job.out} exists; skipped (--overwrite to redo)", file=sys.stderr)
-                return
-            print(rep.out or rep.npy, flush=True)
-            if rep.lost:  # only with --allow-short-video; shown even with -q
-                tqdm.write(f"fastsal: warning: {job.name}: decoded only {rep.frames} of the {rep.expected} frames its "
-                           f"container states (damaged or truncated); wrote the {rep.frames}", file=sys.stderr)
-            if not args.quiet:
-                counts = f"{rep.frames} of {rep.expected}" if rep.expected is not None else f"{rep.frames}"
-                stop = f" (stopped by {rep.stopped_by})" if rep.interrupted else ""
-                tqdm.write(f"{counts} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
-
-        try:
-            rep = run(predictor, vjobs, overlay="overlay" in formats, smoothing=args.smoothing,
-                      batch_size=args.batch_size, max_frames=args.max_frames, progress=progress,
-                      overwrite=args.overwrite, strict=args.strict or not many, allow_short=args.allow_short_video,
-                      manifest=video_manifest_path(out, index, count) if many else None, shard_info=(index, count),
-                      on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr), on_done=done)
-        except Terminated as exc:  # a file's partial outputs are already removed
-            print(f"fastsal: stopped by {exc.name}; rerun the same command to finish", file=sys.stderr)
-            return exc.exit_code
-        written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
-        if not many:  # one video or a camera: its own progress said it all
-            return 1 if failed and not written and not skipped else 0
-        return _batch_summary(args, written, "video", f"written to {out}", failed, skipped)
-
+    on_skip = lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr)  # noqa: E731
+    video_options = {"smoothing": args.smoothing, "max_frames": args.max_frames, "allow_short": args.allow_short_video,
+                     "batch_size": args.batch_size}
     if args.camera is not None:
-        return run_videos([(args.camera, out if video_out else out / f"camera{args.camera}.mp4")], many=False)
-    videos = [j for j in jobs if is_video(j.source)]
-    images = [j for j in jobs if not is_video(j.source)]
-    video_status = 0
-    if videos:
-        video_status = run_videos([(j.source, out if video_out else out / j.stem.with_suffix(".mp4")) for j in videos],
-                                  many=not video_out)
-        if video_status > 1:  # stopped by a signal
-            return video_status
-    if images or not jobs:  # an empty shard still leaves a manifest saying so
-        rep = batch.run(predictor, images, out, formats, overwrite=args.overwrite, strict=args.strict,
-                        batch_size=args.batch_size, workers=args.workers, progress=progress,
-                        manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
-                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-        written = sum(1 for w in rep["written"] if not w.get("earlier_run"))
+        from fastsal.video import VideoJob, run_videos
+
+        dest = out if video_out else out / f"camera{args.camera}.mp4"
+        run_videos(None, [VideoJob(args.camera, dest, dest.with_suffix(".npy") if "npy" in formats else None)],
+                         loader=loader, overlay="overlay" in formats, progress=progress, overwrite=args.overwrite,
+                         strict=True, on_done=video_done, **video_options)
+        return 0
+    reports = batch.predict_inputs(
+        jobs, out, formats, loader=loader, request=_request(args, **kw), video_file=out if video_out else None,
+        video_options=video_options, shard_info=(index, count), overwrite=args.overwrite, strict=args.strict,
+        batch_size=args.batch_size, workers=args.workers, progress=progress, on_skip=on_skip, on_video=video_done)
+    statuses = []
+    if reports["videos"] is not None:
+        written, failed, skipped = jobs_summary(reports["videos"])
+        if video_out:  # one video: its own progress said it all
+            statuses.append(1 if failed and not written and not skipped else 0)
+        else:
+            statuses.append(_batch_summary(args, written, "video", f"written to {out}", failed, skipped))
+    if reports["maps"] is not None:
+        rep = reports["maps"]
+        written, failed, skipped = jobs_summary(rep)
         if len(jobs) == 1 and rep["written"]:  # its map, also when an earlier run already wrote it
             print(rep["written"][0]["outputs"][0])
-        status = _batch_summary(args, written, "map", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
-                                shard=(index, count), rate=_rate(written, rep["seconds"]))
-    return min(status, video_status) if images and videos else video_status if videos else status
+        statuses.append(_batch_summary(args, written, "map", f"written to {out}", failed, skipped,
+                                       shard=(index, count), rate=_rate(written, rep["seconds"])))
+    return min(statuses)
 
 
 def _predict_one(predictor, source: Path, target: Path, fmt: str, args: argparse.Namespace) -> int:
@@ -741,12 +769,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
     p.add_argument("--workers", type=_threads(0), default=defaults.WORKERS, metavar="N",
                    help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_shard_option(p)
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image or video")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=_cmd_predict, engines=False)  # imported by the loader, only if a model is needed
 
 
 def _aspects(text: str) -> list:
@@ -768,6 +795,7 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     if args.min_scale is not None and args.min_scale > args.scale:
         raise UsageError(f"--min-scale {args.min_scale:g} is larger than --scale {args.scale:g}; pass a smaller one")
     if not args.paths and not args.list:
+        _import_engines()  # fastsal.predict imports PyTorch
         from fastsal.predict import example_image
 
         args.paths = [str(example_image())]
@@ -778,16 +806,16 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"fastsal: shard {index}/{count} has no inputs ({len(everything)} inputs split {count} ways); "
               f"nothing to do", file=sys.stderr)
-    predictor = _load_predictor(args)
     from tqdm import tqdm
 
-    rep = cropping.run(predictor, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
+    rep = cropping.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
                        strict=args.strict, batch_size=args.batch_size,
                        progress=not args.quiet and sys.stderr.isatty(),
                        report=cropping.report_path(out, index, count), shard_info=(index, count),
                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
-                       scale=args.scale, min_scale=args.min_scale, keep=args.keep)
-    written = sum(1 for e in rep["images"] if not e.get("earlier_run"))
+                       scale=args.scale, min_scale=args.min_scale, keep=args.keep,
+                       loader=_predictor_loader(args), request=_request(args))
+    written = sum(1 for e in rep["written"] if not e.get("earlier_run"))
     return _batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=_rate(written, rep["seconds"]),
                           tail=f"; boxes in {cropping.report_path(out, index, count)}")
@@ -829,12 +857,11 @@ def _add_crop(sub: argparse._SubParsersAction) -> None:
     _add_engine_options(p)
     p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
-    p.add_argument("--shard", metavar="I/N", default=None,
-                   help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_shard_option(p)
     p.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=_cmd_crop)
+    p.set_defaults(func=_cmd_crop, engines=False)  # imported by the loader, only if a model is needed
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -1176,10 +1203,46 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_cache, engines=False)
 
 
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from fastsal.files import write_json
+    from fastsal.manifests import merge_manifests
+
+    merged = merge_manifests(args.manifests)
+    out = Path(args.out)
+    target = out / "manifest-merged.json" if out.is_dir() else out
+    try:
+        write_json(merged, target)
+    except OSError as exc:
+        raise UsageError(f"-o {target}: cannot write ({exc.strerror or exc}); pass a writable file") from None
+    if not args.quiet:
+        shards = len(merged["shards"])
+        missing = f"; missing shards {merged['missing_shards']}" if merged["missing_shards"] else ""
+        state = "complete" if merged["complete"] else "INCOMPLETE"
+        print(f"{shards} shard{'s' if shards != 1 else ''} of {merged['task']} merged into {target}: "
+              f"{len(merged['written'])} written ({merged['written_now']} by these runs), {len(merged['failed'])} "
+              f"failed, {state}{missing}", file=sys.stderr)
+    return 0
+
+
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("manifest", help="combine the manifests of a job's shards into one report",
+                       description="merge: one report of a job run in shards (--shard I/N, SLURM arrays, Kubernetes "
+                                   "Indexed Jobs): counts, every written input and failure, the shards missing. The "
+                                   "shards must share their task, shard count and settings. Reads every manifest "
+                                   "format fastsal has written; writes the merged one atomically.")
+    p.add_argument("action", choices=("merge",), help="merge: combine shard manifests")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST",
+                   help="shard manifests, or folders (their *-of-*.json files)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE",
+                   help="the merged manifest (a folder: FOLDER/manifest-merged.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=_cmd_manifest, engines=False)
+
+
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_export,
-    _add_cost, _add_serve, _add_cache]
+    _add_cost, _add_serve, _add_cache, _add_manifest]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1267,8 +1330,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _refuse_empty_arguments(args)
-        engines = getattr(args, "engines", True)
-        if engines(args) if callable(engines) else engines:  # `fastsal cache` runs without PyTorch
+        engines = getattr(args, "engines", True)  # `fastsal cache` runs without PyTorch; predict and crop import
+        if engines(args) if callable(engines) else engines:  # it when they load a model (a finished job reruns without)
             _import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)
