@@ -1,0 +1,285 @@
+"""fastsal on a Ray cluster (``pip install 'fastsal[ray]'``): a pool of model-holding actors.
+
+    import ray, fastsal.ray
+    ds = ray.data.read_binary_files("s3://bucket/photos/", include_paths=True)   # or a list of paths
+    rows = fastsal.ray.predict_dataset(ds, outputs=("peaks", "grid", "crops"), aspects=["16:9", "1:1"])
+    rows.write_parquet("s3://bucket/saliency/")          # 10^7 images need not mean 10^7 files
+
+Why Ray Data and not a home-made scheduler: it balances load over the actors, retries the work
+of an actor or node that died (actors restart, tasks retry), streams inputs and outputs through
+the object store, and reads and writes whatever filesystems pyarrow can (local, S3, GCS, HDFS).
+
+Each actor loads the model once (:class:`_Model`) with engine threads from its own CPUs
+(:func:`fastsal.cpu.threads_for`), so ``actors x cpus_per_actor`` CPUs do the work without
+oversubscription. The per-image work is the library's own: decoding at a reduced size
+(:func:`fastsal.images.load_resized`), the network (:class:`fastsal.predict.Predictor`), peaks and
+the grid (:mod:`fastsal.peaks`), crops (:func:`fastsal.cropping.crop_boxes` on the network's own
+map, as ``fastsal crop`` searches), so rows say what the server and the commands say.
+
+Security: a Ray cluster runs any code that whoever reaches it sends; see README "Beyond one
+machine" (token authentication, private network, no public dashboard).
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from fastsal import defaults
+from fastsal.errors import FastSalError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+#: What :func:`predict_dataset` can put in each row beside the input's own columns.
+ROW_OUTPUTS: tuple[str, ...] = ("peaks", "grid", "crops", "map")
+#: How a row's ``map`` is encoded: the bytes ``fastsal predict --format png|npy`` writes.
+MAP_FORMATS: tuple[str, ...] = ("png", "npy")
+#: Actors in the pool unless told otherwise; each holds one model.
+ACTORS = 2
+
+__all__ = ["ACTORS", "MAP_FORMATS", "ROW_OUTPUTS", "RayError", "connect", "predict_dataset"]
+
+
+class RayError(FastSalError, ValueError):
+    """Ray is missing or unreachable, or a Ray-specific setting is unusable; one line with the fix."""
+
+
+def _ray() -> Any:
+    """The ``ray`` module with Ray Data, or :class:`RayError` saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise RayError(f"Ray is not installed ({exc.name or exc}); pip install 'fastsal[ray]'") from None
+    return ray
+
+
+def connect(address: str | None = "auto") -> Any:
+    """Join the Ray cluster at ``address`` unless this process already has: ``"auto"`` is the one
+    ``RAY_ADDRESS`` names, ``"local"`` starts one on this machine, else ``HOST:PORT`` or
+    ``ray://HOST:PORT``. Returns the ``ray`` module."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    if address is None or address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "").strip()
+        if not address:
+            raise RayError("ray address 'auto' needs RAY_ADDRESS set (HOST:PORT of the head); set it, or pass the "
+                           "address, or 'local' for a cluster on this machine")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing phones home unless the user asked
+    try:
+        ray.init(address=None if address == "local" else address, log_to_driver=False,
+                 include_dashboard=False if address == "local" else None)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayError(f"cannot join the Ray cluster at {address}: {reason}; start it (ray start --head) or fix "
+                       f"the address") from None
+    return ray
+
+
+def _check_outputs(outputs: Iterable[str], map_format: str) -> tuple[str, ...]:
+    wanted = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    unknown = [o for o in wanted if o not in ROW_OUTPUTS]
+    if unknown or not wanted:
+        raise RayError(f"outputs must name some of {', '.join(ROW_OUTPUTS)}; got {list(wanted)!r}")
+    if map_format not in MAP_FORMATS:
+        raise RayError(f"map_format must be one of {', '.join(MAP_FORMATS)}; got {map_format!r}")
+    return wanted
+
+
+class _Model:
+    """A Ray Data callable class: one per actor, holding the model (loaded once, in ``__init__``).
+
+    ``__call__`` turns a batch of rows (``path`` and/or ``bytes`` columns) into result rows; an
+    image that cannot be read gives a row with ``error`` set instead of stopping the dataset.
+    """
+
+    def __init__(self, load_kwargs: dict[str, Any], row_kwargs: dict[str, Any]) -> None:
+        from fastsal.cpu import threads_for
+        from fastsal.predict import load
+
+        self.threads = threads_for(_actor_cpus())
+        self.predictor = load(**load_kwargs, threads=self.threads)
+        self.row_kwargs = row_kwargs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        import pyarrow as pa
+
+        from fastsal.images import ImageError, load_resized
+
+        n = len(next(iter(batch.values()))) if batch else 0
+        keep = {k: v for k, v in batch.items() if k != "bytes"}
+        rows: list[dict[str, Any]] = [{k: _plain(v[i]) for k, v in keep.items()} for i in range(n)]
+        good, xs = [], []
+        for i, row in enumerate(rows):
+            try:
+                source = _source(batch, i)
+                small, size = load_resized(source, self.predictor.input_size_for)
+            except ImageError as exc:
+                row["error"] = str(exc)
+                continue
+            good.append((row, (int(size[0]), int(size[1]))))
+            xs.append(self.predictor.preprocess(small, size))
+        for (row, size), log_small in zip(good, self.predictor.small_log_densities(xs) if xs else []):
+            row.update(summarise(log_small, size, **self.row_kwargs))
+        own = {name: pa.array([row.get(name) for row in rows]) for name in keep}
+        made = {name: pa.array([row.get(name) for row in rows], type=kind)
+                for name, kind in _row_types(self.row_kwargs["outputs"]).items()}
+        return pa.table({**own, **made})
+
+
+def _row_types(outputs: Sequence[str]) -> dict[str, Any]:
+    """The Arrow type of each column :func:`summarise` fills, fixed so that every block (one of
+    failures only too) has the same schema and the Parquet files agree."""
+    import pyarrow as pa
+
+    types = {"width": pa.int64(), "height": pa.int64(), "error": pa.string()}
+    if "peaks" in outputs:
+        types["peaks"] = pa.list_(pa.struct([("x", pa.int64()), ("y", pa.int64()), ("probability", pa.float64())]))
+    if "grid" in outputs:
+        types["grid"] = pa.list_(pa.list_(pa.float64()))
+    if "crops" in outputs:
+        types["crops"] = pa.list_(pa.struct([("aspect", pa.string()), *((f, pa.int64()) for f in "xywh"),
+                                             ("score", pa.float64()), ("scale", pa.float64())]))
+    if "map" in outputs:
+        types["map"] = pa.binary()
+    return types
+
+
+def _actor_cpus() -> float | None:
+    """CPUs Ray granted the calling actor (None outside Ray)."""
+    try:
+        import ray
+
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
+    except Exception:  # noqa: BLE001 - not in a Ray worker: the caller's default
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar from a batch as the Python value Arrow stores."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _source(batch: dict[str, np.ndarray], i: int) -> Any:
+    """Row ``i``'s image: its bytes (named by its path in errors) or its path."""
+    if "bytes" in batch:
+        stream = io.BytesIO(bytes(batch["bytes"][i]))
+        stream.name = str(batch["path"][i]) if "path" in batch else f"row {i}"
+        return stream
+    return str(batch["path"][i])
+
+
+def summarise(log_small: np.ndarray, size: tuple[int, int], *, outputs: Sequence[str], k: int = 5,
+              grid_size: int = 32, aspects: Sequence[Any] = ("16:9",), map_format: str = "png") -> dict[str, Any]:
+    """One image's row from the network's log-density: ``width``/``height`` and the ``outputs`` asked
+    for (peaks from :func:`fastsal.peaks.fixation_candidates`, the :func:`fastsal.peaks.grid`,
+    crops from :func:`fastsal.cropping.crop_boxes` on the network's own map, the map's file bytes)."""
+    from fastsal.predict import postprocess
+
+    row: dict[str, Any] = {"width": size[1], "height": size[0]}
+    if "crops" in outputs:
+        from fastsal.cropping import crop_boxes
+
+        row["crops"] = [c.to_dict() for c in crop_boxes(np.exp(log_small), aspects, image_size=size)]
+    if not {"peaks", "grid", "map"} & set(outputs):
+        return row
+    prob = postprocess(log_small, size)
+    if "peaks" in outputs:
+        from fastsal.peaks import fixation_candidates
+
+        row["peaks"] = fixation_candidates(prob, k)
+    if "grid" in outputs:
+        from fastsal.peaks import grid
+
+        row["grid"] = grid(prob, grid_size).tolist()
+    if "map" in outputs:
+        row["map"] = _map_bytes(prob, map_format)
+    return row
+
+
+def _map_bytes(prob: np.ndarray, fmt: str) -> bytes:
+    """The bytes ``fastsal predict --format png|npy`` writes for this map."""
+    if fmt == "png":
+        from fastsal.files import gray_png
+        from fastsal.viewing import to_png
+
+        return gray_png(to_png(prob))
+    buf = io.BytesIO()
+    np.save(buf, prob)
+    return buf.getvalue()
+
+
+def predict_dataset(
+    ds: "ray.data.Dataset | Sequence[str]",
+    *,
+    outputs: Iterable[str] = ("peaks", "grid", "crops"),
+    model: str = "default",
+    aspects: Sequence[Any] = ("16:9",),
+    k: int = 5,
+    grid_size: int = 32,
+    map_format: str = "png",
+    backend: str = defaults.AUTO,
+    precision: str = defaults.PRECISION,
+    input_size: Sequence[int] | None = None,
+    actors: int | tuple[int, int] = ACTORS,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = defaults.BATCH_SIZE,
+    address: str | None = None,
+) -> "ray.data.Dataset":
+    """A lazy Ray dataset of one row per input image, computed by a pool of model-holding actors.
+
+    ``ds``: a Ray dataset with a ``path`` column (files every node can read) and/or a ``bytes``
+    column (``ray.data.read_binary_files(..., include_paths=True)`` gives both, from any
+    filesystem pyarrow reads: ``s3://``, ``gs://``, ``hdfs://``), or a list of paths. Each output row
+    keeps the input's columns except ``bytes``, and adds ``width``, ``height``, ``error`` (None, or
+    why the image was skipped) and the ``outputs`` asked for: ``peaks`` (list of {x, y,
+    probability}), ``grid`` (rows of probability mass, ``grid_size`` cells on the long side),
+    ``crops`` (one {aspect, x, y, w, h, score, scale} per aspect), ``map`` (the map's PNG or npy bytes).
+    Write it with ``.write_parquet(...)``; nothing runs until the dataset is consumed.
+
+    ``actors``: pool size, or (min, max) to let Ray scale it; each actor takes ``cpus_per_actor``
+    CPUs and runs the engine with that many threads. ``address``: the cluster to join when this
+    process has not joined one yet (:func:`connect`; default ``RAY_ADDRESS`` or a local cluster).
+    """
+    from fastsal.cropping import parse_aspects
+    from fastsal.peaks import MAX_CANDIDATES, MAX_GRID
+
+    wanted = _check_outputs(outputs, map_format)
+    aspect_labels = [a.label for a in parse_aspects(aspects)] if "crops" in wanted else []
+    if not (isinstance(k, int) and 0 <= k <= MAX_CANDIDATES):
+        raise RayError(f"k must be a whole number in 0..{MAX_CANDIDATES}, got {k!r}")
+    if not (isinstance(grid_size, int) and 1 <= grid_size <= MAX_GRID):
+        raise RayError(f"grid_size must be a whole number in 1..{MAX_GRID}, got {grid_size!r}")
+    pool = _check_pool(actors, cpus_per_actor, batch_size)
+    ray = connect(address if address is not None else ("auto" if os.environ.get("RAY_ADDRESS") else "local"))
+    if not isinstance(ds, ray.data.Dataset):
+        paths = [str(p) for p in ds] if not isinstance(ds, (str, bytes)) else None
+        if not paths:
+            raise RayError("ds must be a Ray dataset with a 'path' or 'bytes' column, or a non-empty list of paths")
+        ds = ray.data.from_items([{"path": p} for p in paths])
+    columns = set(ds.schema().names) if ds.schema() is not None else set()
+    if not {"path", "bytes"} & columns:
+        raise RayError(f"ds has no 'path' or 'bytes' column (it has: {', '.join(sorted(columns)) or 'none'}); "
+                       f"use ray.data.read_binary_files(..., include_paths=True) or from_items([{{'path': ...}}])")
+    load_kwargs = {"name_or_path": model, "backend": backend, "precision": precision, "input_size": input_size}
+    row_kwargs = {"outputs": wanted, "k": k, "grid_size": grid_size, "aspects": aspect_labels, "map_format": map_format}
+    return ds.map_batches(_Model, fn_constructor_kwargs={"load_kwargs": load_kwargs, "row_kwargs": row_kwargs},
+                          batch_format="numpy", batch_size=batch_size, num_cpus=cpus_per_actor, concurrency=pool)
+
+
+def _check_pool(actors: Any, cpus_per_actor: Any, batch_size: Any) -> int | tuple[int, int]:
+    """The actor pool settings, checked before anything starts on the cluster."""
+    sizes = actors if isinstance(actors, tuple) else (actors,)
+    if not (1 <= len(sizes) <= 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes)
+            and sizes == tuple(sorted(sizes))):
+        raise RayError(f"actors must be a whole number >= 1 or (min, max), got {actors!r}")
+    if isinstance(cpus_per_actor, bool) or not isinstance(cpus_per_actor, (int, float)) or not cpus_per_actor > 0:
+        raise RayError(f"cpus_per_actor must be a number > 0, got {cpus_per_actor!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise RayError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return actors
