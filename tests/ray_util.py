@@ -37,6 +37,9 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_DISABLE_I
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 #: Object store per node, bytes (Ray's minimum is ~75 MB; the tests move a few kilobytes).
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
+#: The head declares a silent node dead after ~3 s, not Ray's ~30 s (its GCS health checks).
+FAST_NODE_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+                   "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 _CLONE_NEWNET = 0x40000000
 
 
@@ -173,7 +176,7 @@ class LoopbackCluster:
     def __init__(self, workers: int = 2, *, head_cpus: int = 1, worker_cpus: int = 1, start_s: float = 120.0,
                  env: dict[str, str] | None = None) -> None:
         self.workers, self.head_cpus, self.worker_cpus, self.start_s = workers, head_cpus, worker_cpus, start_s
-        self.env = {**os.environ, **RAY_ENV, **(env or {})}
+        self.env = {**os.environ, **RAY_ENV, **FAST_NODE_DEATH, **(env or {})}
         self.address = f"127.0.0.1:{self.PORT}"
         self.nodes: list[subprocess.Popen] = []
         self._stack = contextlib.ExitStack()

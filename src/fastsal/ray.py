@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -40,7 +42,8 @@ MAP_FORMATS: tuple[str, ...] = ("png", "npy")
 #: Actors in the pool unless told otherwise; each holds one model.
 ACTORS = 2
 
-__all__ = ["ACTORS", "MAP_FORMATS", "ROW_OUTPUTS", "RayError", "connect", "predict_dataset"]
+__all__ = ["ACTORS", "MAP_FORMATS", "ROW_OUTPUTS", "ActorLoader", "RayError", "RayExecutor", "connect",
+           "predict_dataset"]
 
 
 class RayError(FastSalError, ValueError):
@@ -79,6 +82,115 @@ def connect(address: str | None = "auto") -> Any:
         raise RayError(f"cannot join the Ray cluster at {address}: {reason}; start it (ray start --head) or fix "
                        f"the address") from None
     return ray
+
+
+# -- the job layer's executor: actors compute, the driver writes ------------------------------------
+
+@dataclass(frozen=True)
+class ActorLoader:
+    """A picklable model loader for tasks sent to actors: :func:`fastsal.predict.load` with
+    ``kwargs``, and with ``threads`` (when not given) from the CPUs Ray granted the actor
+    (:func:`fastsal.cpu.threads_for`), so actors sharing a node do not oversubscribe it."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> Any:
+        from fastsal.cpu import threads_for
+        from fastsal.predict import load
+
+        kwargs = dict(self.kwargs)
+        if kwargs.get("threads") is None:
+            kwargs["threads"] = threads_for(_actor_cpus())
+        return load(**kwargs)
+
+
+@dataclass
+class _Fatal:
+    """An error the user must fix (a damaged weights file on the workers...), carried back from an
+    actor to be raised on the driver as it is: Ray would wrap it in its own exception types."""
+
+    error: BaseException
+
+
+class _TaskActor:
+    """A Ray Data callable class holding one job task (:class:`fastsal.jobs.Task`); its model loads
+    on the first batch, once per actor. Rows in: pickled items; rows out: pickled results."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ray import cloudpickle  # by value: a task, item or result class defined in a script too
+
+        items = [pickle.loads(blob) for blob in batch["item"]]
+        try:
+            out = [cloudpickle.dumps(r) for r in self.task.compute_batch(items)]
+        except FastSalError as exc:
+            out = [cloudpickle.dumps(_Fatal(exc))]
+        return {"result": np.array(out, dtype=object)}
+
+
+class RayExecutor:
+    """How :func:`fastsal.jobs.run` computes items on a Ray cluster (``executor=RayExecutor(...)``).
+
+    The driver keeps everything else of the job layer: collecting, sharding, skipping what is done
+    (before any model loads), the manifest, failures, signals. A pool of ``actors`` actors (default:
+    one per ``cpus_per_actor`` CPUs of the cluster), each holding the task's model, runs
+    ``task.compute_batch`` on batches of ``batch_size`` items and returns the encoded bytes; the
+    driver writes them atomically (``emit``), so outputs are the local run's, byte for byte.
+
+    Ray Data restarts a lost actor and retries its batches (a node that died mid-run); should the
+    dataset fail anyway, the items not yet written are submitted again, up to ``attempts`` times.
+    """
+
+    def __init__(self, address: str | None = "auto", *, actors: int | None = None, cpus_per_actor: float = 1.0,
+                 attempts: int = 3) -> None:
+        _check_pool(actors if actors is not None else 1, cpus_per_actor, 1)
+        if not isinstance(attempts, int) or attempts < 1:
+            raise RayError(f"attempts must be a whole number >= 1, got {attempts!r}")
+        self.address, self.actors, self.cpus_per_actor, self.attempts = address, actors, cpus_per_actor, attempts
+
+    def pool_size(self, ray: Any) -> int:
+        """``actors``, else one actor per ``cpus_per_actor`` CPUs of the cluster (at least one)."""
+        if self.actors is not None:
+            return self.actors
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_actor))
+
+    def __call__(self, task: Any, items: Sequence[Any], emit: Any, *, batch_size: int = defaults.BATCH_SIZE,
+                 workers: int = 0) -> None:
+        ray = connect(self.address)
+        pending = {item.key: item for item in items}
+        for attempt in range(1, self.attempts + 1):
+            todo = [item for item in items if item.key in pending]
+            if not todo:
+                return
+            ds = ray.data.from_items([{"item": ray.cloudpickle.dumps(item)} for item in todo])
+            ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task}, batch_format="numpy",
+                                batch_size=batch_size, num_cpus=self.cpus_per_actor,
+                                concurrency=min(self.pool_size(ray), len(todo)))
+            rows = iter(ds.iter_rows())
+            try:
+                while True:
+                    try:
+                        row = next(rows)
+                    except StopIteration:
+                        break
+                    except ray.exceptions.RayError as exc:
+                        if isinstance(exc, ray.exceptions.UserCodeException) or attempt == self.attempts:
+                            raise
+                        break  # a lost node the dataset did not survive: the rest again
+                    result = pickle.loads(row["result"])
+                    if isinstance(result, _Fatal):
+                        raise result.error
+                    pending.pop(result.key, None)
+                    emit(result)
+            finally:
+                close = getattr(rows, "close", None)
+                if close is not None:
+                    close()
+        if pending:
+            raise RayError(f"{len(pending)} items were not computed after {self.attempts} attempts on the Ray "
+                           f"cluster; rerun the same command to finish them")
 
 
 def _check_outputs(outputs: Iterable[str], map_format: str) -> tuple[str, ...]:
