@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from fastsal import __version__, defaults
 from fastsal.errors import FastSalError, FastSalWarning, Terminated
@@ -141,6 +141,34 @@ def _load_predictor(args: argparse.Namespace, **kw):
               f"blur {st['blur_sigma']:g}, "
               f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
     return predictor
+
+
+def _predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
+    """A callable that loads the predictor (:func:`_load_predictor`) on its first call, then keeps it."""
+    loaded: list[Any] = []
+
+    def load() -> Any:
+        if not loaded:
+            loaded.append(_load_predictor(args, **kw))
+        return loaded[0]
+
+    return load
+
+
+def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    """The model options as asked (no model loaded), recorded in manifests: a rerun of a finished
+    job that asks the same reuses the record's settings and loads nothing. A weights file is named
+    with its size and modification time, so a retrained file is not taken for the old one."""
+    weights = getattr(args, "weights", None)
+    if weights:
+        try:
+            st = Path(weights).stat()
+            weights = [str(Path(weights).absolute()), st.st_size, st.st_mtime_ns]
+        except OSError:
+            weights = [str(weights)]
+    return {"model": None if weights else args.model, "weights": weights, "backend": args.backend,
+            "precision": args.precision, "device": args.device, "squash": bool(getattr(args, "squash", False)),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
 
 
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
@@ -590,9 +618,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               f"nothing to do", file=sys.stderr)
 
     kw = {"input_size": args.input_size} if args.input_size else {}
-    predictor = _load_predictor(args, **kw)
+    loader = _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
     if single:
-        return _predict_one(predictor, Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
+        return _predict_one(loader(), Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
     from tqdm import tqdm
 
     progress = not args.quiet and sys.stderr.isatty()
@@ -627,7 +655,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 tqdm.write(f"{counts} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
 
         try:
-            rep = run(predictor, vjobs, overlay="overlay" in formats, smoothing=args.smoothing,
+            rep = run(loader(), vjobs, overlay="overlay" in formats, smoothing=args.smoothing,
                       batch_size=args.batch_size, max_frames=args.max_frames, progress=progress,
                       overwrite=args.overwrite, strict=args.strict or not many, allow_short=args.allow_short_video,
                       manifest=video_manifest_path(out, index, count) if many else None, shard_info=(index, count),
@@ -651,7 +679,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if video_status > 1:  # stopped by a signal
             return video_status
     if images or not jobs:  # an empty shard still leaves a manifest saying so
-        rep = batch.run(predictor, images, out, formats, overwrite=args.overwrite, strict=args.strict,
+        rep = batch.run(None, images, out, formats, overwrite=args.overwrite, strict=args.strict,
+                        loader=loader, request=_request(args, **kw),
                         batch_size=args.batch_size, workers=args.workers, progress=progress,
                         manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                         on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
