@@ -159,3 +159,89 @@ def test_threads_follow_the_actor_cpus():
     assert threads_for(1) == 1
     assert threads_for(2.0) == min(2, available_cpus())
     assert threads_for(10**6) == available_cpus()
+
+
+# -- the job layer on Ray: `--ray` and fastsal.ray.predict_files --------------------------------------
+
+COMMANDS = {
+    "predict": lambda folder: ["predict", str(folder), "--format", "all"],
+    "crop": lambda folder: ["crop", str(folder), "--aspect", "16:9,1:1", "--show"],
+    "pseudo-label": lambda folder: ["pseudo-label", "--images", str(folder), "--teacher", "default", "--tta", "flip"],
+}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every output file under ``root`` but the manifests/reports (they hold times), by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix != ".json"}
+
+
+def _records(root: Path) -> list[Path]:
+    return sorted(root.glob("*.json"))
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_ray_run_is_the_local_run_byte_for_byte(cluster, images, tmp_path, monkeypatch, command):
+    from fastsal.cli import main
+
+    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    folder = images[0].parent
+    common = ["--threads", "1", "-q", "--batch-size", "2"]
+    assert main([*COMMANDS[command](folder), "-o", str(tmp_path / "local"), *common]) == 0
+    assert main([*COMMANDS[command](folder), "-o", str(tmp_path / "ray"), *common, "--ray", "auto",
+                 "--ray-actors", "2"]) == 0
+    local, remote = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert len(local) >= len(images) - 1 and list(local) == list(remote)
+    assert all(local[name] == remote[name] for name in local), [n for n in local if local[n] != remote[n]]
+    assert not [n for n in remote if ".tmp" in n]
+    [record] = _records(tmp_path / "ray")  # one manifest, written by the driver
+    import json
+
+    manifest = json.loads(record.read_text())
+    assert manifest["complete"] is True
+    assert len(manifest["failed"]) == 1 and "broken.jpg" in manifest["failed"][0]["input"]
+
+
+def test_rerun_of_a_finished_ray_job_computes_nothing_and_loads_no_model(cluster, images, tmp_path, monkeypatch):
+    import fastsal.predict
+    import fastsal.ray
+    from fastsal.cli import main
+
+    good = [str(p) for p in images[:-1]]  # a failed image is retried by a rerun: not a finished job
+    args = ["predict", *good, "-o", str(tmp_path / "maps"), "--threads", "1", "-q", "--ray", cluster]
+    assert main(args) == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "maps").rglob("*.png")}
+    assert len(before) == len(images) - 1
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished job loaded a model or reached the cluster")
+
+    monkeypatch.setattr(fastsal.predict, "load", refuse)
+    monkeypatch.setattr(fastsal.ray, "connect", refuse)
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "maps").rglob("*.png")} == before
+
+
+def test_predict_files_keeps_the_command_line_layout(cluster, images, tmp_path):
+    import fastsal.ray
+    from fastsal.cli import main
+
+    folder = images[0].parent
+    assert main(["predict", str(folder), "-o", str(tmp_path / "cli"), "--threads", "1", "-q", "--format", "npy"]) == 0
+    report = fastsal.ray.predict_files([folder], tmp_path / "api", formats=("npy",), threads=1, actors=1,
+                                       address=cluster)
+    assert report["complete"] and len(report["written"]) == len(images) - 1 and len(report["failed"]) == 1
+    assert _files(tmp_path / "cli") == _files(tmp_path / "api")
+
+
+def test_an_unreachable_cluster_is_a_one_line_error(tmp_path, images, monkeypatch, capsys):
+    import ray
+
+    from fastsal.cli import main
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("could not connect")))
+    code = main(["predict", str(images[0]), "-o", str(tmp_path / "maps"), "-q", "--ray", "10.255.255.1:6379"])
+    err = capsys.readouterr().err
+    assert code != 0 and "fastsal: error: cannot join the Ray cluster at 10.255.255.1:6379" in err
+    assert len(err.strip().splitlines()) == 1

@@ -116,11 +116,9 @@ def _load_predictor(args: argparse.Namespace, **kw):
     from fastsal.backends import BackendNotice
     from fastsal.predict import load
 
-    source = Path(args.weights) if getattr(args, "weights", None) else args.model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BackendNotice)
-        predictor = load(source, threads=args.threads, backend=args.backend, precision=args.precision,
-                         device=args.device, aspect=False if getattr(args, "squash", False) else None, **kw)
+        predictor = load(**_load_kwargs(args, **kw))
     notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
     if args.backend == defaults.AUTO and predictor.backend == "torch" and args.device == "cpu":
         if importlib.util.find_spec("openvino") is None:
@@ -141,6 +139,31 @@ def _load_predictor(args: argparse.Namespace, **kw):
               f"blur {st['blur_sigma']:g}, "
               f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
     return predictor
+
+
+def _load_kwargs(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    """``fastsal.load``'s keywords from the common options."""
+    source = Path(args.weights) if getattr(args, "weights", None) else args.model
+    return {"name_or_path": source, "threads": args.threads, "backend": args.backend, "precision": args.precision,
+            "device": args.device, "aspect": False if getattr(args, "squash", False) else None, **kw}
+
+
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="compute on a Ray cluster (pip install 'fastsal[ray]'): HOST:PORT of its head, auto "
+                        "($RAY_ADDRESS) or local; this process writes every output and the manifest")
+    p.add_argument("--ray-actors", type=_positive_int, default=None, metavar="N",
+                   help="with --ray: actors holding the model (default: one per CPU of the cluster)")
+
+
+def _ray_run(args: argparse.Namespace, **kw: Any) -> tuple[Callable[[], Any], Any]:
+    """(loader, executor) for ``--ray``: a picklable loader actors call (threads from their CPUs
+    unless --threads) and :class:`fastsal.ray.RayExecutor`; (None, None) without ``--ray``."""
+    if not getattr(args, "ray", None):
+        return None, None  # type: ignore[return-value]
+    from fastsal.ray import ActorLoader, RayExecutor
+
+    return ActorLoader(_load_kwargs(args, **kw)), RayExecutor(args.ray, actors=args.ray_actors)
 
 
 def _predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
@@ -618,7 +641,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               f"nothing to do", file=sys.stderr)
 
     kw = {"input_size": args.input_size} if args.input_size else {}
-    loader = _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
+    if args.ray and (single or video_out or args.camera is not None or any(is_video(j.source) for j in jobs)):
+        raise UsageError("--ray computes maps of images into a folder; videos, --camera and -o FILE run on this "
+                         "machine: drop --ray for them")
+    ray_loader, executor = _ray_run(args, **kw)
+    loader = ray_loader or _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
     if single:
         return _predict_one(loader(), Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
     from tqdm import tqdm
@@ -680,7 +707,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             return video_status
     if images or not jobs:  # an empty shard still leaves a manifest saying so
         rep = batch.run(None, images, out, formats, overwrite=args.overwrite, strict=args.strict,
-                        loader=loader, request=_request(args, **kw),
+                        loader=loader, request=_request(args, **kw), executor=executor,
                         batch_size=args.batch_size, workers=args.workers, progress=progress,
                         manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                         on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
@@ -755,6 +782,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_ray_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image or video")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -43,7 +43,7 @@ MAP_FORMATS: tuple[str, ...] = ("png", "npy")
 ACTORS = 2
 
 __all__ = ["ACTORS", "MAP_FORMATS", "ROW_OUTPUTS", "ActorLoader", "RayError", "RayExecutor", "connect",
-           "predict_dataset"]
+           "predict_dataset", "predict_files"]
 
 
 class RayError(FastSalError, ValueError):
@@ -191,6 +191,52 @@ class RayExecutor:
         if pending:
             raise RayError(f"{len(pending)} items were not computed after {self.attempts} attempts on the Ray "
                            f"cluster; rerun the same command to finish them")
+
+
+def predict_files(
+    paths: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = (defaults.OUTPUT_FORMAT,),
+    list_file: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] = "default",
+    backend: str = defaults.AUTO,
+    precision: str = defaults.PRECISION,
+    input_size: Sequence[int] | None = None,
+    threads: int | None = None,
+    shard: str | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    batch_size: int = defaults.BATCH_SIZE,
+    progress: bool = False,
+    address: str | None = "auto",
+    actors: int | None = None,
+    cpus_per_actor: float = 1.0,
+) -> dict[str, Any]:
+    """``fastsal predict PATHS -o OUT --ray ADDRESS`` from Python: maps for image files and folders
+    in today's layout (``OUT/<relative path>.png``, ...), computed by a pool of actors on the Ray
+    cluster at ``address`` and written by this process, with one manifest; returns the manifest.
+
+    Everything but the computing is the job layer's (:func:`fastsal.jobs.run`): inputs collected
+    and named here, ``shard`` (``"i/n"``, ``"auto"``), what is done skipped before anything loads,
+    failures recorded (or raised with ``strict``). The inputs must be readable at the same paths
+    on every node (a shared filesystem); for object stores use :func:`predict_dataset`.
+    ``threads``: engine threads per actor (default: the actor's CPUs, ``cpus_per_actor``).
+    """
+    from fastsal import batch, jobs
+
+    out = os.fspath(out)
+    executor = RayExecutor(address, actors=actors, cpus_per_actor=cpus_per_actor)
+    everything = jobs.collect(list(paths), list_file, exclude=out)
+    index, count = jobs.shard_spec(shard)
+    mine = jobs.shard(everything, index, count)
+    kwargs = {"name_or_path": model, "backend": backend, "precision": precision, "threads": threads,
+              **({"input_size": tuple(input_size)} if input_size is not None else {})}
+    request = {"api": "fastsal.ray.predict_files", **{k: os.fspath(v) if isinstance(v, os.PathLike) else v
+                                                       for k, v in kwargs.items() if k != "threads"}}
+    return batch.run(None, mine, out, tuple(formats), loader=ActorLoader(kwargs), request=request,
+                     overwrite=overwrite, strict=strict, batch_size=batch_size, progress=progress,
+                     manifest=jobs.manifest_path(out, index, count), shard_info=(index, count), executor=executor)
 
 
 def _check_outputs(outputs: Iterable[str], map_format: str) -> tuple[str, ...]:
