@@ -305,15 +305,15 @@ def test_cli_round_trip_and_json_schema(tree, capsys):
     assert names == ["b_16x9.jpg", "b_1x1.jpg", "b_4x5.jpg", "b_crops.jpg", "crops.json",
                      "sub/a_16x9.jpg", "sub/a_1x1.jpg", "sub/a_4x5.jpg", "sub/a_crops.jpg"]
     report = json.loads((out / "crops.json").read_text())
-    assert report["format"] == "fastsal-crops/1" and report["complete"] is True
+    assert report["format"] == "fastsal-manifest/2" and report["task"] == "crops" and report["complete"] is True
     assert report["aspects"] == ["16:9", "1:1", "4:5"] and report["shard"] == [0, 1]
     assert {"model", "weights_sha256", "input_size", "precision", "blur_sigma", "scale", "min_scale", "keep",
             "max_side"} <= set(report["settings"])
     assert report["assigned"] == 3 and report["skipped_existing"] == 0
     assert [Path(f["input"]).name for f in report["failed"]] == ["broken.jpg"]
     assert "not a recognised image" in report["failed"][0]["error"]
-    assert len(report["images"]) == 2
-    for entry in report["images"]:
+    assert len(report["written"]) == 2
+    for entry in report["written"]:
         W, H = Image.open(entry["input"]).size
         assert (entry["width"], entry["height"]) == (W, H)
         assert Image.open(entry["show"]).size == (W, H)
@@ -329,8 +329,8 @@ def test_cli_round_trip_and_json_schema(tree, capsys):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
     assert main(["crop", str(tree / "in"), "-o", str(out), "--aspect", "16:9,1:1,4:5", "--show", *FAST]) == 0
     again = json.loads((out / "crops.json").read_text())
-    assert again["skipped_existing"] == 2 and len(again["images"]) == 2 and len(again["failed"]) == 1
-    assert [e["crops"] for e in again["images"]] == [e["crops"] for e in report["images"]]
+    assert again["skipped_existing"] == 2 and len(again["written"]) == 2 and len(again["failed"]) == 1
+    assert [e["crops"] for e in again["written"]] == [e["crops"] for e in report["written"]]
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
     # a new aspect redoes the images (their boxes for it are missing); another scale is refused
     assert main(["crop", str(tree / "in"), "-o", str(out), "--aspect", "9:16", *FAST]) == 0
@@ -355,7 +355,7 @@ def test_cli_json_and_png_formats(tree):
     out = tree / "j"
     assert main(["crop", str(tree / "in" / "b.png"), "-o", str(out), "--format", "json", "--aspect", "1:1", *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["crops.json"]
-    entry = json.loads((out / "crops.json").read_text())["images"][0]
+    entry = json.loads((out / "crops.json").read_text())["written"][0]
     assert "output" not in entry["crops"][0] and entry["crops"][0]["w"] == 31
     # json-only runs resume from the report alone
     assert main(["crop", str(tree / "in" / "b.png"), "-o", str(out), "--format", "json", "--aspect", "1:1", *FAST]) == 0
@@ -374,7 +374,7 @@ def test_cli_shards_are_disjoint_and_complete(tree):
     for i in range(2):
         rep = json.loads((out / f"crops-{i}-of-2.json").read_text())
         assert rep["shard"] == [i, 2]
-        done += [e["input"] for e in rep["images"]] + [f["input"] for f in rep["failed"]]
+        done += [e["input"] for e in rep["written"]] + [f["input"] for f in rep["failed"]]
     assert sorted(Path(p).name for p in done) == ["a.jpg", "b.png", "broken.jpg"]
 
 
@@ -398,17 +398,18 @@ def test_cli_min_scale_above_scale(tmp_path, capsys):
 def test_crop_report_binds_settings_before_the_first_crop(tree, monkeypatch, capsys):
     """A crop run killed (SIGKILL) after its first files must leave a report naming its settings, so
     a rerun with other settings is refused instead of keeping those crops (issue 23 item 4)."""
-    from fastsal import cropping
+    from fastsal import jobs
 
     out = tree / "out"
     seen = []
-    real = cropping._write_image
+    real = jobs.write_result
 
-    def spy(path, img, fmt, quality=90):
+    def spy(result):
         report = out / "crops.json"
-        seen.append(json.loads(report.read_text())["settings"]["scale"] if report.is_file() else None)
-        return real(path, img, fmt, quality)
+        if result.files:
+            seen.append(json.loads(report.read_text())["settings"]["scale"] if report.is_file() else None)
+        return real(result)
 
-    monkeypatch.setattr(cropping, "_write_image", spy)
+    monkeypatch.setattr(jobs, "write_result", spy)
     assert main(["crop", str(tree / "in"), "-o", str(out), "--scale", "0.8", *FAST]) == 0
     assert seen and seen[0] == 0.8

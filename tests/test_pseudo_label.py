@@ -12,6 +12,7 @@ from distill_util import teacher_checkpoint, write_images
 from fastsal.cli import main
 from fastsal.data.datasets import DATASETS, DatasetError, load_dataset
 from fastsal.data.pseudo import latest_entries
+from fastsal.pseudo_label import labelled
 
 TTA = "flip,scales=64x96+96x128"
 
@@ -40,11 +41,11 @@ def test_round_trip_resume_and_corrupt_images(setup, capsys):
     assert abs(logsumexp(label.astype(np.float64))) < 0.02  # float16 rounding of a logsumexp-0 map
     manifest = json.loads((out / "manifest.json").read_text())
     teacher = manifest["teacher"]
-    assert manifest["format"] == "fastsal-pseudo-labels/1" and manifest["complete"] and manifest["fastsal_version"]
+    assert manifest["format"] == "fastsal-manifest/2" and manifest["task"] == "labels" and manifest["complete"] and manifest["fastsal_version"]
     assert teacher["name"] == "teacher" and len(teacher["sha256"]) == 64 and teacher["centre_bias"].startswith("none")
     assert teacher["tta"] == {"flip": True, "scales": [[64, 96], [96, 128]]}
     assert teacher["input_sizes"] == {"teacher": [[64, 96], [96, 128]]}
-    status = {e["label"]: e for e in manifest["images"]}
+    status = {e["label"]: e for e in manifest["written"] + manifest["failed"]}
     assert {k: v["status"] for k, v in status.items()} == {"img0.npy": "ok", "img1.npy": "ok", "sub/img2.npy": "ok",
                                                            "broken.npy": "failed"}
     assert "broken.jpg" in status["broken.npy"]["error"] and status["img0.npy"]["shape"] == [64, 96]
@@ -54,15 +55,15 @@ def test_round_trip_resume_and_corrupt_images(setup, capsys):
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
     assert _label(s) == 0
     again = json.loads((out / "manifest.json").read_text())
-    assert again["skipped_existing"] == 3 and again["labelled"] == 0 and again["failed"] == 1
+    assert again["skipped_existing"] == 3 and labelled(again) == 0 and len(again["failed"]) == 1
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == stamp
     (out / "img1.npy").unlink()  # a lost label is made again, alone
     assert _label(s) == 0
-    assert json.loads((out / "manifest.json").read_text())["labelled"] == 1
+    assert labelled(json.loads((out / "manifest.json").read_text())) == 1
     # Another teacher (other TTA, so another hash) relabels everything.
     assert _label(s, tta="flip") == 0
     other = json.loads((out / "manifest.json").read_text())
-    assert other["labelled"] == 3 and other["teacher"]["sha256"] != teacher["sha256"]
+    assert labelled(other) == 3 and other["teacher"]["sha256"] != teacher["sha256"]
     assert np.load(out / "img0.npy").shape == (64, 96)
     # --strict: the corrupt image stops the run with one line and a non-zero status.
     capsys.readouterr()
@@ -152,5 +153,24 @@ def test_labels_of_a_killed_run_are_not_taken_by_another_teacher(setup):
         m.unlink()  # what a SIGKILL before the first manifest write leaves: labels, no manifest
     assert _label(s, tta="flip") == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["skipped_existing"] == 0 and manifest["labelled"] == 3
-    assert {e["teacher_sha256"] for e in manifest["images"] if e["status"] == "ok"} == {manifest["teacher"]["sha256"]}
+    assert manifest["skipped_existing"] == 0 and labelled(manifest) == 3
+    assert {e["teacher_sha256"] for e in manifest["written"]} == {manifest["teacher"]["sha256"]}
+
+
+def test_old_v1_manifests_still_load_and_resume(setup, capsys):
+    """Folders labelled before the job layer (fastsal-pseudo-labels/1) still train and resume."""
+    s, out = setup, setup["out"]
+    assert _label(s) == 0
+    path = out / "manifest.json"
+    new = json.loads(path.read_text())
+    old = {k: v for k, v in new.items() if k not in ("written", "failed", "task")}
+    old.update(format="fastsal-pseudo-labels/1", images=new["written"] + new["failed"], labelled=3, failed=1)
+    path.write_text(json.dumps(old))
+    assert [x.name for x in load_dataset("pseudo", out, "train")] == ["img0", "img1", "sub/img2"]
+    assert {k: e["status"] for k, e in latest_entries(out).items()} == {
+        "img0.npy": "ok", "img1.npy": "ok", "sub/img2.npy": "ok", "broken.npy": "failed"}
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    assert _label(s) == 0
+    again = json.loads(path.read_text())
+    assert again["format"] == "fastsal-manifest/2" and again["skipped_existing"] == 3 and labelled(again) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == stamp

@@ -417,8 +417,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
                            on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-    done = rep["labelled"]
-    return _batch_summary(args, done, "label", f"written to {out}", rep["failed"], rep["skipped_existing"],
+    done = pseudo_label.labelled(rep)
+    return _batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
 
 
@@ -818,16 +818,16 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"fastsal: shard {index}/{count} has no inputs ({len(everything)} inputs split {count} ways); "
               f"nothing to do", file=sys.stderr)
-    predictor = _load_predictor(args)
     from tqdm import tqdm
 
-    rep = cropping.run(predictor, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
+    rep = cropping.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
                        strict=args.strict, batch_size=args.batch_size,
                        progress=not args.quiet and sys.stderr.isatty(),
                        report=cropping.report_path(out, index, count), shard_info=(index, count),
                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
-                       scale=args.scale, min_scale=args.min_scale, keep=args.keep)
-    written = sum(1 for e in rep["images"] if not e.get("earlier_run"))
+                       scale=args.scale, min_scale=args.min_scale, keep=args.keep,
+                       loader=_predictor_loader(args), request=_request(args))
+    written = sum(1 for e in rep["written"] if not e.get("earlier_run"))
     return _batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=_rate(written, rep["seconds"]),
                           tail=f"; boxes in {cropping.report_path(out, index, count)}")

@@ -46,10 +46,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fastsal.errors import FastSalError
+from fastsal.images import ImageError
+from fastsal.jobs import MAP_SETTINGS, Item, Result, Task, input_entry
 
 __all__ = [
     "Aspect", "CROP_FORMATS", "Crop", "CropError", "DEFAULT_MAX_SIDE", "aspect_label", "best_window",
-    "centre_window", "crop", "crop_box", "crop_boxes", "crop_image", "crop_paths",
+    "centre_window", "CropTask", "crop", "crop_box", "crop_boxes", "crop_image", "crop_paths",
     "draw_crops", "parse_aspect", "parse_aspects", "report_path", "run", "small_density", "window_size",
 ]
 
@@ -502,11 +504,9 @@ def crop(image: Any, aspect: Any = (16, 9), *, predictor: Any = None, model: str
 
 #: Image outputs of ``fastsal crop``: the cropped pictures as JPEG or PNG, or only the JSON of boxes.
 CROP_FORMATS: tuple[str, ...] = ("jpg", "png", "json")
-REPORT_FORMAT = "fastsal-crops/1"
+REPORT_FORMAT = "fastsal-crops/1"  # the v1 report, still read; new ones are fastsal.jobs.MANIFEST_FORMAT
 # The settings that change which boxes are chosen; a rerun with others is refused, not mixed in.
 CROP_SETTINGS = ("scale", "min_scale", "keep", "max_side")
-# The report is rewritten at least this often (seconds), so a killed run loses little to redo.
-_REPORT_EVERY_S = 5.0
 
 
 def report_path(out: str | Path, index: int = 0, count: int = 1) -> Path:
@@ -532,29 +532,24 @@ def _earlier_entries(out: Path) -> dict[str, dict[str, Any]]:
     for path in sorted(out.glob("crops*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            entries.update({e["input"]: e for e in data.get("images", []) if isinstance(e, dict) and "input" in e})
+            listed = data.get("written", data.get("images", []))  # v2, v1
+            entries.update({e["input"]: e for e in listed if isinstance(e, dict) and "input" in e})
         except (OSError, ValueError, AttributeError, TypeError, KeyError):
             continue
     return entries
 
 
-def _write_image(path: Path, img: Any, fmt: str, quality: int = 90) -> None:
-    """Encode in memory, then write atomically (see fastsal.files: encoders writing into files
-    may drop a short write on a full disk)."""
+def _encode_image(img: Any, fmt: str, quality: int = 90) -> bytes:
+    """Encode in memory (the job layer writes the bytes atomically: see fastsal.files, encoders
+    writing into files may drop a short write on a full disk)."""
     import io
-
-    from fastsal.batch import BatchError
-    from fastsal.files import atomic_write_bytes
 
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, format="PNG", compress_level=3)
     else:
         img.save(buf, format="JPEG", quality=quality)
-    try:
-        atomic_write_bytes(path, buf.getbuffer())
-    except OSError as exc:
-        raise BatchError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another -o") from None
+    return buf.getvalue()
 
 
 _BOX_COLOURS = ((0, 229, 255), (118, 255, 3), (255, 64, 129), (255, 234, 0), (213, 0, 249), (255, 145, 0))
@@ -584,7 +579,85 @@ def draw_crops(image: Any, crops: Sequence[Crop]) -> Any:
     return image
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+class CropTask(Task):
+    """``fastsal crop`` as a job: every aspect's crop of each image, the boxes in the manifest."""
+
+    kind, noun, manifest_name, records = "crops", "crops", "crops", "crops*.json"
+    settings_keys = (*MAP_SETTINGS, *CROP_SETTINGS)
+    input_errors = (ImageError,)
+
+    def __init__(self, out: str | Path, aspects: Any, fmt: str = "jpg", *, show: bool = False, scale: float = 1.0,
+                 min_scale: float | None = None, keep: float = 0.9, max_side: int | None = DEFAULT_MAX_SIDE,
+                 quality: int = 90, **kw: Any) -> None:
+        if fmt not in CROP_FORMATS:
+            raise CropError(f"unknown crop format {fmt!r}; choose from: {', '.join(CROP_FORMATS)}")
+        _check_scales(scale, min_scale, keep)
+        super().__init__(out, **kw)
+        self.aspects, self.fmt, self.show, self.quality = parse_aspects(aspects), fmt, show, quality
+        self.options = {"scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
+        self._earlier: dict[str, dict[str, Any]] | None = None
+
+    def outputs(self, job: Any) -> dict[str, Path]:
+        return crop_paths(self.out, job.stem, self.aspects, self.fmt, self.show)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.model.settings(), **self.options}
+
+    def header(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"aspects": [a.label for a in self.aspects], "output_format": self.fmt, "show": self.show}
+
+    def earlier(self, item: Item) -> dict[str, Any] | None:
+        """Done when a report in ``out`` (any sharding) has its boxes for every aspect and the files exist."""
+        if self._earlier is None:
+            self._earlier = _earlier_entries(self.out)
+        entry = self._earlier.get(item.key)
+        if entry is None:
+            return None
+        by_aspect = {c.get("aspect"): c for c in entry.get("crops", []) if isinstance(c, dict)}
+        labels, paths = [a.label for a in self.aspects], item.outputs
+        if any(a not in by_aspect for a in labels) or not all(p.is_file() for p in paths.values()):
+            return None
+        crops = [{**by_aspect[a], **({"output": str(paths[a])} if a in paths else {})} for a in labels]
+        kept = {k: v for k, v in entry.items() if k not in ("crops", "show", "earlier_run")}
+        return {**kept, "crops": crops, **({"show": str(paths["show"])} if self.show else {})}
+
+    def decode(self, item: Item) -> tuple[Any, tuple[int, int]]:
+        from fastsal.images import load_resized
+
+        small, size = load_resized(item.source, self.model.input_size_for)
+        return small, (int(size[0]), int(size[1]))
+
+    def infer(self, decoded: list[Any]) -> list[Any]:
+        return self.model.small_log_densities([self.model.preprocess(small, size) for small, size in decoded])
+
+    def encode(self, item: Item, decoded: Any, log_small: Any) -> Result:
+        from fastsal.images import load_image
+        from fastsal.predict import postprocess
+        from fastsal.viewing import blend, to_png
+
+        size, paths = decoded[1], item.outputs
+        crops = crop_boxes(np.exp(log_small), self.aspects, image_size=size, **self.options)
+        entry = {**input_entry(item.source), "width": size[1], "height": size[0],
+                 "crops": [{**c.to_dict(), **({"output": str(paths[c.aspect])} if c.aspect in paths else {})}
+                           for c in crops]}
+        files: dict[str, bytes] = {}
+        if paths:
+            try:
+                full = load_image(item.source)
+            except ImageError as exc:  # it decoded a moment ago: changed or removed since
+                raise ImageError(f"{exc}; it changed while the run was going") from None
+            if full.size != (size[1], size[0]):
+                raise ImageError(f"{item.source}: changed size while the run was going; rerun")
+            for c in crops:
+                if c.aspect in paths:
+                    files[str(paths[c.aspect])] = _encode_image(full.crop(c.pil_box), self.fmt, self.quality)
+            if self.show:
+                values = to_png(postprocess(log_small, size))
+                files[str(paths["show"])] = _encode_image(draw_crops(blend(full, values), crops), "jpg", self.quality)
+                entry["show"] = str(paths["show"])
+        return Result(item.key, entry, files)
+
+
 def run(
     predictor: Any,
     jobs: Sequence[Any],
@@ -596,6 +669,7 @@ def run(
     overwrite: bool = False,
     strict: bool = False,
     batch_size: int = 8,
+    workers: int = 2,
     progress: bool = True,
     report: str | Path | None = None,
     shard_info: tuple[int, int] = (0, 1),
@@ -605,157 +679,22 @@ def run(
     keep: float = 0.9,
     max_side: int | None = DEFAULT_MAX_SIDE,
     quality: int = 90,
+    loader: Any = None,
+    request: dict[str, Any] | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
-    """Crop every job's image (:class:`fastsal.batch.Job`: source and output stem) for each aspect.
+    """Crop every job's image (:class:`fastsal.jobs.Job`: source and output stem) for each aspect.
 
     Writes ``<stem>_<W>x<H>.<fmt>`` per aspect (none for ``fmt="json"``), ``<stem>_crops.jpg`` with
-    ``show`` (the overlay with the boxes drawn), and the report ``report`` (JSON, atomically, also
-    when stopped): settings, every input with its boxes and scores, every failure. Resumable: an
-    input whose boxes are in a report in ``out`` from an earlier run with the same settings (any
-    sharding), and whose files
-    exist, is kept, not redone (``overwrite`` redoes it). An unreadable image is recorded and
-    skipped (``on_skip`` gets the line), or raises with ``strict``. Every file is written atomically.
+    ``show`` (the overlay with the boxes drawn), and the report ``report`` (the job manifest: every
+    input with its boxes and scores under ``written``, every failure). Resumable: an input whose
+    boxes are in a report in ``out`` from an earlier run with the same settings (any sharding),
+    and whose files exist, is kept, not redone (``overwrite`` redoes it). An unreadable image is
+    recorded and skipped (``on_skip`` gets the line), or raises with ``strict``.
     """
-    import time
-    from datetime import datetime, timezone
+    from fastsal.jobs import run as run_task
 
-    from tqdm import tqdm
-
-    from fastsal.batch import MAP_SETTINGS, STALE_TEMPORARY_AGE_S, BatchError, bind_settings, input_entry
-    from fastsal.files import remove_stale_temporaries, write_json
-    from fastsal.images import ImageError, load_image, load_resized
-
-    if fmt not in CROP_FORMATS:
-        raise BatchError(f"unknown crop format {fmt!r}; choose from: {', '.join(CROP_FORMATS)}")
-    if batch_size < 1:
-        raise BatchError(f"batch_size must be >= 1, got {batch_size}")
-    _check_scales(scale, min_scale, keep)
-    wanted = parse_aspects(aspects)
-    out = Path(out)
-    settings = {**predictor.settings(), "scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
-    earlier = {} if overwrite else _earlier_entries(out)
-    labels = [a.label for a in wanted]
-
-    def done_before(job: Any) -> dict[str, Any] | None:
-        entry = earlier.get(input_entry(job.source)["input"])
-        if entry is None:
-            return None
-        by_aspect = {c.get("aspect"): c for c in entry.get("crops", []) if isinstance(c, dict)}
-        paths = crop_paths(out, job.stem, wanted, fmt, show)
-        if any(a not in by_aspect for a in labels) or not all(p.is_file() for p in paths.values()):
-            return None
-        crops = [{**by_aspect[a], **({"output": str(paths[a])} if a in paths else {})} for a in labels]
-        kept = {k: v for k, v in entry.items() if k not in ("crops", "show")}
-        return {**kept, "crops": crops, **({"show": str(paths["show"])} if show else {}), "earlier_run": True}
-
-    result: dict[str, Any] = {
-        "format": REPORT_FORMAT,
-        "shard": list(shard_info),
-        "settings": settings,
-        "overwrite": overwrite,
-        "aspects": labels,
-        "output_format": fmt,
-        "show": show,
-        "out": str(out),
-        "assigned": len(jobs),
-        "skipped_existing": 0,
-        "images": [],
-        "failed": [],
-        "complete": False,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    todo = []
-    for job in jobs:
-        kept = done_before(job)
-        if kept is None:
-            todo.append(job)
-        else:
-            result["images"].append(kept)
-    result["skipped_existing"] = len(jobs) - len(todo)
-    # the one rule for every runner: refuse other settings, record ours before the first crop
-    bind_settings(out, report, result, overwrite=overwrite, keys=(*MAP_SETTINGS, *CROP_SETTINGS),
-                  records="crops*.json", noun="crops")
-    for folder in sorted({(out / j.stem).parent for j in todo}):
-        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
-
-    def save(path: Path | str | None) -> None:
-        if path is not None:
-            write_json(result, path)
-
-    def finish(job: Any, log_small: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
-        from fastsal.predict import postprocess
-        from fastsal.viewing import blend, to_png
-
-        crops = crop_boxes(np.exp(log_small), wanted, image_size=size, scale=scale, min_scale=min_scale,
-                           keep=keep, max_side=max_side)
-        paths = crop_paths(out, job.stem, wanted, fmt, show)
-        entry = {**input_entry(job.source), "width": size[1], "height": size[0],
-                 "crops": [{**c.to_dict(), **({"output": str(paths[c.aspect])} if c.aspect in paths else {})}
-                           for c in crops]}
-        if paths:
-            try:
-                full = load_image(job.source)
-            except ImageError as exc:  # it decoded a moment ago: changed or removed since
-                raise ImageError(f"{exc}; it changed while the run was going") from None
-            if full.size != (size[1], size[0]):
-                raise ImageError(f"{job.source}: changed size while the run was going; rerun")
-            for c in crops:
-                if c.aspect in paths:
-                    _write_image(paths[c.aspect], full.crop(c.pil_box), fmt, quality)
-            if show:
-                values = to_png(postprocess(log_small, size))
-                _write_image(paths["show"], draw_crops(blend(full, values), crops), "jpg", quality)
-                entry["show"] = str(paths["show"])
-        return entry
-
-    def fail(job: Any, exc: Exception) -> None:
-        result["failed"].append({**input_entry(job.source), "error": str(exc)})
-        if strict:
-            raise exc
-        if on_skip is not None:
-            on_skip(str(exc))
-
-    start = last_save = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
-    first_error: BaseException | None = None
-    try:
-        for b0 in range(0, len(todo), batch_size):
-            good, smalls = [], []
-            for job in todo[b0:b0 + batch_size]:
-                try:
-                    small, size = load_resized(job.source, predictor.input_size_for)
-                except ImageError as exc:
-                    bar.update(1)
-                    fail(job, exc)
-                    continue
-                good.append((job, (int(size[0]), int(size[1]))))
-                smalls.append(predictor.preprocess(small, size))
-            if not good:
-                continue
-            logs = predictor.small_log_densities(smalls)
-            for (job, size), log_small in zip(good, logs):
-                try:
-                    result["images"].append(finish(job, log_small, size))
-                except ImageError as exc:
-                    fail(job, exc)
-                bar.update(1)
-            if time.perf_counter() - last_save > _REPORT_EVERY_S:
-                save(report)
-                last_save = time.perf_counter()
-        result["complete"] = True
-    except BaseException as exc:
-        first_error = exc
-        raise
-    finally:
-        bar.close()
-        result["seconds"] = round(time.perf_counter() - start, 3)
-        result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if first_error is not None:
-            result["stopped_by"] = str(first_error) or type(first_error).__name__
-        try:
-            save(report)
-        except OSError as exc:
-            if first_error is None:
-                raise BatchError(f"cannot write {report}: {exc.strerror or exc}; free space or choose "
-                                 f"another -o folder") from None
-    return result
+    task = CropTask(out, aspects, fmt, show=show, scale=scale, min_scale=min_scale, keep=keep, max_side=max_side,
+                    quality=quality, model=predictor, loader=loader, request=request)
+    return run_task(task, jobs, overwrite=overwrite, strict=strict, batch_size=batch_size, workers=workers,
+                    progress=progress, manifest=report, shard_info=shard_info, on_skip=on_skip, executor=executor)

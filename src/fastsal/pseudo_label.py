@@ -19,25 +19,16 @@ listed as failed and skipped, or stop the run with ``strict``.
 """
 from __future__ import annotations
 
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fastsal import __version__
-from fastsal.batch import Job, input_entry
-from fastsal.data.pseudo import FAILED, MANIFEST_FORMAT, OK, latest_entries
+from fastsal.data.pseudo import FAILED, OK, latest_entries
 from fastsal.errors import FastSalError
-from fastsal.files import atomic_write, remove_stale_temporaries, write_json
 from fastsal.images import ImageError, load_rgb
+from fastsal.jobs import Item, Job, Result, Task, input_entry
 
-# Temporaries older than this are a killed run's leftovers (a label is written in milliseconds).
-STALE_TEMPORARY_AGE_S = 300.0
-# The manifest is rewritten after this many newly labelled images or seconds, whichever first.
-MANIFEST_EVERY_IMAGES = 32
-MANIFEST_EVERY_S = 60.0
 LABEL_DTYPE = np.float16
 
 
@@ -61,6 +52,62 @@ def dataset_jobs(name: str, root: str | Path, split: str) -> list[Job]:
     return [Job(s.image_path, Path(s.name).with_suffix("")) for s in samples]
 
 
+class LabelTask(Task):
+    """``fastsal pseudo-label`` as a job: the teacher's float16 log-density per image.
+
+    Not bound to settings like maps: a label is done only through a manifest entry made by a
+    teacher with the same hash, so another teacher relabels (never keeps) what it finds.
+    """
+
+    kind, noun = "labels", "labels"
+    settings_keys = ()
+    input_errors = (ImageError,)
+
+    def __init__(self, out: str | Path, **kw: Any) -> None:
+        super().__init__(out, **kw)
+        self._prior: dict[str, dict[str, Any]] | None = None
+
+    def outputs(self, job: Job) -> dict[str, Path]:
+        return {"label": self.out / label_name(job.stem)}
+
+    def settings(self) -> dict[str, Any]:
+        return {"teacher_sha256": self.model.sha256}
+
+    def header(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"teacher": self.model.identity(),
+                "label": {"dtype": np.dtype(LABEL_DTYPE).name, "values": "natural-log density over the label's "
+                          "pixels (logsumexp 0), at the image's aspect and the teacher resolution's pixel count"}}
+
+    def earlier(self, item: Item) -> dict[str, Any] | None:
+        if self._prior is None:
+            self._prior = latest_entries(self.out, skip_unreadable=True)
+        entry = self._prior.get(label_name(item.stem))
+        if (entry is not None and entry.get("status") == OK and entry.get("teacher_sha256") == self.model.sha256
+                and item.outputs["label"].is_file()):
+            return {k: v for k, v in entry.items() if k != "earlier_run"}
+        return None
+
+    def decode(self, item: Item) -> np.ndarray:
+        return load_rgb(item.source)
+
+    def infer(self, decoded: list[Any]) -> list[Any]:
+        return self.model.log_densities(decoded)
+
+    def encode(self, item: Item, rgb: Any, logp: Any) -> Result:
+        import io
+
+        name, buf = label_name(item.stem), io.BytesIO()
+        np.save(buf, np.asarray(logp, dtype=np.float64).astype(LABEL_DTYPE))
+        entry = {**input_entry(Path(item.source).absolute()), "label": name, "status": OK,
+                 "shape": list(rgb.shape[:2]), "label_shape": list(logp.shape), "teacher_sha256": self.model.sha256}
+        return Result(item.key, entry, {str(item.outputs["label"]): buf.getvalue()})
+
+    def failure(self, item: Item, exc: BaseException) -> Result:
+        result = super().failure(item, exc)
+        result.entry.update(label=label_name(item.stem), status=FAILED)
+        return result
+
+
 def run(
     teacher: Any,
     jobs: Sequence[Job],
@@ -69,10 +116,12 @@ def run(
     overwrite: bool = False,
     strict: bool = False,
     batch_size: int = 4,
+    workers: int = 2,
     progress: bool = True,
     manifest: str | Path | None = None,
     shard_info: tuple[int, int] = (0, 1),
     on_skip: Callable[[str], None] | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Label ``jobs`` with ``teacher`` (a :class:`fastsal.teacher.Teacher`) into ``out``; returns the manifest.
 
@@ -80,120 +129,19 @@ def run(
     skipped (``on_skip`` gets the one-line reason), or raised with ``strict`` (after the manifest
     is written). ``batch_size`` images go through the teacher at a time.
     """
-    from tqdm import tqdm
+    from fastsal.jobs import run as run_task
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise PseudoLabelError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    out = Path(out)
-    identity = teacher.identity()
-    sha = identity["sha256"]
-    out.mkdir(parents=True, exist_ok=True)
-    for folder in sorted({(out / label_name(j.stem)).parent for j in jobs} | {out}):
-        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)
-    prior = {} if overwrite else latest_entries(out, skip_unreadable=True)
-
-    def finished(job: Job) -> bool:
-        entry = prior.get(label_name(job.stem))
-        return (entry is not None and entry.get("status") == OK and entry.get("teacher_sha256") == sha
-                and (out / label_name(job.stem)).is_file())
-
-    entries: dict[str, dict[str, Any]] = {}
-    todo = []
-    for job in jobs:
-        if finished(job):
-            entries[label_name(job.stem)] = {**prior[label_name(job.stem)], "earlier_run": True}
-        else:
-            todo.append(job)
-    report: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "fastsal_version": __version__,
-        "teacher": identity,
-        "label": {"dtype": np.dtype(LABEL_DTYPE).name, "values": "natural-log density over the label's pixels "
-                  "(logsumexp 0), at the image's aspect and the teacher resolution's pixel count"},
-        "shard": list(shard_info),
-        "out": str(out),
-        "assigned": len(jobs),
-        "skipped_existing": len(jobs) - len(todo),
-        "labelled": 0,
-        "failed": 0,
-        "complete": False,
-        "started": _now(),
-        "images": [],
-    }
-
-    def save() -> None:
-        if manifest is None:
-            return
-        report["images"] = list(entries.values())
-        report["updated"] = _now()
-        try:
-            write_json(report, manifest)
-        except OSError as exc:
-            raise PseudoLabelError(f"cannot write {manifest}: {exc.strerror or exc}; free space or choose another "
-                                   "-o folder") from None
-
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
-    start = last_save = time.perf_counter()
-    since_save = 0
-    stopped: BaseException | None = None
-    try:
-        for i in range(0, len(todo), batch_size):
-            good: list[tuple[Job, np.ndarray]] = []
-            for job in todo[i:i + batch_size]:
-                try:
-                    good.append((job, load_rgb(job.source)))
-                except ImageError as exc:
-                    entries[label_name(job.stem)] = {**input_entry(job.source), "label": label_name(job.stem),
-                                                     "status": FAILED, "error": str(exc)}
-                    report["failed"] += 1
-                    bar.update(1)
-                    if strict:
-                        raise
-                    if on_skip is not None:
-                        on_skip(str(exc))
-            if good:
-                labels = teacher.log_densities([rgb for _, rgb in good])
-                for (job, rgb), logp in zip(good, labels):
-                    name = label_name(job.stem)
-                    _write_label(out / name, logp)
-                    entries[name] = {**input_entry(job.source.absolute()), "label": name, "status": OK,
-                                     "shape": list(rgb.shape[:2]), "label_shape": list(logp.shape),
-                                     "teacher_sha256": sha}
-                    report["labelled"] += 1
-                    since_save += 1
-                    bar.update(1)
-            if since_save >= MANIFEST_EVERY_IMAGES or time.perf_counter() - last_save > MANIFEST_EVERY_S:
-                save()
-                since_save, last_save = 0, time.perf_counter()
-        report["complete"] = True
-    except BaseException as exc:
-        stopped = exc
-        raise
-    finally:
-        bar.close()
-        report["seconds"] = round(time.perf_counter() - start, 3)
-        if stopped is not None:
-            report["stopped_by"] = str(stopped) or type(stopped).__name__
-        try:
-            save()
-        except PseudoLabelError:
-            if stopped is None:
-                raise
-    report["images"] = list(entries.values())
-    return report
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return run_task(LabelTask(out, model=teacher), jobs, overwrite=overwrite, strict=strict, batch_size=batch_size,
+                    workers=workers, progress=progress, manifest=manifest, shard_info=shard_info, on_skip=on_skip,
+                    executor=executor)
 
 
-def _write_label(path: Path, logp: np.ndarray) -> None:
-    try:
-        with atomic_write(path) as fh:
-            np.save(fh, np.asarray(logp, dtype=np.float64).astype(LABEL_DTYPE))
-    except OSError as exc:
-        raise PseudoLabelError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another -o") from None
+def labelled(report: dict[str, Any]) -> int:
+    """Images newly labelled by the run a manifest describes."""
+    return sum(1 for e in report.get("written", []) if not e.get("earlier_run"))
 
 
-def _now() -> str:
-    """UTC time to the microsecond: manifests are ordered by it (:func:`latest_entries`)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-__all__ = ["LABEL_DTYPE", "PseudoLabelError", "dataset_jobs", "label_name", "run"]
+__all__ = ["LABEL_DTYPE", "LabelTask", "PseudoLabelError", "dataset_jobs", "label_name", "labelled", "run"]

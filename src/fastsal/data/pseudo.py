@@ -23,19 +23,26 @@ from typing import Any
 
 from fastsal.data.datasets import SPLITS, DatasetError, Sample
 
-MANIFEST_FORMAT = "fastsal-pseudo-labels/1"
+MANIFEST_FORMAT = "fastsal-pseudo-labels/1"  # written until the job layer's fastsal-manifest/2 (task "labels")
 MANIFEST_GLOB = "manifest*.json"
 OK = "ok"
 FAILED = "failed"
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """One manifest as a dict; :class:`DatasetError` if it is unreadable or not ours."""
+    """One manifest as a dict, its entries (labelled and failed) under ``images`` whichever format
+    wrote it (``fastsal-pseudo-labels/1``, or the job layer's manifest of task ``labels``);
+    :class:`DatasetError` if it is unreadable or not ours."""
+    from fastsal.jobs import MANIFEST_FORMAT as JOB_FORMAT
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: unreadable pseudo-label manifest ({type(exc).__name__}); rerun "
                            "`fastsal pseudo-label` into this folder to rewrite it") from None
+    if (isinstance(data, dict) and data.get("format") == JOB_FORMAT and data.get("task") == "labels"
+            and isinstance(data.get("written"), list) and isinstance(data.get("failed"), list)):
+        return {**data, "images": [*data["written"], *data["failed"]]}
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a pseudo-label manifest ({MANIFEST_FORMAT}); pass a folder written by "
                            "`fastsal pseudo-label`")
