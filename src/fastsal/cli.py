@@ -404,8 +404,15 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"fastsal: shard {index}/{count} has no inputs ({len(everything)} split {count} ways); nothing to do",
               file=sys.stderr)
-    teacher = Teacher(args.teacher, tta=args.tta, resolution=args.resolution, backend=args.backend,
-                      device=args.device, threads=args.threads)
+    made = {"sources": args.teacher, "tta": args.tta, "resolution": args.resolution, "backend": args.backend,
+            "device": args.device, "threads": args.threads}
+    teacher = Teacher(**made)
+    if args.ray:  # actors make the teacher again, with threads from their CPUs unless --threads
+        from fastsal.ray import ActorLoader, RayExecutor
+
+        loader, executor = ActorLoader(made, factory=Teacher), RayExecutor(args.ray, actors=args.ray_actors)
+    else:
+        loader = executor = None
     from tqdm import tqdm
 
     if not args.quiet:
@@ -416,7 +423,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     rep = pseudo_label.run(teacher, jobs, out, overwrite=args.overwrite, strict=args.strict,
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
-                           on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
+                           on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
+                           loader=loader, executor=executor)
     done = pseudo_label.labelled(rep)
     return _batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
@@ -451,6 +459,7 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="label only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_ray_options(p)
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
                    help="images per teacher pass (default: 4)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
@@ -820,13 +829,14 @@ def _cmd_crop(args: argparse.Namespace) -> int:
               f"nothing to do", file=sys.stderr)
     from tqdm import tqdm
 
+    ray_loader, executor = _ray_run(args)
     rep = cropping.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
                        strict=args.strict, batch_size=args.batch_size,
                        progress=not args.quiet and sys.stderr.isatty(),
                        report=cropping.report_path(out, index, count), shard_info=(index, count),
                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
                        scale=args.scale, min_scale=args.min_scale, keep=args.keep,
-                       loader=_predictor_loader(args), request=_request(args))
+                       loader=ray_loader or _predictor_loader(args), request=_request(args), executor=executor)
     written = sum(1 for e in rep["written"] if not e.get("earlier_run"))
     return _batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=_rate(written, rep["seconds"]),
@@ -871,6 +881,7 @@ def _add_crop(sub: argparse._SubParsersAction) -> None:
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="process only shard I of N (0-based; default: RANK/WORLD_SIZE when set, else all)")
+    _add_ray_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -122,8 +122,11 @@ def run(
     shard_info: tuple[int, int] = (0, 1),
     on_skip: Callable[[str], None] | None = None,
     executor: Any = None,
+    loader: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Label ``jobs`` with ``teacher`` (a :class:`fastsal.teacher.Teacher`) into ``out``; returns the manifest.
+
+    ``loader``: makes the teacher again where the task is sent (an ``executor``'s remote workers).
 
     ``overwrite`` relabels images already done. An unreadable image is listed as failed and
     skipped (``on_skip`` gets the one-line reason), or raised with ``strict`` (after the manifest
@@ -134,7 +137,7 @@ def run(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise PseudoLabelError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    return run_task(LabelTask(out, model=teacher), jobs, overwrite=overwrite, strict=strict, batch_size=batch_size,
+    return run_task(LabelTask(out, model=teacher, loader=loader), jobs, overwrite=overwrite, strict=strict, batch_size=batch_size,
                     workers=workers, progress=progress, manifest=manifest, shard_info=shard_info, on_skip=on_skip,
                     executor=executor)
 

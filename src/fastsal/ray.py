@@ -88,20 +88,25 @@ def connect(address: str | None = "auto") -> Any:
 
 @dataclass(frozen=True)
 class ActorLoader:
-    """A picklable model loader for tasks sent to actors: :func:`fastsal.predict.load` with
-    ``kwargs``, and with ``threads`` (when not given) from the CPUs Ray granted the actor
-    (:func:`fastsal.cpu.threads_for`), so actors sharing a node do not oversubscribe it."""
+    """A picklable model loader for tasks sent to actors: ``factory(**kwargs)`` (default
+    :func:`fastsal.predict.load`; :class:`fastsal.teacher.Teacher` for labels), with ``threads``
+    (when not given) from the CPUs Ray granted the actor (:func:`fastsal.cpu.threads_for`), so
+    actors sharing a node do not oversubscribe it."""
 
     kwargs: dict[str, Any] = field(default_factory=dict)
+    factory: Any = None
 
     def __call__(self) -> Any:
         from fastsal.cpu import threads_for
-        from fastsal.predict import load
 
+        if self.factory is None:
+            from fastsal.predict import load as factory
+        else:
+            factory = self.factory
         kwargs = dict(self.kwargs)
         if kwargs.get("threads") is None:
             kwargs["threads"] = threads_for(_actor_cpus())
-        return load(**kwargs)
+        return factory(**kwargs)
 
 
 @dataclass
