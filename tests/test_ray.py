@@ -57,7 +57,7 @@ def path_rows(cluster, images):
     return {row["path"]: row for row in ds.take_all()}
 
 
-def test_rows_match_the_library_run_locally(path_rows, images, local):
+def test_rows_match_the_library_run_locally(path_rows, images, local, tmp_path):
     from fastsal.batch import write_map
     from fastsal.cropping import crop_image
     from fastsal.images import load_resized
@@ -78,7 +78,7 @@ def test_rows_match_the_library_run_locally(path_rows, images, local):
         assert [(c["aspect"], c["x"], c["y"], c["w"], c["h"]) for c in row["crops"]] == \
             [(c["aspect"], c["x"], c["y"], c["w"], c["h"]) for c in crops]
         # the map column holds the very bytes `fastsal predict --format png` writes
-        written = write_map(path.with_suffix(".map.png"), "png", prob).read_bytes()
+        written = write_map(tmp_path / f"{path.stem}.png", "png", prob).read_bytes()
         assert row["map"] == written
 
 

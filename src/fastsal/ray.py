@@ -21,7 +21,9 @@ machine" (token authentication, private network, no public dashboard).
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -75,7 +77,7 @@ def connect(address: str | None = "auto") -> Any:
                            "address, or 'local' for a cluster on this machine")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing phones home unless the user asked
     try:
-        ray.init(address=None if address == "local" else address, log_to_driver=False,
+        ray.init(address=None if address == "local" else address, log_to_driver=False, logging_level=logging.WARNING,
                  include_dashboard=False if address == "local" else None)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -170,9 +172,10 @@ class RayExecutor:
             if not todo:
                 return
             ds = ray.data.from_items([{"item": ray.cloudpickle.dumps(item)} for item in todo])
-            ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task}, batch_format="numpy",
-                                batch_size=batch_size, num_cpus=self.cpus_per_actor,
-                                concurrency=min(self.pool_size(ray), len(todo)))
+            ds = ds.map_batches(_TaskActor, fn_constructor_args=(task,), batch_format="numpy", batch_size=batch_size,
+                                num_cpus=self.cpus_per_actor, compute=_pool(ray, min(self.pool_size(ray), len(todo))))
+            quiet = _quiet_datasets(ray)
+            quiet.__enter__()
             rows = iter(ds.iter_rows())
             try:
                 while True:
@@ -193,6 +196,7 @@ class RayExecutor:
                 close = getattr(rows, "close", None)
                 if close is not None:
                     close()
+                quiet.__exit__(None, None, None)
         if pending:
             raise RayError(f"{len(pending)} items were not computed after {self.attempts} attempts on the Ray "
                            f"cluster; rerun the same command to finish them")
@@ -242,6 +246,32 @@ def predict_files(
     return batch.run(None, mine, out, tuple(formats), loader=ActorLoader(kwargs), request=request,
                      overwrite=overwrite, strict=strict, batch_size=batch_size, progress=progress,
                      manifest=jobs.manifest_path(out, index, count), shard_info=(index, count), executor=executor)
+
+
+def _pool(ray: Any, actors: int | tuple[int, int]) -> Any:
+    """Ray Data's actor pool strategy for ``actors`` (a size, or (min, max) to let it scale)."""
+    if isinstance(actors, tuple):
+        return ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[-1])
+    return ray.data.ActorPoolStrategy(size=actors)
+
+
+@contextlib.contextmanager
+def _quiet_datasets(ray: Any) -> Any:
+    """No Ray Data progress bars, plans or progress logs on stderr while a command runs (it has its
+    own bar); warnings and errors still show."""
+    ctx = ray.data.DataContext.get_current()
+    saved = {k: getattr(ctx, k) for k in ("enable_progress_bars", "print_on_execution_start") if hasattr(ctx, k)}
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    try:
+        for key in saved:
+            setattr(ctx, key, False)
+        logger.setLevel(logging.WARNING)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(ctx, key, value)
+        logger.setLevel(level)
 
 
 def _check_outputs(outputs: Iterable[str], map_format: str) -> tuple[str, ...]:
@@ -431,8 +461,8 @@ def predict_dataset(
                        f"use ray.data.read_binary_files(..., include_paths=True) or from_items([{{'path': ...}}])")
     load_kwargs = {"name_or_path": model, "backend": backend, "precision": precision, "input_size": input_size}
     row_kwargs = {"outputs": wanted, "k": k, "grid_size": grid_size, "aspects": aspect_labels, "map_format": map_format}
-    return ds.map_batches(_Model, fn_constructor_kwargs={"load_kwargs": load_kwargs, "row_kwargs": row_kwargs},
-                          batch_format="numpy", batch_size=batch_size, num_cpus=cpus_per_actor, concurrency=pool)
+    return ds.map_batches(_Model, fn_constructor_args=(load_kwargs, row_kwargs), batch_format="numpy",
+                          batch_size=batch_size, num_cpus=cpus_per_actor, compute=_pool(ray, pool))
 
 
 def _check_pool(actors: Any, cpus_per_actor: Any, batch_size: Any) -> int | tuple[int, int]:
