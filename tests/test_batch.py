@@ -123,9 +123,8 @@ def test_pipeline_without_workers_gives_same_maps(tmp_path, predictor):
         assert np.array_equal(np.load(p), np.load(tmp_path / "w3" / p.relative_to(tmp_path / "w0")))
 
 
-def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeypatch):
-    make_tree(tmp_path / "in", n=4)
-    jobs = batch.collect([tmp_path / "in"])
+def _ctrl_c_at_second_batch(predictor, monkeypatch) -> None:
+    """The network raises KeyboardInterrupt on its second call, as Ctrl-C during it would."""
     calls = {"n": 0}
     real = predictor.small_log_density
 
@@ -136,6 +135,12 @@ def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeyp
         return real(*a, **k)
 
     monkeypatch.setattr(predictor, "small_log_density", flaky)
+
+
+def test_interrupted_run_writes_incomplete_manifest(tmp_path, predictor, monkeypatch):
+    make_tree(tmp_path / "in", n=4)
+    jobs = batch.collect([tmp_path / "in"])
+    _ctrl_c_at_second_batch(predictor, monkeypatch)
     manifest = tmp_path / "out" / "manifest.json"
     with pytest.raises(KeyboardInterrupt):
         batch.run(predictor, jobs, tmp_path / "out", ("png",), batch_size=2, progress=False, manifest=manifest)
@@ -153,20 +158,14 @@ def test_ctrl_c_records_every_map_computed_when_writes_queue_behind_slow_decodes
 
     make_tree(tmp_path / "in", n=6)
     jobs = batch.collect([tmp_path / "in"])
-    real_decode, real_infer, calls = batch.load_resized, predictor.small_log_density, {"n": 0}
+    real_decode = batch.load_resized
 
     def slow_decode(*a, **k):
         time.sleep(0.3)
         return real_decode(*a, **k)
 
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_infer(*a, **k)
-
     monkeypatch.setattr(batch, "load_resized", slow_decode)
-    monkeypatch.setattr(predictor, "small_log_density", flaky)
+    _ctrl_c_at_second_batch(predictor, monkeypatch)
     manifest = tmp_path / "out" / "manifest.json"
     with pytest.raises(KeyboardInterrupt):
         batch.run(predictor, jobs, tmp_path / "out", ("png",), batch_size=2, workers=1, progress=False,

@@ -155,3 +155,93 @@ def test_rerun_summary_of_a_finished_job(tmp_path, capsys):
     capsys.readouterr()
     assert main(cmd) == 0
     assert "0 maps written" in capsys.readouterr().err
+
+
+# -- manifest merge ---------------------------------------------------------------------------------
+
+def test_manifest_merge_of_two_real_shards(tmp_path, capsys):
+    make_images(tmp_path / "in", 5)
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    for i in range(2):
+        main(["predict", str(tmp_path / "in"), "-o", str(out), "--shard", f"{i}/2", *FAST])
+    merged_file = tmp_path / "merged.json"
+    capsys.readouterr()
+    assert main(["manifest", "merge", str(out / "manifest-0-of-2.json"), str(out / "manifest-1-of-2.json"),
+                 "-o", str(merged_file)]) == 0
+    assert "2 shards of maps merged" in capsys.readouterr().err
+    merged = json.loads(merged_file.read_text())
+    assert merged["format"] == jobs.MANIFEST_FORMAT and merged["task"] == "maps" and merged["complete"]
+    assert merged["shards"] == [[0, 2], [1, 2]] and merged["missing_shards"] == [] and merged["assigned"] == 6
+    assert sorted(Path(e["input"]).name for e in merged["written"]) == [f"img{i}.jpg" for i in range(5)]
+    assert [Path(e["input"]).name for e in merged["failed"]] == ["broken.jpg"]
+    # a folder stands for its shard manifests; one shard alone is reported incomplete
+    assert main(["manifest", "merge", str(out), "-o", str(tmp_path), "-q"]) == 0
+    assert json.loads((tmp_path / "manifest-merged.json").read_text())["written"] == merged["written"]
+    assert main(["manifest", "merge", str(out / "manifest-1-of-2.json"), "-o", str(merged_file)]) == 0
+    assert "missing shards [0]" in capsys.readouterr().err
+    assert json.loads(merged_file.read_text())["complete"] is False
+
+
+def test_manifest_merge_refuses_shards_of_other_jobs(tmp_path, capsys):
+    make_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    for i in range(2):
+        assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--shard", f"{i}/2", *FAST]) == 0
+    m1 = out / "manifest-1-of-2.json"
+    data = json.loads(m1.read_text())
+    data["settings"]["model"] = "another"
+    m1.write_text(json.dumps(data))
+    before = set(tmp_path.rglob("*"))
+    assert main(["manifest", "merge", str(out), "-o", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "settings differ" in err[0] and "manifest-1-of-2.json" in err[0]
+    assert set(tmp_path.rglob("*")) == before  # nothing written
+    assert main(["manifest", "merge", str(out / "manifest-0-of-2.json"), str(out / "manifest-0-of-2.json"),
+                 "-o", str(tmp_path / "m.json")]) == 2
+    assert "given twice" in capsys.readouterr().err
+    (tmp_path / "x.json").write_text('{"format": "something"}')
+    assert main(["manifest", "merge", str(tmp_path / "x.json"), "-o", str(tmp_path / "m.json")]) == 2
+    assert "not a fastsal manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old", [
+    {"format": "fastsal-manifest/1", "shard": [0, 1], "settings": {"model": "m"}, "written": [{"input": "a.jpg"}],
+     "failed": [], "complete": True},
+    {"format": "fastsal-crops/1", "shard": [0, 1], "settings": {"model": "m"}, "images": [{"input": "a.jpg"}],
+     "failed": [], "complete": True},
+    {"format": "fastsal-video-manifest/1", "shard": [0, 1], "settings": {"model": "m"},
+     "written": [{"input": "a.jpg"}], "failed": [], "complete": True},
+    {"format": "fastsal-pseudo-labels/1", "shard": [0, 1], "teacher": {"sha256": "ab"}, "failed": 1,
+     "images": [{"input": "a.jpg", "status": "ok"}, {"input": "b.jpg", "status": "failed"}], "complete": True},
+])
+def test_old_manifests_are_read_as_the_one_schema(tmp_path, old):
+    from fastsal.manifests import merge_manifests, read_manifest
+
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(old))
+    data = read_manifest(path)
+    assert data["format"] == jobs.MANIFEST_FORMAT and data["converted_from"] == old["format"]
+    assert [e["input"] for e in data["written"]] == ["a.jpg"] and isinstance(data["failed"], list)
+    assert merge_manifests([path])["complete"] is True
+
+
+def test_manifest_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fastsal.cli import main\ntry:\n    main(['manifest', '--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_finished_crop_job_rerun_with_other_crop_options_is_refused(tmp_path, capsys):
+    """The request that lets a finished job skip loading includes the task's own settings: a rerun
+    of a finished crop job with another --scale is refused, not taken as done."""
+    make_images(tmp_path / "in", 2)
+    cmd = ["crop", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--aspect", "1:1", "--format", "json", *FAST]
+    assert main(cmd) == 0
+    assert main(cmd) == 0  # finished: nothing to do
+    assert main([*cmd, "--scale", "0.8"]) == 2
+    assert "other settings" in capsys.readouterr().err

@@ -238,7 +238,9 @@ def test_short_video_in_folder(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert not (out / "a_damaged.mp4").exists() and count_frames(out / "b_good.mp4") == T
 
     assert main(["predict", str(folder), "-o", str(out), "--threads", "1", "-q", "--allow-short-video"]) == 0
-    entry = json.loads((out / "manifest-videos.json").read_text())["written"][0]
+    written = json.loads((out / "manifest-videos.json").read_text())["written"]
+    assert [e.get("earlier_run", False) for e in written] == [True, False]  # b_good kept, a_damaged written
+    entry = written[1]
     assert Path(entry["input"]).name == "a_damaged.avi" and entry["complete"] is False and entry["expected"] == T
     all_outputs_decode(out)
 

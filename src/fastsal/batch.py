@@ -149,6 +149,62 @@ def run(
                     progress=progress, manifest=manifest, shard_info=shard_info, on_skip=on_skip, executor=executor)
 
 
+def predict_inputs(
+    jobs: Sequence[Job],
+    out: str | Path,
+    formats: Sequence[str] = ("png",),
+    *,
+    loader: Callable[[], Any],
+    request: dict[str, Any] | None = None,
+    video_file: str | Path | None = None,
+    video_options: dict[str, Any] | None = None,
+    shard_info: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
+    strict: bool = False,
+    batch_size: int = 8,
+    workers: int = 2,
+    progress: bool = True,
+    on_skip: Callable[[str], None] | None = None,
+    on_video: Callable[[Any, dict[str, Any], bool], None] | None = None,
+    executor: Any = None,
+) -> dict[str, dict[str, Any] | None]:
+    """What ``fastsal predict`` runs on a mix of images and videos: each input goes to its task.
+
+    Videos (by suffix, :func:`fastsal.video.is_video`) run first as the videos task, into
+    ``OUT/<stem>.mp4`` (and ``.npy`` with the ``npy`` format) with ``OUT/manifest-videos*.json``,
+    or into ``video_file`` for a single video (then a bad video is an error, not skipped);
+    ``video_options`` go to :func:`fastsal.video.predict_video`. Images run as :class:`MapsTask`
+    with ``OUT/manifest*.json`` (also for an empty shard, so its manifest says so). The model
+    comes from ``loader``, once, and only if something is left to do; ``executor`` computes the
+    images elsewhere (:class:`fastsal.ray.RayExecutor`; videos stay here). Returns the manifests,
+    ``{"videos": ..., "maps": ...}`` (None where a kind had no inputs).
+    """
+    from fastsal.video import VideoJob, is_video, run_videos, video_manifest_path
+
+    index, count = shard_info
+    videos = [j for j in jobs if is_video(j.source)]
+    images = [j for j in jobs if not is_video(j.source)]
+    reports: dict[str, dict[str, Any] | None] = {"videos": None, "maps": None}
+    if videos:
+        def target(job: Job) -> Path:
+            return Path(video_file) if video_file is not None else Path(out) / job.stem.with_suffix(".mp4")
+
+        vjobs = [VideoJob(j.source, target(j), target(j).with_suffix(".npy") if "npy" in formats else None)
+                 for j in videos]
+        options = {"overlay": "overlay" in formats, **(video_options or {})}
+        reports["videos"] = run_videos(
+            None, vjobs, loader=loader, request=request, progress=progress, overwrite=overwrite,
+            strict=strict or video_file is not None,
+            manifest=None if video_file is not None else video_manifest_path(out, index, count),
+            shard_info=shard_info, on_skip=on_skip, on_done=on_video, **options)
+    if images or not jobs:
+        reports["maps"] = run(None, images, out, formats, loader=loader, request=request, overwrite=overwrite,
+                              strict=strict, batch_size=batch_size, workers=workers, progress=progress,
+                              manifest=manifest_path(out, index, count), shard_info=shard_info, on_skip=on_skip,
+                              executor=executor)
+    return reports
+
+
 def log_density(prob: np.ndarray) -> np.ndarray:
     """float32 natural logs of a map, floored at ``LOG_FLOOR`` and renormalised in float64 so that
     ``logsumexp`` is 0, as pysaliency's ``ModelFromDirectory`` checks."""
@@ -220,6 +276,7 @@ def encode_jpeg_image(img: Any, quality: int = 90) -> bytes:
 
 __all__ = [
     "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "MapsTask", "STALE_TEMPORARY_AGE_S", "bind_settings",
-    "check_settings", "collect", "input_entry", "log_density", "manifest_path", "output_paths", "read_list", "run",
+    "check_settings", "collect", "input_entry", "log_density", "manifest_path", "output_paths", "predict_inputs",
+    "read_list", "run",
     "shard", "shard_spec", "write_map",
 ]

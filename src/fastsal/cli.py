@@ -606,6 +606,7 @@ _SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "ove
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fastsal import batch
     from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.jobs import summary as jobs_summary
     from fastsal.video import VIDEO_SUFFIXES, is_video
 
     out = Path(args.out or "saliency")
@@ -662,70 +663,60 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     formats = {"all": defaults.OUTPUT_FORMATS, "benchmark": defaults.BENCHMARK_FORMATS}.get(args.format, (args.format,))
     formats = tuple(dict.fromkeys([*formats, *(["overlay"] if args.overlay else []), *(["npy"] if args.npy else [])]))
-    status = 0
+    from fastsal.video import H264_SUFFIXES, mp4_codec
 
-    def run_videos(sources: list[tuple[int | Path, Path]], many: bool) -> int:
-        """Videos (or the camera) to (source, .mp4 target); with ``many`` (a folder output) a bad
-        video is reported, listed in manifest-videos.json and skipped (unless --strict); alone it
-        is an error. Returns 0 if any was written or already done, 1 if all failed, 143 on SIGTERM."""
-        from fastsal.video import H264_SUFFIXES, Terminated, VideoJob, VideoReport, mp4_codec, video_manifest_path
-        from fastsal.video import run_videos as run
+    if (args.camera is not None or any(is_video(j.source) for j in jobs)) and not args.quiet and (
+            (out if video_out else out / "x.mp4").suffix.lower() in H264_SUFFIXES):
+        codec_note = mp4_codec()[1]  # H.264 where this OpenCV writes it; said when it cannot
+        if codec_note:
+            print(f"fastsal: note: {codec_note}", file=sys.stderr)
 
-        vjobs = [VideoJob(src, dest, dest.with_suffix(".npy") if "npy" in formats else None) for src, dest in sources]
-        if any(dest.suffix.lower() in H264_SUFFIXES for _, dest in sources):
-            codec_note = mp4_codec()[1]  # H.264 where this OpenCV writes it; said when it cannot
-            if codec_note and not args.quiet:
-                print(f"fastsal: note: {codec_note}", file=sys.stderr)
+    def video_done(item: Any, entry: dict, earlier: bool) -> None:
+        if earlier:
+            tqdm.write(f"fastsal: {entry['outputs'][0]} exists; skipped (--overwrite to redo)", file=sys.stderr)
+            return
+        print(entry["outputs"][0], flush=True)
+        frames, expected = entry["frames"], entry["expected"]
+        if not entry["complete"]:  # only with --allow-short-video; shown even with -q
+            tqdm.write(f"fastsal: warning: {item.key}: decoded only {frames} of the {expected} frames its "
+                       f"container states (damaged or truncated); wrote the {frames}", file=sys.stderr)
+        if not args.quiet:
+            counts = f"{frames} of {expected}" if expected is not None else f"{frames}"
+            stop = f" (stopped by {entry['stopped_by']})" if entry["interrupted"] else ""
+            tqdm.write(f"{counts} frames in {entry['seconds']:.1f} s: {entry['fps']:.1f} frames/s{stop}",
+                       file=sys.stderr)
 
-        def done(job: VideoJob, rep: VideoReport | None) -> None:
-            if rep is None:
-                tqdm.write(f"fastsal: {job.out} exists; skipped (--overwrite to redo)", file=sys.stderr)
-                return
-            print(rep.out or rep.npy, flush=True)
-            if rep.lost:  # only with --allow-short-video; shown even with -q
-                tqdm.write(f"fastsal: warning: {job.name}: decoded only {rep.frames} of the {rep.expected} frames its "
-                           f"container states (damaged or truncated); wrote the {rep.frames}", file=sys.stderr)
-            if not args.quiet:
-                counts = f"{rep.frames} of {rep.expected}" if rep.expected is not None else f"{rep.frames}"
-                stop = f" (stopped by {rep.stopped_by})" if rep.interrupted else ""
-                tqdm.write(f"{counts} frames in {rep.seconds:.1f} s: {rep.fps:.1f} frames/s{stop}", file=sys.stderr)
-
-        try:
-            rep = run(loader(), vjobs, overlay="overlay" in formats, smoothing=args.smoothing,
-                      batch_size=args.batch_size, max_frames=args.max_frames, progress=progress,
-                      overwrite=args.overwrite, strict=args.strict or not many, allow_short=args.allow_short_video,
-                      manifest=video_manifest_path(out, index, count) if many else None, shard_info=(index, count),
-                      on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr), on_done=done)
-        except Terminated as exc:  # a file's partial outputs are already removed
-            print(f"fastsal: stopped by {exc.name}; rerun the same command to finish", file=sys.stderr)
-            return exc.exit_code
-        written, failed, skipped = len(rep["written"]), len(rep["failed"]), rep["skipped_existing"]
-        if not many:  # one video or a camera: its own progress said it all
-            return 1 if failed and not written and not skipped else 0
-        return _batch_summary(args, written, "video", f"written to {out}", failed, skipped)
-
+    on_skip = lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr)  # noqa: E731
+    video_options = {"smoothing": args.smoothing, "max_frames": args.max_frames, "allow_short": args.allow_short_video,
+                     "batch_size": args.batch_size}
     if args.camera is not None:
-        return run_videos([(args.camera, out if video_out else out / f"camera{args.camera}.mp4")], many=False)
-    videos = [j for j in jobs if is_video(j.source)]
-    images = [j for j in jobs if not is_video(j.source)]
-    video_status = 0
-    if videos:
-        video_status = run_videos([(j.source, out if video_out else out / j.stem.with_suffix(".mp4")) for j in videos],
-                                  many=not video_out)
-        if video_status > 1:  # stopped by a signal
-            return video_status
-    if images or not jobs:  # an empty shard still leaves a manifest saying so
-        rep = batch.run(None, images, out, formats, overwrite=args.overwrite, strict=args.strict,
-                        loader=loader, request=_request(args, **kw), executor=executor,
-                        batch_size=args.batch_size, workers=args.workers, progress=progress,
-                        manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
-                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
-        written = sum(1 for w in rep["written"] if not w.get("earlier_run"))
+        from fastsal.video import VideoJob, run_videos
+
+        dest = out if video_out else out / f"camera{args.camera}.mp4"
+        run_videos(None, [VideoJob(args.camera, dest, dest.with_suffix(".npy") if "npy" in formats else None)],
+                         loader=loader, overlay="overlay" in formats, progress=progress, overwrite=args.overwrite,
+                         strict=True, on_done=video_done, **video_options)
+        return 0
+    reports = batch.predict_inputs(
+        jobs, out, formats, loader=loader, request=_request(args, **kw), video_file=out if video_out else None,
+        video_options=video_options, shard_info=(index, count), overwrite=args.overwrite, strict=args.strict,
+        batch_size=args.batch_size, workers=args.workers, progress=progress, on_skip=on_skip, on_video=video_done,
+        executor=executor)
+    statuses = []
+    if reports["videos"] is not None:
+        written, failed, skipped = jobs_summary(reports["videos"])
+        if video_out:  # one video: its own progress said it all
+            statuses.append(1 if failed and not written and not skipped else 0)
+        else:
+            statuses.append(_batch_summary(args, written, "video", f"written to {out}", failed, skipped))
+    if reports["maps"] is not None:
+        rep = reports["maps"]
+        written, failed, skipped = jobs_summary(rep)
         if len(jobs) == 1 and rep["written"]:  # its map, also when an earlier run already wrote it
             print(rep["written"][0]["outputs"][0])
-        status = _batch_summary(args, written, "map", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
-                                shard=(index, count), rate=_rate(written, rep["seconds"]))
-    return min(status, video_status) if images and videos else video_status if videos else status
+        statuses.append(_batch_summary(args, written, "map", f"written to {out}", failed, skipped,
+                                       shard=(index, count), rate=_rate(written, rep["seconds"])))
+    return min(statuses)
 
 
 def _predict_one(predictor, source: Path, target: Path, fmt: str, args: argparse.Namespace) -> int:
@@ -1210,10 +1201,46 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_cache, engines=False)
 
 
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from fastsal.files import write_json
+    from fastsal.manifests import merge_manifests
+
+    merged = merge_manifests(args.manifests)
+    out = Path(args.out)
+    target = out / "manifest-merged.json" if out.is_dir() else out
+    try:
+        write_json(merged, target)
+    except OSError as exc:
+        raise UsageError(f"-o {target}: cannot write ({exc.strerror or exc}); pass a writable file") from None
+    if not args.quiet:
+        shards = len(merged["shards"])
+        missing = f"; missing shards {merged['missing_shards']}" if merged["missing_shards"] else ""
+        state = "complete" if merged["complete"] else "INCOMPLETE"
+        print(f"{shards} shard{'s' if shards != 1 else ''} of {merged['task']} merged into {target}: "
+              f"{len(merged['written'])} written ({merged['written_now']} by these runs), {len(merged['failed'])} "
+              f"failed, {state}{missing}", file=sys.stderr)
+    return 0
+
+
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("manifest", help="combine the manifests of a job's shards into one report",
+                       description="merge: one report of a job run in shards (--shard I/N, SLURM arrays, Kubernetes "
+                                   "Indexed Jobs): counts, every written input and failure, the shards missing. The "
+                                   "shards must share their task, shard count and settings. Reads every manifest "
+                                   "format fastsal has written; writes the merged one atomically.")
+    p.add_argument("action", choices=("merge",), help="merge: combine shard manifests")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST",
+                   help="shard manifests, or folders (their *-of-*.json files)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE",
+                   help="the merged manifest (a folder: FOLDER/manifest-merged.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=_cmd_manifest, engines=False)
+
+
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_export,
-    _add_cost, _add_serve, _add_cache]
+    _add_cost, _add_serve, _add_cache, _add_manifest]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -595,6 +595,8 @@ class CropTask(Task):
         super().__init__(out, **kw)
         self.aspects, self.fmt, self.show, self.quality = parse_aspects(aspects), fmt, show, quality
         self.options = {"scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
+        if self.request is not None:  # the crop options are settings too: a rerun with others is not "done"
+            self.request = {**self.request, **self.options}
         self._earlier: dict[str, dict[str, Any]] | None = None
 
     def outputs(self, job: Any) -> dict[str, Path]:

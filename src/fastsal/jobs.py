@@ -589,7 +589,7 @@ def local_executor(task: Task, items: Sequence[Item], emit: Callable[[Result], N
 
 # -- the runner ------------------------------------------------------------------------------------
 
-def _now() -> str:
+def now() -> str:
     """UTC time to the microsecond: manifests of one folder are ordered by it."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -691,9 +691,9 @@ def run(
     report.update({
         "settings": settings, **({"request": task.request} if task.request is not None else {}),
         "assigned": len(items), "skipped_existing": len(kept), "written": [e for _, e in kept], "failed": [],
-        "complete": False, "stopped_by": None, "started": _now(), "updated": _now(),
+        "complete": False, "stopped_by": None, "started": now(), "updated": now(),
     })
-    save = (lambda: None) if manifest is None else (lambda: (report.update(updated=_now()),
+    save = (lambda: None) if manifest is None else (lambda: (report.update(updated=now()),
                                                              write_json(report, manifest)))
     # the one rule for every command: refuse other settings, record ours before the first output
     bind_settings(task.out, manifest, report, overwrite=overwrite, keys=task.settings_keys, records=task.records,
@@ -741,7 +741,7 @@ def run(
     finally:
         bar.close()
         report["seconds"] = round(time.perf_counter() - start, 3)
-        report["finished"] = _now()
+        report["finished"] = now()
         try:
             save()
         except OSError as exc:
@@ -752,7 +752,7 @@ def run(
     return report
 
 
-def summary(report: dict[str, Any], noun: str) -> tuple[int, int, int]:
+def summary(report: dict[str, Any]) -> tuple[int, int, int]:
     """(newly written, failed, already done) of a manifest, for the summary line."""
     written = sum(1 for e in report.get("written", []) if not e.get("earlier_run"))
     return written, len(report.get("failed", [])), int(report.get("skipped_existing", 0))

@@ -37,13 +37,10 @@ from __future__ import annotations
 from fastsal.errors import FastSalError, Terminated
 
 import os
-import signal
 import sys
-import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
@@ -566,7 +563,53 @@ def video_manifest_path(out: str | Path, index: int = 0, count: int = 1) -> Path
     return Path(out) / ("manifest-videos.json" if count == 1 else f"manifest-videos-{index}-of-{count}.json")
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
+def _video_task_class() -> type:
+    """:class:`fastsal.jobs.Task` for videos, made on first use: ``import fastsal.video`` stays cheap
+    (the command line calls :func:`is_video` to route its inputs)."""
+    from fastsal.jobs import Item, Result, Task, input_entry
+
+    class _VideoTask(Task):
+        """Videos on the job layer: each writes its own outputs, streaming frames (local only)."""
+
+        kind, noun, manifest_name = "videos", "maps and videos", "manifest-videos"
+        writes_own_outputs = True
+        input_errors = (VideoSourceError,)
+
+        def __init__(self, out: Path, options: dict[str, Any], *, progress: bool, bind: bool, **kw: Any) -> None:
+            super().__init__(out, **kw)
+            self.options, self.progress = options, progress
+            if not bind:
+                self.settings_keys = ()
+
+        def item(self, job: VideoJob) -> Item:
+            outputs = {k: p for k, p in (("video", job.out), ("npy", job.npy)) if p is not None}
+            stem = Path(job.name) if isinstance(job.source, int) else Path(job.source).with_suffix("")
+            return Item(job.name, job.source, stem, outputs)
+
+        def header(self, settings: dict[str, Any]) -> dict[str, Any]:
+            return {"model": settings.get("model"), "backend": settings.get("backend"),
+                    "precision": settings.get("precision"), "input_size": settings.get("input_size"),
+                    "options": {k: self.options[k] for k in ("overlay", "smoothing", "max_frames", "allow_short")}}
+
+        def failure(self, item: Item, exc: BaseException) -> Result:
+            result = super().failure(item, exc)
+            result.entry["input"] = item.key
+            if isinstance(exc, ShortVideoError):
+                result.entry.update(frames=exc.frames, expected=exc.expected)
+            return result
+
+        def run_item(self, item: Item) -> Result:
+            rep = predict_video(self.model, item.source, item.outputs.get("video"), npy=item.outputs.get("npy"),
+                                progress=self.progress, **self.options)
+            entry = {**input_entry(item.source), "input": item.key, "outputs": [str(p) for p in item.outputs.values()],
+                     "frames": rep.frames, "expected": rep.expected, "complete": rep.lost == 0,
+                     "stopped_by": rep.stopped_by, "interrupted": rep.interrupted, "seconds": round(rep.seconds, 3),
+                     "fps": round(rep.fps, 2)}
+            return Result(item.key, entry)
+
+    return _VideoTask
+
+
 def run_videos(
     predictor: Predictor,
     jobs: Sequence[VideoJob],
@@ -583,109 +626,37 @@ def run_videos(
     manifest: str | Path | None = None,
     shard_info: tuple[int, int] = (0, 1),
     on_skip: Callable[[str], None] | None = None,
-    on_done: Callable[[VideoJob, VideoReport | None], None] | None = None,
+    on_done: Callable[[Any, dict[str, Any], bool], None] | None = None,
+    loader: Callable[[], Predictor] | None = None,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`predict_video` over ``jobs``, going on past bad videos; returns the manifest.
+    """Run :func:`predict_video` over ``jobs`` on the job layer (:func:`fastsal.jobs.run`), going on
+    past bad videos; returns the manifest.
 
     Why: one unreadable file in a folder of videos must not cost the others. A job whose source
     cannot be read, or is damaged (:class:`VideoSourceError`, :class:`ShortVideoError` unless
     ``allow_short``), is recorded under ``"failed"`` with its one-line reason, passed to ``on_skip``
     and skipped; ``strict`` raises it instead (after recording it). Output problems (an unwritable
     path, a codec OpenCV cannot write) concern every job and are raised. A job whose outputs all
-    exist is kept unless ``overwrite`` (``on_done(job, None)``); a written one calls
-    ``on_done(job, report)``. Other arguments as for :func:`predict_video`.
+    exist is kept unless ``overwrite``. ``on_done(item, entry, earlier)`` follows every written or
+    kept video (its manifest entry: frames, expected, seconds, fps, stopped_by). Other arguments
+    as for :func:`predict_video`; ``predictor`` may be None with a ``loader`` (and ``request``,
+    see :class:`fastsal.jobs.Task`: a finished folder then reruns without loading it).
 
-    ``manifest`` (a path; checked writable before the first job) gets the record, written atomically
-    at the end, also when the run stops on an error, Ctrl-C or SIGTERM. In the main thread SIGTERM
-    raises :class:`Terminated` while the jobs run (the previous handler is restored afterwards).
+    ``manifest`` (a path) gets the record, bound to the folder's settings before the first video
+    and written atomically at the end, also when the run stops on an error, Ctrl-C or SIGTERM
+    (the job layer's one handler raises :class:`Terminated` in the main thread).
     """
-    from fastsal.files import OutputError, check_writable_file, write_json
+    from fastsal.files import check_writable_file
+    from fastsal.jobs import run as run_task
 
     manifest = Path(manifest) if manifest is not None else None
     if manifest is not None:
         check_writable_file(manifest, "manifest")
-    report: dict[str, Any] = {
-        "format": VIDEO_MANIFEST_FORMAT,
-        "shard": list(shard_info),
-        "model": predictor.name,
-        "backend": predictor.backend,
-        "precision": predictor.precision,
-        "input_size": list(predictor.input_size),
-        "settings": predictor.settings(),
-        "overwrite": overwrite,
-        "options": {"overlay": overlay, "smoothing": smoothing, "max_frames": max_frames, "allow_short": allow_short},
-        "assigned": len(jobs),
-        "skipped_existing": 0,
-        "written": [],
-        "failed": [],
-        "complete": False,
-        "stopped_by": None,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if manifest is not None:  # the one rule for every runner: refuse other settings, record ours before any output
-        from fastsal.batch import bind_settings
-
-        bind_settings(manifest.parent, manifest, report, overwrite=overwrite, noun="maps and videos")
-    start = time.perf_counter()
-    terminated: list[int] = []
-
-    def terminate(signum: int, frame: Any) -> None:
-        if not terminated:  # a second SIGTERM must not break the clean-up the first one started
-            terminated.append(signum)
-            raise Terminated(signum)
-
-    # signal.signal works only in the main thread; elsewhere SIGTERM keeps its usual effect.
-    handled = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminate) if handled else None
-
-    def record() -> None:
-        report["seconds"] = round(time.perf_counter() - start, 3)
-        report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if manifest is not None:
-            write_json(report, manifest)
-
-    try:
-        for job in jobs:
-            targets = [p for p in (job.out, job.npy) if p is not None]
-            if not overwrite and targets and all(p.is_file() for p in targets):
-                report["skipped_existing"] += 1
-                if on_done is not None:
-                    on_done(job, None)
-                continue
-            try:
-                rep = predict_video(predictor, job.source, job.out, npy=job.npy, overlay=overlay, smoothing=smoothing,
-                                    batch_size=batch_size, max_frames=max_frames, fourcc=fourcc, progress=progress,
-                                    allow_short=allow_short)
-            except VideoSourceError as exc:
-                entry: dict[str, Any] = {"input": job.name, "error": str(exc)}
-                if isinstance(exc, ShortVideoError):
-                    entry.update(frames=exc.frames, expected=exc.expected)
-                report["failed"].append(entry)
-                if strict:
-                    raise
-                if on_skip is not None:
-                    on_skip(str(exc))
-                continue
-            report["written"].append({
-                "input": job.name, "outputs": [str(p) for p in targets], "frames": rep.frames,
-                "expected": rep.expected, "complete": rep.lost == 0, "stopped_by": rep.stopped_by,
-            })
-            if on_done is not None:
-                on_done(job, rep)
-        report["complete"] = True
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            report["stopped_by"] = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
-        try:
-            record()
-        except OSError:
-            pass  # the error in flight says more than a manifest that could not be written
-        raise
-    finally:
-        if handled:  # None: the previous handler was not set from Python; the default is the best guess
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    try:
-        record()
-    except OSError as exc:
-        raise OutputError(f"manifest {manifest}: cannot write ({exc.strerror or exc}); pass a writable -o folder") from None
-    return report
+    options = {"overlay": overlay, "smoothing": smoothing, "batch_size": batch_size, "max_frames": max_frames,
+               "fourcc": fourcc, "allow_short": allow_short}
+    task = _video_task_class()(manifest.parent if manifest is not None else Path("."), options, progress=progress,
+                               bind=manifest is not None, model=predictor, loader=loader,
+                               request=request if manifest is not None else None)
+    return run_task(task, jobs, overwrite=overwrite, strict=strict, progress=False, manifest=manifest,
+                    shard_info=shard_info, on_skip=on_skip, on_done=on_done)
