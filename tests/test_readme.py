@@ -45,6 +45,7 @@ PARSE_ONLY: dict[str, str] = {
     r"--precision int8|--int8": "int8 calibration takes minutes (tests/test_backends.py, tests/test_export.py)",
     r"_int8\.xml": "reads the int8 export above",
     r"^serve\b": "starts a server (tests/test_serve.py)",
+    r"--ray\b": "needs a Ray cluster (tests/test_ray.py, tests/test_ray_cluster.py)",
 }
 
 

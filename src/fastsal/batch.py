@@ -150,6 +150,7 @@ def predict_inputs(
     progress: bool = True,
     on_skip: Callable[[str], None] | None = None,
     on_video: Callable[[Any, dict[str, Any], bool], None] | None = None,
+    executor: Any = None,
 ) -> dict[str, dict[str, Any] | None]:
     """What ``fastsal predict`` runs on a mix of images and videos: each input goes to its task.
 
@@ -158,7 +159,8 @@ def predict_inputs(
     or into ``video_file`` for a single video (then a bad video is an error, not skipped);
     ``video_options`` go to :func:`fastsal.video.predict_video`. Images run as :class:`MapsTask`
     with ``OUT/manifest*.json`` (also for an empty shard, so its manifest says so). The model
-    comes from ``loader``, once, and only if something is left to do. Returns the manifests,
+    comes from ``loader``, once, and only if something is left to do; ``executor`` computes the
+    images elsewhere (:class:`fastsal.ray.RayExecutor`; videos stay here). Returns the manifests,
     ``{"videos": ..., "maps": ...}`` (None where a kind had no inputs).
     """
     from fastsal.video import VideoJob, is_video, run_videos, video_manifest_path
@@ -182,7 +184,8 @@ def predict_inputs(
     if images or not jobs:
         reports["maps"] = run(None, images, out, formats, loader=loader, request=request, overwrite=overwrite,
                               strict=strict, batch_size=batch_size, workers=workers, progress=progress,
-                              manifest=manifest_path(out, index, count), shard_info=shard_info, on_skip=on_skip)
+                              manifest=manifest_path(out, index, count), shard_info=shard_info, on_skip=on_skip,
+                              executor=executor)
     return reports
 
 

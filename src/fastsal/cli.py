@@ -116,11 +116,9 @@ def _load_predictor(args: argparse.Namespace, **kw):
     from fastsal.backends import BackendNotice
     from fastsal.predict import load
 
-    source = Path(args.weights) if getattr(args, "weights", None) else args.model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BackendNotice)
-        predictor = load(source, threads=args.threads, backend=args.backend, precision=args.precision,
-                         device=args.device, aspect=False if getattr(args, "squash", False) else None, **kw)
+        predictor = load(**_load_kwargs(args, **kw))
     notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
     if args.backend == defaults.AUTO and predictor.backend == "torch" and args.device == "cpu":
         if importlib.util.find_spec("openvino") is None:
@@ -141,6 +139,31 @@ def _load_predictor(args: argparse.Namespace, **kw):
               f"blur {st['blur_sigma']:g}, "
               f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
     return predictor
+
+
+def _load_kwargs(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    """``fastsal.load``'s keywords from the common options."""
+    source = Path(args.weights) if getattr(args, "weights", None) else args.model
+    return {"name_or_path": source, "threads": args.threads, "backend": args.backend, "precision": args.precision,
+            "device": args.device, "aspect": False if getattr(args, "squash", False) else None, **kw}
+
+
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="compute on a Ray cluster (pip install 'fastsal[ray]'): HOST:PORT of its head, auto "
+                        "($RAY_ADDRESS) or local; this process writes every output and the manifest")
+    p.add_argument("--ray-actors", type=_positive_int, default=None, metavar="N",
+                   help="with --ray: actors holding the model (default: one per CPU of the cluster)")
+
+
+def _ray_run(args: argparse.Namespace, **kw: Any) -> tuple[Callable[[], Any], Any]:
+    """(loader, executor) for ``--ray``: a picklable loader actors call (threads from their CPUs
+    unless --threads) and :class:`fastsal.ray.RayExecutor`; (None, None) without ``--ray``."""
+    if not getattr(args, "ray", None):
+        return None, None  # type: ignore[return-value]
+    from fastsal.ray import ActorLoader, RayExecutor
+
+    return ActorLoader(_load_kwargs(args, **kw)), RayExecutor(args.ray, actors=args.ray_actors)
 
 
 def _predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
@@ -390,8 +413,15 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"fastsal: shard {index}/{count} has no inputs ({len(everything)} split {count} ways); nothing to do",
               file=sys.stderr)
-    teacher = Teacher(args.teacher, tta=args.tta, resolution=args.resolution, backend=args.backend,
-                      device=args.device, threads=args.threads)
+    made = {"sources": args.teacher, "tta": args.tta, "resolution": args.resolution, "backend": args.backend,
+            "device": args.device, "threads": args.threads}
+    teacher = Teacher(**made)
+    if args.ray:  # actors make the teacher again, with threads from their CPUs unless --threads
+        from fastsal.ray import ActorLoader, RayExecutor
+
+        loader, executor = ActorLoader(made, factory=Teacher), RayExecutor(args.ray, actors=args.ray_actors)
+    else:
+        loader = executor = None
     from tqdm import tqdm
 
     if not args.quiet:
@@ -402,7 +432,8 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     rep = pseudo_label.run(teacher, jobs, out, overwrite=args.overwrite, strict=args.strict,
                            batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                            manifest=batch.manifest_path(out, index, count), shard_info=(index, count),
-                           on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr))
+                           on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
+                           loader=loader, executor=executor)
     done = pseudo_label.labelled(rep)
     return _batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
@@ -436,6 +467,7 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--split", choices=defaults.SPLITS, default="train", help="the --dataset split (default: train)")
     p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
     _add_shard_option(p)
+    _add_ray_options(p)
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
                    help="images per teacher pass (default: 4)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
@@ -645,7 +677,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               f"nothing to do", file=sys.stderr)
 
     kw = {"input_size": args.input_size} if args.input_size else {}
-    loader = _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
+    if args.ray and (single or video_out or args.camera is not None or any(is_video(j.source) for j in jobs)):
+        raise UsageError("--ray computes maps of images into a folder; videos, --camera and -o FILE run on this "
+                         "machine: drop --ray for them")
+    ray_loader, executor = _ray_run(args, **kw)
+    loader = ray_loader or _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
     if single:
         return _predict_one(loader(), Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
     from tqdm import tqdm
@@ -690,7 +726,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     reports = batch.predict_inputs(
         jobs, out, formats, loader=loader, request=_request(args, **kw), video_file=out if video_out else None,
         video_options=video_options, shard_info=(index, count), overwrite=args.overwrite, strict=args.strict,
-        batch_size=args.batch_size, workers=args.workers, progress=progress, on_skip=on_skip, on_video=video_done)
+        batch_size=args.batch_size, workers=args.workers, progress=progress, on_skip=on_skip, on_video=video_done,
+        executor=executor)
     statuses = []
     if reports["videos"] is not None:
         written, failed, skipped = jobs_summary(reports["videos"])
@@ -770,6 +807,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_threads(0), default=defaults.WORKERS, metavar="N",
                    help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
     _add_shard_option(p)
+    _add_ray_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image or video")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -808,13 +846,14 @@ def _cmd_crop(args: argparse.Namespace) -> int:
               f"nothing to do", file=sys.stderr)
     from tqdm import tqdm
 
+    ray_loader, executor = _ray_run(args)
     rep = cropping.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
                        strict=args.strict, batch_size=args.batch_size,
                        progress=not args.quiet and sys.stderr.isatty(),
                        report=cropping.report_path(out, index, count), shard_info=(index, count),
                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
                        scale=args.scale, min_scale=args.min_scale, keep=args.keep,
-                       loader=_predictor_loader(args), request=_request(args))
+                       loader=ray_loader or _predictor_loader(args), request=_request(args), executor=executor)
     written = sum(1 for e in rep["written"] if not e.get("earlier_run"))
     return _batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=_rate(written, rep["seconds"]),
@@ -858,6 +897,7 @@ def _add_crop(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
                    help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
     _add_shard_option(p)
+    _add_ray_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

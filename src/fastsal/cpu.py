@@ -112,10 +112,18 @@ def check_threads(value: object, name: str = "threads", *, minimum: int = 1,
     return value
 
 
+def threads_for(cpus: float | None) -> int:
+    """Engine threads for a worker granted ``cpus`` CPUs (a Ray actor's ``num_cpus``, a container's
+    quota): one per whole CPU, at least 1, at most :func:`available_cpus`. A worker that takes the
+    engine's own default (every CPU of the machine) beside others only makes them fight for cores."""
+    whole = int(cpus) if cpus is not None and cpus >= 1 else 1
+    return max(1, min(whole, available_cpus()))
+
+
 def describe() -> dict[str, object]:
     """The CPU facts a benchmark JSON records beside its figures."""
     return {"name": cpu_name(), "level": isa_level(), "features": cpu_features(), "cores": os.cpu_count()}
 
 
 __all__ = ["THREADS_PER_CPU", "ThreadCountError", "available_cpus", "check_threads", "cpu_features", "cpu_flags",
-           "cpu_name", "describe", "isa_level", "max_threads", "supports_bf16"]
+           "cpu_name", "describe", "isa_level", "max_threads", "supports_bf16", "threads_for"]

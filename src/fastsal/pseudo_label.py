@@ -20,7 +20,7 @@ listed as failed and skipped, or stop the run with ``strict``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -108,20 +108,23 @@ class LabelTask(Task):
         return result
 
 
-def run(teacher: Any, jobs: Sequence[Job], out: str | Path, *, batch_size: int = 4, **options: Any) -> dict[str, Any]:
+def run(teacher: Any, jobs: Sequence[Job], out: str | Path, *, batch_size: int = 4,
+        loader: Callable[[], Any] | None = None, **options: Any) -> dict[str, Any]:
     """Label ``jobs`` with ``teacher`` (a :class:`fastsal.teacher.Teacher`) into ``out``; returns the manifest.
 
     ``options`` are :func:`fastsal.jobs.run`'s: ``overwrite`` relabels images already done; an
     unreadable image is listed as failed and skipped (``on_skip`` gets the one-line reason), or
     raised with ``strict`` (after the manifest is written). ``batch_size`` images go through the
     teacher at a time.
+
+    ``loader``: makes the teacher again where the task is sent (an ``executor``'s remote workers).
     """
     from fastsal.jobs import run as run_task
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise PseudoLabelError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    return run_task(LabelTask(out, model=teacher), jobs, batch_size=batch_size, **options)
+    return run_task(LabelTask(out, model=teacher, loader=loader), jobs, batch_size=batch_size, **options)
 
 
 def labelled(report: dict[str, Any]) -> int:
