@@ -152,7 +152,7 @@ def _unique_stems(rels: list[Path]) -> list[Path]:
 
 
 # The settings that change a map's values (the engine does not, within the fp32 contract).
-MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma")
+MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma", "calibration")
 
 
 def check_settings(out: str | Path, settings: dict[str, Any], keys: Sequence[str] = MAP_SETTINGS, *,

@@ -59,7 +59,7 @@ from fastsal.tta import TTA, TTAError
 COMBINE = "mean of log-densities, renormalised (normalised geometric mean)"
 CENTRE_BIAS = "none: the teacher's own density, centre bias included"
 # The settings of a fastsal source that change its maps (the engine does not, within fp32).
-MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma")
+MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma", "calibration")
 CALLABLE_PREFIX = "py:"
 
 
