@@ -186,3 +186,13 @@ def test_malformed_calibration_is_a_one_line_error(tmp_path):
     bad_form = _calibrated(tmp_path, {**CALIB, "form": "cubic"}, "bad2.pt")
     with pytest.raises(C.CalibrationError, match="form"):
         fastsal.load(bad_form, backend="torch")
+
+
+def test_teacher_hash_holds_for_uncalibrated_sources_and_tracks_a_calibration(tmp_path):
+    from fastsal.teacher import Teacher
+
+    _calibrated(tmp_path)  # writes plain.pt and cal.pt (the same weights)
+    plain = Teacher([str(tmp_path / "plain.pt")], backend="torch", threads=1)
+    assert "calibration" not in plain.identity()["sources"][0]  # hashes of earlier labels unchanged
+    cal = Teacher([str(tmp_path / "cal.pt")], backend="torch", threads=1)
+    assert cal.identity()["sources"][0]["calibration"]["temperature"] == 1.6
