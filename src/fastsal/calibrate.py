@@ -303,7 +303,7 @@ def val_reports(datasets: Sequence[tuple[str, Sequence[Any], Sequence[Any]]], lo
 
 def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[str], data_dir: str | Path,
                          form: str = "auto", threads: int | None = None, backend: str = "auto",
-                         progress: Any = None) -> dict[str, Any]:
+                         progress: Any = None, limit: int | None = None) -> dict[str, Any]:
     """Fit a calibration on the val splits of ``data`` and write ``source``'s checkpoint with it to ``out``.
 
     ``source``: a model name with shipped weights or a checkpoint file (not an export: export the
@@ -311,7 +311,8 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     unchanged (same ``tensors_sha256``); only ``meta["calibration"]`` is new, written atomically.
     Returns ``{"calibration", "fits", "val"}``: the chosen calibration, each form's (calibration,
     objective) and the val reports of the uncalibrated and each fitted density.
-    ``progress``: a callable taking one line, told what is happening.
+    ``progress``: a callable taking one line, told what is happening. ``limit``: only the first
+    ``limit`` val images of each dataset (a smoke test).
     """
     from types import SimpleNamespace
 
@@ -333,7 +334,7 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
         raise CalibrationError("data is empty; name the datasets whose val splits to fit on (e.g. osie,mit1003,scene)")
     ckpt = read_checkpoint(path)
     roots = dataset_roots(SimpleNamespace(data=tuple(data), root=None, data_dir=str(data_dir)))
-    datasets = [(name, load_dataset(name, root, "val"), load_dataset(name, root, "train")) for name, root in roots]
+    datasets = [(name, load_dataset(name, root, "val")[:limit], load_dataset(name, root, "train")) for name, root in roots]
     predictor = load(source, threads=threads, backend=backend)  # a name runs at its shipped geometry
     samples = [s for _, val, _ in datasets for s in val]
     say(f"predicting {len(samples)} val images ({', '.join(n for n, *_ in datasets)}) on {predictor.backend}")

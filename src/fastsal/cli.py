@@ -952,7 +952,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         say = (lambda line: None) if args.quiet else (lambda line: print(f"fastsal: {line}", file=sys.stderr))
         result = calibrate_checkpoint(Path(args.weights) if args.weights else args.model, args.out,
                                       data=[d for d in args.data.split(",") if d], data_dir=args.data_dir,
-                                      form=args.form, threads=args.threads, backend=args.backend, progress=say)
+                                      form=args.form, threads=args.threads, backend=args.backend, progress=say,
+                                      limit=args.limit)
     except FastSalError as exc:  # CalibrationError, DatasetError, ModelError, OutputError: one line, exit 2
         raise UsageError(_as_flags(str(exc))) from None
     except OSError as exc:
@@ -984,6 +985,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--form", choices=("auto", "power", "mixture"), default="auto",
                    help="power: p^(1/T) * prior^w; mixture: (1-w) p^(1/T) + w prior; auto: the better on val")
     p.add_argument("-o", "--out", required=True, help="the calibrated checkpoint to write (.pt)")
+    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
+                   help="fit on only the first N val images of each dataset (smoke test)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="engine for the val predictions (default: %(default)s)")
     p.add_argument("--threads", type=_threads(), default=None, metavar="N", help="CPU threads for the network")
