@@ -196,3 +196,15 @@ def test_teacher_hash_holds_for_uncalibrated_sources_and_tracks_a_calibration(tm
     assert "calibration" not in plain.identity()["sources"][0]  # hashes of earlier labels unchanged
     cal = Teacher([str(tmp_path / "cal.pt")], backend="torch", threads=1)
     assert cal.identity()["sources"][0]["calibration"]["temperature"] == 1.6
+
+
+@pytest.mark.parametrize("form", C.FORMS)
+def test_analytic_gradient_matches_finite_differences(form):
+    data = _synthetic(2.0, n_images=6)
+    theta = np.array([0.2, 0.3, 0.45, 0.55, np.log(0.2), np.log(0.35)])
+    _, grad = C.objective_and_gradient(data, theta, form)
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = 1e-6
+        fd = (C.objective(data, C._unpack(theta + step, form)) - C.objective(data, C._unpack(theta - step, form))) / 2e-6
+        assert abs(grad[k] - fd) < 1e-5 * max(1.0, abs(fd)), (k, grad[k], fd)

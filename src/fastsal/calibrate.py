@@ -222,6 +222,72 @@ def objective(data: FitData, calib: Calibration | None) -> float:
     return float((per_image[used] / data.counts[used]).mean() / math.log(2.0))
 
 
+def _group_gradient(g: _Group, c: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """Per fixation of ``g``: (log-likelihood in nats, its gradient (6, F) in the fit's parameters
+    log T, w, x, y, log sx, log sy). Analytic: finite differences cost seven passes, this ~two.
+
+    The prior is separable (``-a^2/2 - b^2/2``, ``a`` of the column, ``b`` of the row), so its
+    expectations need only the density's row and column marginals.
+    """
+    n, h, w = g.logs.shape
+    T, wt = c.temperature, c.prior_weight
+    x, y, sx, sy = c.prior
+    a = ((np.arange(w) + 0.5) / w - x) / sx  # (w,)
+    b = ((np.arange(h) + 0.5) / h - y) / sy  # (h,)
+    lp = -0.5 * (b[:, None] ** 2 + a[None, :] ** 2)
+    img, local = np.divmod(g.index, h * w)
+    row, col = np.divmod(local, w)
+    ak, bk, lk = a[col], b[row], g.logs.reshape(-1)[g.index]  # (4, F) each
+    if c.form == "power":
+        p = np.exp(_log_normalise(g.logs / T + wt * lp))
+        pk = p.reshape(-1)[g.index]
+        P = (pk * g.weight).sum(axis=0)
+        r = g.weight * pk / P
+        cm, rm = p.sum(axis=1), p.sum(axis=2)  # (n, w), (n, h) marginals
+        e_l = (p * g.logs).sum(axis=(1, 2))[img[0]]
+        e_a, e_a2 = (cm @ a)[img[0]], (cm @ a ** 2)[img[0]]
+        e_b, e_b2 = (rm @ b)[img[0]], (rm @ b ** 2)[img[0]]
+        grad = np.stack([
+            ((r * -lk).sum(0) + e_l) / T,
+            (r * -0.5 * (ak ** 2 + bk ** 2)).sum(0) + 0.5 * (e_a2 + e_b2),
+            wt * ((r * ak).sum(0) - e_a) / sx,
+            wt * ((r * bk).sum(0) - e_b) / sy,
+            wt * ((r * ak ** 2).sum(0) - e_a2),
+            wt * ((r * bk ** 2).sum(0) - e_b2),
+        ])
+        return np.log(np.maximum(P, 1e-300)), grad
+    q = np.exp(_log_normalise(g.logs / T))
+    px, py = np.exp(-0.5 * a ** 2), np.exp(-0.5 * b ** 2)
+    px, py = px / px.sum(), py / py.sum()  # the prior is py (x) px
+    qk, pik = q.reshape(-1)[g.index], py[row] * px[col]
+    P = (g.weight * ((1 - wt) * qk + wt * pik)).sum(axis=0)
+    e_l = (q * g.logs).sum(axis=(1, 2))[img]
+    d = np.stack([
+        (1 - wt) * qk * (e_l - lk) / T,
+        pik - qk,
+        wt * pik * (ak - px @ a) / sx,
+        wt * pik * (bk - py @ b) / sy,
+        wt * pik * (ak ** 2 - px @ a ** 2),
+        wt * pik * (bk ** 2 - py @ b ** 2),
+    ])  # (6, 4, F): the derivative of each corner's density
+    return np.log(np.maximum(P, 1e-300)), (d * g.weight).sum(axis=1) / P
+
+
+def objective_and_gradient(data: FitData, theta: np.ndarray, form: str) -> tuple[float, np.ndarray]:
+    """:func:`objective` at the fit's parameters ``theta`` and its gradient (bits per fixation)."""
+    c = _unpack(theta, form)
+    per_image, grad = np.zeros(data.n_images), np.zeros((6, data.n_images))
+    for g in data.groups:
+        ll, dll = _group_gradient(g, c)
+        per_image += np.bincount(g.image, weights=ll + g.offset, minlength=data.n_images)
+        for k in range(6):
+            grad[k] += np.bincount(g.image, weights=dll[k], minlength=data.n_images)
+    used = data.counts > 0
+    scale = 1.0 / (used.sum() * math.log(2.0))
+    value = float((per_image[used] / data.counts[used]).sum() * scale)
+    return value, (grad[:, used] / data.counts[used]).sum(axis=1) * scale
+
+
 def _unpack(theta: np.ndarray, form: str) -> Calibration:
     t, w, x, y, sx, sy = (float(v) for v in theta)
     lo, hi = PRIOR_SIGMA_RANGE  # exp(log(bound)) may round just outside it
@@ -237,7 +303,7 @@ def fit(data: FitData, form: str = "power", *, max_iter: int = 60) -> tuple[Cali
     """(the calibration of ``form`` maximising :func:`objective` on ``data``, its objective).
 
     L-BFGS-B over six numbers (log T, the prior's weight, centre and log sds) within the bounds a
-    valid calibration has; finite-difference gradients are fine at float64 for so few parameters.
+    valid calibration has, with the analytic gradient (:func:`objective_and_gradient`).
     """
     from scipy.optimize import minimize
 
@@ -248,8 +314,11 @@ def fit(data: FitData, form: str = "power", *, max_iter: int = 60) -> tuple[Cali
     bounds = [tuple(math.log(v) for v in TEMPERATURE_RANGE), weights, PRIOR_CENTRE_RANGE, PRIOR_CENTRE_RANGE,
               (lo_s, hi_s), (lo_s, hi_s)]
     start = np.array([0.0, 0.3 if form == "power" else 0.1, 0.5, 0.5, math.log(0.3), math.log(0.3)])
-    result = minimize(lambda th: -objective(data, _unpack(th, form)), start, method="L-BFGS-B", bounds=bounds,
-                      options={"maxiter": int(max_iter), "eps": 1e-6})
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = objective_and_gradient(data, theta, form)
+        return -value, -grad
+
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": int(max_iter)})
     best = _unpack(result.x, form)
     return best, objective(data, best)
 
@@ -333,7 +402,8 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     if not data:
         raise CalibrationError("data is empty; name the datasets whose val splits to fit on (e.g. osie,mit1003,scene)")
     ckpt = read_checkpoint(path)
-    roots = dataset_roots(SimpleNamespace(data=tuple(data), root=None, data_dir=str(data_dir)))
+    # train's NAME[=FOLDER] rule; it reads only these three fields
+    roots = dataset_roots(SimpleNamespace(data=tuple(data), root=None, data_dir=str(data_dir)))  # type: ignore[arg-type]
     datasets = [(name, load_dataset(name, root, "val")[:limit], load_dataset(name, root, "train")) for name, root in roots]
     predictor = load(source, threads=threads, backend=backend)  # a name runs at its shipped geometry
     samples = [s for _, val, _ in datasets for s in val]
