@@ -56,6 +56,10 @@ def ship(args: argparse.Namespace) -> None:
         "metrics": {}, "card": f"{name}.md", "encoder_from": args.encoder_from,
         "val": {k: round(v, 4) for k, v in meta.items() if k.startswith("val_") and isinstance(v, float)},
     }
+    if meta.get("calibration") is not None:  # from `fastsal calibrate`: the card says what was fitted, on what
+        from fastsal.calibrate import from_meta
+
+        spec["calibration"] = from_meta(meta).describe()
     files.write_json(spec, WEIGHTS_DIR / f"{name}.json")
     write_card(spec, {})
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card")
@@ -95,6 +99,8 @@ def write_card(spec: dict, reports: dict) -> None:
                                           else ", squashed") + f"; post-processing blur {spec['blur_sigma']:g} px"
         + (f" (trained at {spec['trained_at'][0]}x{spec['trained_at'][1]}; the inference size was chosen on val)"
            if spec.get("trained_at") and list(spec["trained_at"]) != list(spec["input_size"]) else ""),
+        *([f"- **Calibration**: {spec['calibration']} (`fastsal calibrate`; never fitted on test)"]
+          if spec.get("calibration") else []),
         f"- **Cost**: {spec['gmacs']:.2f} GMACs at {h}x{w}, {spec['params']:,} parameters",
         f"- **Data**: {spec['data']}. Never trained or tuned on a test split.",
         f"- **Recipe**: {spec['recipe']}",

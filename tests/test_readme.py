@@ -32,6 +32,7 @@ FAST: list[tuple[str, str]] = [
     (r"^(train .*)$", r"\1 --epochs 1 --limit 2 --batch-size 2 --threads 1"),
     (r"^(evaluate .*)$", r"\1 --limit 2 --threads 1 --backend torch"),
     (r"^(adapt .*)$", r"\1 --epochs 1 --batch-size 2 --threads 1"),
+    (r"^(calibrate .*)$", r"\1 --limit 2 --threads 1 --backend torch -q"),
     # PyTorch: no graph conversion per new input shape (the engines have their own tests)
     (r"^((?:predict|crop)\b.*)$", r"\1 --threads 1 --quiet --backend torch"),
     (r"^(pseudo-label .*)$", r"\1 --threads 1 --backend torch"),

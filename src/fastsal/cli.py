@@ -137,7 +137,8 @@ def _load_predictor(args: argparse.Namespace, **kw):
         print(f"fastsal: model {st['model']} (weights sha256 {str(st['weights_sha256'])[:16]}), engine "
               f"{st['backend']}, precision {st['precision']}, input {_input_rule(h, w, st['aspect'])}, "
               f"blur {st['blur_sigma']:g}, "
-              f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
+              + (f"{predictor.calibration.describe()}, " if predictor.calibration is not None else "")
+              + f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
     return predictor
 
 
@@ -1024,6 +1025,59 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from fastsal import files
+
+    try:
+        files.check_writable_file(args.out, "-o")
+        from fastsal.calibrate import calibrate_checkpoint
+        from fastsal.evaluate import format_table
+
+        say = (lambda line: None) if args.quiet else (lambda line: print(f"fastsal: {line}", file=sys.stderr))
+        result = calibrate_checkpoint(Path(args.weights) if args.weights else args.model, args.out,
+                                      data=[d for d in args.data.split(",") if d], data_dir=args.data_dir,
+                                      form=args.form, threads=args.threads, backend=args.backend, progress=say,
+                                      limit=args.limit)
+    except FastSalError as exc:  # CalibrationError, DatasetError, ModelError, OutputError: one line, exit 2
+        raise UsageError(_as_flags(str(exc))) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another -o") from None
+    for name, report in result["val"].items():
+        print(f"{name} val (calibration fitted on all val splits; chosen: {result['chosen']})")
+        print(format_table(report))
+    for form, (calib, bits) in result["fits"].items():
+        print(f"{form}: val log-likelihood {bits:.4f} bits/fixation (uncalibrated {result['objective_before']:.4f}); "
+              f"{calib.describe()}")
+    print(f"wrote {args.out}: {result['calibration'].describe()}")
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit a temperature and centre-bias prior on val; write a calibrated checkpoint",
+                       description="Predict the val splits of --data once, fit the density's temperature and a "
+                                   "centre-bias prior by the val fixations' log-likelihood (both forms with --form "
+                                   "auto, the better kept), print val scores before and after, and write the "
+                                   "checkpoint with the calibration in its meta (weights unchanged). Never fits on "
+                                   "test. Export the calibrated checkpoint to use it on ONNX Runtime or OpenVINO.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
+    src.add_argument("--weights", help="a fastsal checkpoint file (not an export)")
+    p.add_argument("--data", default="osie,mit1003,scene", metavar="NAME[=FOLDER],...",
+                   help="datasets whose val splits to fit on; a bare NAME is DATA_DIR/NAME (default: %(default)s)")
+    p.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="(default: %(default)s)")
+    p.add_argument("--form", choices=("auto", "power", "mixture"), default="auto",
+                   help="power: p^(1/T) * prior^w; mixture: (1-w) p^(1/T) + w prior; auto: the better on val")
+    p.add_argument("-o", "--out", required=True, help="the calibrated checkpoint to write (.pt)")
+    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
+                   help="fit on only the first N val images of each dataset (smoke test)")
+    p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
+                   help="engine for the val predictions (default: %(default)s)")
+    p.add_argument("--threads", type=_threads(), default=None, metavar="N", help="CPU threads for the network")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_calibrate)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from fastsal.export import export
     from fastsal.images import find_images
@@ -1281,8 +1335,8 @@ def _add_manifest(sub: argparse._SubParsersAction) -> None:
 
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_export,
-    _add_cost, _add_serve, _add_cache, _add_manifest]
+    _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_calibrate,
+    _add_export, _add_cost, _add_serve, _add_cache, _add_manifest]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -267,7 +267,7 @@ def input_entry(path: Path | int | str) -> dict[str, Any]:
 # -- settings bound to an output folder -------------------------------------------------------------
 
 # The settings that change a map's values (the engine does not, within the fp32 contract).
-MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma")
+MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma", "calibration")
 
 
 def _records(out: Path, records: str) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -30,6 +30,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fastsal import defaults
+from fastsal.calibrate import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
 from fastsal.backends import (
     AUTO,
     BackendNotice,
@@ -112,7 +113,9 @@ class Predictor:
     ``rebuild(size)`` makes a runner for another input size, so ``input_size`` can be changed.
     ``blur_sigma``: Gaussian blur (pixels at the input size) of the density before resizing; it
     removes the PixelShuffle grain and was selected on the validation split (stored with the
-    weights, ``meta["blur_sigma"]``).
+    weights, ``meta["blur_sigma"]``). ``calibration``: a temperature and centre-bias prior fitted on
+    val (``meta["calibration"]``, :mod:`fastsal.calibrate`), applied after the blur; None (weights
+    without one) leaves the maps exactly as they were.
 
     ``aspect``: ``input_size`` is a pixel budget and each image keeps its own aspect at about that
     many pixels (:meth:`input_size_for`, sides multiples of 32), as the models are trained; a
@@ -141,6 +144,7 @@ class Predictor:
         self.name = name
         self.meta = dict(meta or {})
         self.blur_sigma = check_blur(self.meta.get("blur_sigma", 0.0) if blur_sigma is None else blur_sigma)
+        self.calibration: Calibration | None = calibration_from_meta(self.meta)
         self.weights_path = Path(weights_path) if weights_path is not None else None
         self.weights_sha256 = weights_sha256
         self._rebuild = rebuild
@@ -206,8 +210,8 @@ class Predictor:
         return runner
 
     def settings(self) -> dict[str, Any]:
-        """What shapes a map: model, weights, input size, engine, precision and blur (for manifests
-        and reports: outputs made with other settings are not the same maps)."""
+        """What shapes a map: model, weights, input size, engine, precision, blur and calibration
+        (for manifests and reports: outputs made with other settings are not the same maps)."""
         return {
             "model": self.name,
             "weights_sha256": self.weights_sha256,
@@ -215,6 +219,7 @@ class Predictor:
             "backend": self.backend,
             "precision": self.precision,
             "blur_sigma": self.blur_sigma,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
             "aspect": self.aspect,
         }
 
@@ -235,7 +240,8 @@ class Predictor:
 
     def small_log_density(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 in [0, 1] -> the model's log-density at the input size, (N, h, w)
-        float64: log-softmax over all pixels, then the post-processing blur. All images of a batch
+        float64: log-softmax over all pixels, then the post-processing blur, then the calibration
+        (:func:`fastsal.calibrate.apply`), the same on every engine. All images of a batch
         have one size; :meth:`small_log_densities` takes a list of any sizes."""
         logits = self.runner_for(batch.shape[-2:])(batch)
         if not np.isfinite(logits).all():
@@ -251,7 +257,7 @@ class Predictor:
             prob = ndimage.gaussian_filter(np.exp(log_small), sigma=(0, self.blur_sigma, self.blur_sigma), mode="nearest")
             prob /= prob.sum(axis=(1, 2), keepdims=True)
             log_small = np.log(np.maximum(prob, np.finfo(np.float64).tiny))
-        return log_small
+        return apply_calibration(log_small, self.calibration)
 
     def small_log_densities(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """:meth:`small_log_density` for (3, h, w) inputs of possibly different sizes, in order:
@@ -416,10 +422,14 @@ def _check_input_size(size: Any) -> tuple[int, int]:
 
 
 def training_geometry(meta: dict[str, Any], spec: Any = None) -> tuple[tuple[int, int], bool]:
-    """(input size, aspect) the weights were trained at: from their shipped spec, else from the
-    training config a checkpoint carries (``meta["config"]``), else the defaults."""
+    """(input size, aspect) the weights were trained at: from their shipped spec, else the size a
+    calibration was fitted at (it holds there), else from the training config a checkpoint carries
+    (``meta["config"]``), else the defaults."""
     if spec is not None:
         return tuple(spec.input_size), bool(spec.aspect)
+    calib = calibration_from_meta(meta)  # a malformed one: CalibrationError naming the key
+    if calib is not None and calib.input_size is not None and calib.aspect is not None:
+        return calib.input_size, calib.aspect
     config = meta.get("config") or meta.get("training_config") or {}
     size = config.get("input_size") if isinstance(config, dict) else None
     try:

@@ -59,7 +59,7 @@ from fastsal.tta import TTA, TTAError
 COMBINE = "mean of log-densities, renormalised (normalised geometric mean)"
 CENTRE_BIAS = "none: the teacher's own density, centre bias included"
 # The settings of a fastsal source that change its maps (the engine does not, within fp32).
-MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma")
+MAP_SETTINGS = ("model", "weights_sha256", "input_size", "aspect", "precision", "blur_sigma", "calibration")
 CALLABLE_PREFIX = "py:"
 
 
@@ -96,7 +96,8 @@ class PredictorMember:
         self.label = label or predictor.name
         self.native_size = tuple(predictor.input_size)
         settings = predictor.settings()  # its maps' settings as loaded (its own input size)
-        self.settings = {k: settings.get(k) for k in MAP_SETTINGS}
+        # An uncalibrated source leaves "calibration" out: teacher hashes (and labels) made before it existed stay valid.
+        self.settings = {k: settings.get(k) for k in MAP_SETTINGS if k != "calibration" or settings.get(k) is not None}
 
     def size_for(self, shape: Sequence[int], budget: tuple[int, int] | None) -> tuple[int, int]:
         budget = budget or self.native_size

@@ -266,7 +266,7 @@ def full_state_dict(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]
 
 # Checkpoint ``meta`` keys that shape maps after the network (read by fastsal.predict.Predictor):
 # training from a checkpoint (``train --init``, ``adapt``) carries them into the new checkpoint.
-POSTPROCESS_META = ("blur_sigma",)
+POSTPROCESS_META = ("blur_sigma", "calibration")
 
 
 def postprocess_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
