@@ -142,6 +142,9 @@ def in_process_cluster(num_cpus: int = 2) -> Iterator[str]:
         with loopback_namespace() as ns:
             _setns(f"/run/netns/{ns}")
             try:
+                # ray.init installs its own SIGTERM/SIGINT handlers in this process: put ours back after,
+                # or later tests (and their Ctrl-C / SIGTERM checks) run with Ray's
+                handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
                 ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
                          _node_ip_address="127.0.0.1", _temp_dir=temp, log_to_driver=False,
                          configure_logging=False)
@@ -149,6 +152,8 @@ def in_process_cluster(num_cpus: int = 2) -> Iterator[str]:
                     yield ray.get_runtime_context().gcs_address
                 finally:
                     ray.shutdown()
+                    for sig, handler in handlers.items():
+                        signal.signal(sig, handler)
             finally:
                 _setns(f"/proc/self/fd/{back}")
     finally:

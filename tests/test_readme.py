@@ -168,7 +168,8 @@ def test_readme_commands_run(tmp_path, osie_root, mit1003_root, monkeypatch, cap
 def test_parse_only_commands_are_few_and_said_why():
     """Everything else runs: a new README command is run unless a pattern here says why not."""
     skipped = [c for c in COMMANDS if parse_only_reason(c)]
-    assert 0 < len(skipped) <= 9, skipped
+    # 9 single-machine commands (camera, cuda, int8 calibration, serve) + 4 that need a Ray cluster (`--ray auto`)
+    assert 0 < len(skipped) <= 13, skipped
 
 
 def test_train_without_backbone_weights_names_the_flag(tmp_path, osie_root, capsys):
