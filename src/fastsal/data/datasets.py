@@ -5,14 +5,15 @@ A dataset is registered once in :data:`DATASETS` with its reader, its viewing ge
 description of the layout it expects. Everything downstream (``fastsal train --data``,
 ``fastsal evaluate --dataset``) looks datasets up there by name, so a new reader is one entry.
 
-Readers: OSIE and MIT1003 (``fixations.mat``), CAT2000 and SALICON in their public release
-layouts, and ``folder`` for one's own data (images plus a CSV of points or binary fixation maps).
+Readers: OSIE and MIT1003 (``fixations.mat``), Scene (a cell array of ``[y, x]`` per observer),
+CAT2000 and SALICON in their public release layouts, and ``folder`` for one's own data (images plus a CSV of points or binary fixation maps).
 
 Every reader validates what it reads and fails with one line naming the file and the fix, since
 a malformed fixation file otherwise surfaces much later as a silently wrong score. What a reader
 leaves out on purpose (points outside their image, images without fixations) is reported in one
 :class:`DatasetWarning` line per kind, with the count, rather than silently.
 """
+# size-exception: the readers share private validation helpers; splitting them out waits for issue 21's data package
 from __future__ import annotations
 
 import csv
