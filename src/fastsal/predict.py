@@ -468,13 +468,11 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
         name = resolve_name(text)
         if name in WEIGHTS:
             return weights_for(name).path, name
-        if name in list_models():
-            if name not in WEIGHTS:
-                raise ModelError(
-                    f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
-                    f"pass a checkpoint file instead, e.g. fastsal.load('runs/x/best.pt') or --weights FILE"
-                )
-            return weights_for(name).path, name
+        if name in list_models():  # an architecture without shipped weights (those returned above)
+            raise ModelError(
+                f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
+                f"pass a checkpoint file instead, e.g. fastsal.load('runs/x/best.pt') or --weights FILE"
+            )
         path = Path(text)
         if not path.exists() and not _looks_like_path(text):
             raise ModelError(
