@@ -214,16 +214,18 @@ def test_a_model_without_weights_is_one_line(monkeypatch, capsys, tmp_path):
 
 
 def test_shipped_specs_describe_their_files():
-    from fastsal.models import WEIGHTS, list_models
+    from fastsal.models import WEIGHTS, catalogue, list_models
 
     assert WEIGHTS, "at least the default ships"
+    listed = [n for n, _ in catalogue()]
     for name, spec in WEIGHTS.items():
-        assert name in list_models() and spec.path.is_file() and spec.card_path.is_file()
+        assert spec.name == name and spec.model in list_models() and name in listed
+        assert spec.path.is_file() and spec.card_path.is_file()
         assert spec.input_size[0] % 32 == 0 and spec.input_size[1] % 32 == 0 and spec.gmacs > 0
         card = json.loads(spec.path.with_suffix(".json").read_text())
-        assert card["model"] == name
+        assert card["model"] == spec.model and card.get("name", name) == name
         model, meta = load_model(spec.path)
-        assert model.name == name and meta["blur_sigma"] == spec.blur_sigma
+        assert model.name == spec.model and meta["blur_sigma"] == spec.blur_sigma
 
 
 # ---- aspect-preserving prediction ------------------------------------------------------------

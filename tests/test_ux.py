@@ -98,11 +98,13 @@ def test_commands_have_help_text(name):
 
 
 def test_models_json(capsys):
-    from fastsal.models import DEFAULT_MODEL, list_models
+    from fastsal.models import DEFAULT_MODEL, catalogue, list_models
 
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == list(list_models())
+    assert [r["model"] for r in rows] == [name for name, _ in catalogue()]
+    assert set(list_models()) <= {r["model"] for r in rows}  # every architecture, weights or not
+    assert all(r["architecture"] in list_models() for r in rows)
     default = next(r for r in rows if r["default"])
     assert default["model"] == DEFAULT_MODEL and default["weights"].endswith(".pt")
     assert len(default["input_size"]) == 2 and default["metrics"]["osie_test"]["nss"] > 1

@@ -61,3 +61,16 @@ def test_export_of_second_weights_runs_at_their_size(second_weights, tmp_path):
     assert main(["export", "--model", "fast", "--format", "onnx", "-o", str(out)]) == 0
     side = read_sidecar(out)
     assert side["model"] == "fastsal_bare" and tuple(side["input_size"]) == (64, 96)
+
+
+def test_unknown_model_error_offers_weights_names_and_aliases(tmp_path):
+    """A user who mistypes ``fast`` is shown it: the error lists aliases and weights names, not
+    just architectures."""
+    import fastsal
+    from fastsal.models import ModelError, build
+
+    for call in (lambda: fastsal.load("fastt"), lambda: build("fastt")):
+        with pytest.raises(ModelError) as exc:
+            call()
+        msg = str(exc.value)
+        assert "'fastt'" in msg and "fast," in msg and "fastsal_a_effnet_lite0_fast" in msg and "\n" not in msg

@@ -538,21 +538,8 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
 TEST_SETS = (("osie_test", "OSIE"), ("mit1003_test", "MIT1003"), ("scene_test", "Scene"))
 
 
-def _model_rows() -> list[tuple[str, Any]]:
-    """(weights or architecture name, its shipped Weights or None) in listing order: each
-    architecture, then any further weights of it (e.g. ``fastsal_a_effnet_lite0_fast``)."""
-    from fastsal.models import list_models
-    from fastsal.models.registry import WEIGHTS
-
-    rows: list[tuple[str, Any]] = []
-    for arch in list_models():
-        rows.append((arch, WEIGHTS.get(arch)))
-        rows += [(name, spec) for name, spec in WEIGHTS.items() if spec.model == arch and name != arch]
-    return rows
-
-
 def _cmd_models(args: argparse.Namespace) -> int:
-    from fastsal.models.registry import ALIASES
+    from fastsal.models.registry import ALIASES, catalogue
 
     roles = {}
     for alias, target in ALIASES.items():
@@ -560,11 +547,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.json:  # for scripts: every shipped fact, not the table's rounding
         import json
 
-        print(json.dumps([_model_entry(name, spec, roles.get(name, [])) for name, spec in _model_rows()], indent=1))
+        print(json.dumps([_model_entry(name, spec, roles.get(name, [])) for name, spec in catalogue()], indent=1))
         return 0
     head = [f"{label} {k}" for _, label in TEST_SETS for k in ("NSS", "IG")]
     rows = [("model", "weights", "input", "GMACs", "params", *head)]
-    for name, spec in _model_rows():
+    for name, spec in catalogue():
         label = name + "".join(f" ({r})" for r in roles.get(name, []))
         if spec is None:  # builds and trains, e.g. fastsal_*_effnet_lite2 (a teacher backbone)
             rows.append((label, "none (train only)", *["-"] * (3 + len(head))))
@@ -579,7 +566,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print("Scores: `fastsal evaluate` on each dataset's test split (IG in bits over the centre bias; Scene with a "
           "one-degree sigma of 3 % of the long side, assumed); cards in fastsal/weights/*.md")
-    if any(spec is None for _, spec in _model_rows()):
+    if any(spec is None for _, spec in catalogue()):
         print("train only: no weights ship; `fastsal train --model NAME --backbone-weights imagenet`")
     return 0
 

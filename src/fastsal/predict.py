@@ -47,6 +47,7 @@ from fastsal.models import (
     ModelError,
     list_models,
     load_model,
+    model_choices,
 )
 from fastsal.models.registry import WEIGHTS, architecture, resolve_name, weights_for
 from fastsal.viewing import colormap, overlay, to_png
@@ -476,7 +477,7 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
         path = Path(text)
         if not path.exists() and not _looks_like_path(text):
             raise ModelError(
-                f"unknown model {text!r}: not a model name ({', '.join(list_models())}) nor an existing "
+                f"unknown model {text!r}: not a model name ({model_choices()}) nor an existing "
                 f"weights file"
             )
     else:

@@ -185,7 +185,7 @@ def _parse(name: str) -> tuple[str, str]:
             suffix = "" if backbone == "mobilenet_v2" else f"_{backbone}"
             if name == f"fastsal_{decoder}{suffix}":
                 return decoder, backbone
-    raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    raise ModelError(f"unknown model {name!r}; choose one of: {model_choices()}")
 
 
 def list_models() -> list[str]:
@@ -195,6 +195,22 @@ def list_models() -> list[str]:
         suffix = "" if backbone == "mobilenet_v2" else f"_{backbone}"
         names += [f"fastsal_{d}{suffix}" for d in DECODERS]
     return names
+
+
+def catalogue() -> list[tuple[str, Weights | None]]:
+    """Every model a user may name, in listing order, with its shipped :class:`Weights` or None:
+    each architecture, then any further weights of it (e.g. ``fastsal_a_effnet_lite0_fast``, the
+    default's architecture distilled at a smaller size). ``fastsal models`` and its JSON list this."""
+    rows: list[tuple[str, Weights | None]] = []
+    for arch in list_models():
+        rows.append((arch, WEIGHTS.get(arch)))
+        rows += [(name, spec) for name, spec in WEIGHTS.items() if spec.model == arch and name != arch]
+    return rows
+
+
+def model_choices() -> str:
+    """The names an unknown-model error offers: aliases, then every catalogue name."""
+    return ", ".join([*ALIASES, *(name for name, _ in catalogue())])
 
 
 def build(name: str, weights: str | Path | None = None, *, pretrained: bool = False,
@@ -232,7 +248,7 @@ def weights_for(name: str) -> Weights:
     spec = WEIGHTS.get(name)
     if spec is None:
         if name not in list_models():
-            raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+            raise ModelError(f"unknown model {name!r}; choose one of: {model_choices()}")
         raise ModelError(f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
                          "pass --weights FILE")
     if not spec.path.is_file():
