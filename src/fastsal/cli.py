@@ -198,12 +198,21 @@ def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
 
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
 _PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
+# Parameters whose flag is not ``--`` + the name with dashes (see :func:`flag`).
+_OPTION_FLAGS: dict[str, str] = {}
 
 
-def _as_flags(message: str) -> str:
-    """``message`` with the library's ``param=VALUE`` spellings as the command line's flags."""
-    for param, flag in _PARAM_FLAGS.items():
-        message = message.replace(param, flag)
+def flag(option: str) -> str:
+    """The command line's spelling of a library parameter: ``input_size`` -> ``--input-size``."""
+    return _OPTION_FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def cli_message(exc: FastSalError) -> str:
+    """A library error as the command line shows it: its parameter (``exc.option``) as a flag, and
+    the library's ``param=VALUE`` spellings as flags."""
+    message = exc.render(flag)
+    for param, text in _PARAM_FLAGS.items():
+        message = message.replace(param, text)
     return message
 
 
@@ -241,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainInterrupted as exc:  # the "interrupted ...; rerun to resume" line is already printed
         return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a killed process
     except FastSalError as exc:  # TrainError, OutputError, ModelError, ...: one line, exit 2
-        raise UsageError(_as_flags(str(exc))) from None
+        raise UsageError(cli_message(exc)) from None
     except OSError as exc:  # a full or vanished disk while writing checkpoints
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
@@ -943,7 +952,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"wrote {E.plot_examples(samples, source, args.plot)}")
     except FastSalError as exc:  # DatasetError, OutputError, EvaluateError, ModelError, ...: one line, exit 2
-        raise UsageError(str(exc)) from None
+        raise UsageError(cli_message(exc)) from None
     except OSError as exc:  # writing the report or plot failed after all (a full disk)
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another path") from None
@@ -1026,7 +1035,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                       form=args.form, threads=args.threads, backend=args.backend, progress=say,
                                       limit=args.limit)
     except FastSalError as exc:  # CalibrationError, DatasetError, ModelError, OutputError: one line, exit 2
-        raise UsageError(_as_flags(str(exc))) from None
+        raise UsageError(cli_message(exc)) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another -o") from None
@@ -1423,7 +1432,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fastsal: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except FastSalError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = cli_message(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"fastsal: error: {msg}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -11,9 +11,39 @@ PyTorch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class FastSalError(Exception):
-    """An error the user can fix; ``str(error)`` is one line naming the file or argument and the fix."""
+    """An error the user can fix; ``str(error)`` is one line naming the file or argument and the fix.
+
+    An error about a parameter carries the parameter's name as data instead of spelling it one
+    way: the message writes ``{option}`` where the name goes and passes ``option="input_size"``.
+    ``str(error)`` (what Python callers see) names the keyword, ``input_size``; the command line
+    renders the same error with its flag, ``--input-size`` (:meth:`render`). So one message serves
+    both front ends and the library never speaks in flags.
+    """
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        self.template = message
+        self.option = option
+        super().__init__(self.render())
+
+    def render(self, spell: Callable[[str], str] | None = None) -> str:
+        """The message with ``{option}`` spelled by ``spell`` (default: the parameter's own name)."""
+        if self.option is None:
+            return self.template
+        return self.template.replace("{option}", spell(self.option) if spell else self.option)
+
+    def __reduce__(self):  # type: ignore[override]
+        # Errors cross process boundaries (worker pools, Ray); keep the parameter, not just the text.
+        return (_rebuild, (type(self), self.template, self.option))
+
+
+def _rebuild(cls: type[FastSalError], template: str, option: str | None) -> FastSalError:
+    error = cls.__new__(cls)
+    FastSalError.__init__(error, template, option=option)
+    return error
 
 
 class FastSalWarning(UserWarning):

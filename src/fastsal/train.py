@@ -235,7 +235,8 @@ class TrainConfig:
         size = tuple(self.input_size) if isinstance(self.input_size, (tuple, list)) else ()
         lo, hi = INPUT_SIDE_RANGE
         if len(size) != 2 or not all(isinstance(v, int) and lo <= v <= hi for v in size):
-            raise TrainError(f"input_size must be (height, width) with each side in {lo}..{hi}; got {self.input_size!r}")
+            raise TrainError(f"{{option}} must be (height, width) with each side in {lo}..{hi}; got {self.input_size!r}",
+                             option="input_size")
         if self.model != "default" and self.model not in list_models():
             raise TrainError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
 
