@@ -42,7 +42,7 @@ def ship(args: argparse.Namespace) -> None:
     config = meta.get("config") or meta.get("training_config") or {}
     size = tuple(args.input_size or config.get("input_size", (192, 256)))
     aspect = bool(config.get("aspect", False))
-    data = " + ".join(f"{d.split('=')[0]} train" for d in config.get("data", ["osie"]))
+    data = " + ".join(_data_entry(d) for d in config.get("data", ["osie"]))
     meta = {k: v for k, v in meta.items() if k not in ("config", "training_config")} | {"training_config": config, "blur_sigma": args.blur}
     out = WEIGHTS_DIR / f"{name}.pt"
     save_checkpoint(model, model.name, out, meta=meta, half=not args.fp32, encoder_from=args.encoder_from)
@@ -65,6 +65,12 @@ def ship(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card")
 
 
+def _data_entry(entry: str) -> str:
+    """A training data entry for people: ``osie`` -> "osie train", ``pseudo=labels/scene`` -> "pseudo-labels labels/scene"."""
+    name, _, folder = entry.partition("=")
+    return f"pseudo-labels labels/{Path(folder).name}" if name == "pseudo" and folder else f"{name} train"
+
+
 def score(args: argparse.Namespace) -> None:
     path = WEIGHTS_DIR / f"{args.name}.json"
     spec = json.loads(path.read_text())
@@ -84,11 +90,29 @@ def score(args: argparse.Namespace) -> None:
         spec["metrics"][f"{dataset}_test"] = {m: round(results[mine][m]["mean"], 4) for m in METRICS if m in results[mine]}
         reports[dataset] = (report, mine)
     files.write_json(spec, path)
-    write_card(spec, reports)
+    write_card(spec, reports, kept=card_sections(WEIGHTS_DIR / spec["card"]))
     print(f"updated {path} and its card")
 
 
-def write_card(spec: dict, reports: dict) -> None:
+def card_sections(card: Path) -> dict[str, str]:
+    """The per-dataset test sections of an existing card (``### D test ...`` up to the next one),
+    so that scoring one more dataset keeps the others' tables instead of dropping them."""
+    if not card.is_file():
+        return {}
+    sections: dict[str, str] = {}
+    current = None
+    for line in card.read_text().splitlines():
+        if line.startswith("### ") and line.split()[2:3] == ["test"]:
+            current = line.split()[1]
+            sections[current] = ""
+        if current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def write_card(spec: dict, reports: dict, kept: dict[str, str] | None = None) -> None:
+    """Write the Markdown card: facts from ``spec``, a test table per report; ``kept``: earlier
+    cards' sections of datasets not in ``reports`` (in the order osie, mit1003, scene, others)."""
     h, w = spec["input_size"]
     lines = [
         f"# Model card: `{spec.get('name') or spec['model']}`"
@@ -109,22 +133,29 @@ def write_card(spec: dict, reports: dict) -> None:
         "Not validated on faces in video, text-heavy layouts, or tasks other than free viewing.",
         terms_line(spec["datasets"]), "",
     ]
-    if reports:
+    kept = {d: text for d, text in (kept or {}).items() if d not in reports}
+    order = ["osie", "mit1003", "scene"]
+    datasets = sorted({*reports, *kept}, key=lambda d: (order.index(d) if d in order else len(order), d))
+    if datasets:
         lines += ["## Test scores (`fastsal evaluate`, mean ± s.e.)", ""]
-        for dataset, (report, mine) in reports.items():
-            res = report["results"]
-            cols = [m for m in METRICS if m in res[mine]]
-            lines += [f"### {dataset} test ({report['config']['n_images']} images)", "",
-                      "| | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-            for row in (mine, "centre bias", "gold standard"):
-                if row in res:
-                    cells = [f"{res[row][c]['mean']:.3f} ± {res[row][c]['sem']:.3f}" if c in res[row] else "-" for c in cols]
-                    lines.append(f"| {row} | " + " | ".join(cells) + " |")
-            if dataset == "scene":
-                lines += ["", "Scene publishes no viewing geometry: one degree is assumed to be 3 % of each image's "
-                              "long side (`fastsal.data.datasets.SCENE_DEGREE_SHARE`)."]
-            lines += ["", f"Command: `fastsal evaluate --model {spec.get('name') or spec['model']} --dataset {dataset} "
-                          f"--root ../shared/data/{dataset} --split test`", ""]
+    for dataset in datasets:
+        if dataset in kept:
+            lines += kept[dataset].rstrip("\n").splitlines() + [""]
+            continue
+        report, mine = reports[dataset]
+        res = report["results"]
+        cols = [m for m in METRICS if m in res[mine]]
+        lines += [f"### {dataset} test ({report['config']['n_images']} images)", "",
+                  "| | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for row in (mine, "centre bias", "gold standard"):
+            if row in res:
+                cells = [f"{res[row][c]['mean']:.3f} ± {res[row][c]['sem']:.3f}" if c in res[row] else "-" for c in cols]
+                lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        if dataset == "scene":
+            lines += ["", "Scene publishes no viewing geometry: one degree is assumed to be 3 % of each image's "
+                          "long side (`fastsal.data.datasets.SCENE_DEGREE_SHARE`)."]
+        lines += ["", f"Command: `fastsal evaluate --model {spec.get('name') or spec['model']} --dataset {dataset} "
+                      f"--root ../shared/data/{dataset} --split test`", ""]
     files.atomic_write_bytes(WEIGHTS_DIR / spec["card"], ("\n".join(lines) + "\n").encode())
 
 

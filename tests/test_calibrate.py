@@ -32,8 +32,8 @@ def _image(seed: int = 3, size=(90, 120)) -> np.ndarray:
 
 
 def test_no_calibration_gives_exactly_the_old_maps():
-    """Shipped weights carry no calibration: small_log_density is still log-softmax + blur, bit for bit."""
-    p = fastsal.load("fastsal_a", backend="torch", threads=1, input_size=(64, 96), aspect=False)
+    """Weights without a calibration (fastsal_c ships none): small_log_density is still log-softmax + blur, bit for bit."""
+    p = fastsal.load("fastsal_c", backend="torch", threads=1, input_size=(64, 96), aspect=False)
     assert p.calibration is None and p.settings()["calibration"] is None
     x = p.preprocess(_image())[None]
     with torch.inference_mode():

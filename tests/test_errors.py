@@ -31,3 +31,14 @@ def test_the_parameter_survives_a_process_boundary():
     exc = pickle.loads(pickle.dumps(TrainError("{option} is empty", option="data_dir")))
     assert type(exc) is TrainError and exc.option == "data_dir"
     assert str(exc) == "data_dir is empty" and cli_message(exc) == "--data-dir is empty"
+
+
+def test_an_error_that_is_also_an_oserror_keeps_its_fields(tmp_path):
+    """DiskFullError is a FastSalError and an OSError(ENOSPC, strerror, filename): both bases' fields hold."""
+    import errno
+
+    from fastsal.files import DiskFullError
+
+    exc = DiskFullError(tmp_path / "out.png")
+    assert exc.errno == errno.ENOSPC and exc.filename == str(tmp_path / "out.png")
+    assert str(exc).startswith(f"{tmp_path / 'out.png'}: ") and exc.option is None

@@ -258,7 +258,9 @@ def test_full_disk_leaves_no_truncated_output(tmp_path, small_disk, capsys):
     for i in range(6):
         jpg(tmp_path / "in" / f"p{i}.jpg", size=(400, 300))
     rc, _, err = run(["predict", tmp_path / "in", "-o", small_disk, "--format", "overlay", *FAST], capsys)
-    assert rc == 2 and "No space left" in err and err.strip().count("\n") == 0
+    # the one-time engine conversion note (when this test is the first to load the model) is not the error
+    err_lines = [ln for ln in err.strip().splitlines() if not ln.startswith("fastsal: converting ")]
+    assert rc == 2 and "No space left" in err and len(err_lines) == 1
     assert_outputs_decode(small_disk)
     # a rerun after freeing space redoes what is missing, and counts nothing truncated as done
     before = {p.name for p in small_disk.glob("*_overlay.jpg")}

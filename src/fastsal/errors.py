@@ -24,19 +24,26 @@ class FastSalError(Exception):
     both front ends and the library never speaks in flags.
     """
 
-    def __init__(self, message: str = "", *, option: str | None = None) -> None:
-        self.template = message
+    def __init__(self, *args: object, option: str | None = None) -> None:
+        # Positional arguments pass through unchanged when there is no option, so a subclass that
+        # is also an OSError (errno, strerror, filename) keeps OSError's fields.
+        self.template = str(args[0]) if args else ""
         self.option = option
-        super().__init__(self.render())
+        if option is None:
+            super().__init__(*args)
+        else:
+            super().__init__(self.render())
 
     def render(self, spell: Callable[[str], str] | None = None) -> str:
         """The message with ``{option}`` spelled by ``spell`` (default: the parameter's own name)."""
         if self.option is None:
-            return self.template
+            return str(self)  # a subclass's own __str__ (DiskFullError's) included
         return self.template.replace("{option}", spell(self.option) if spell else self.option)
 
     def __reduce__(self):  # type: ignore[override]
         # Errors cross process boundaries (worker pools, Ray); keep the parameter, not just the text.
+        if self.option is None:
+            return super().__reduce__()
         return (_rebuild, (type(self), self.template, self.option))
 
 
