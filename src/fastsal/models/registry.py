@@ -122,6 +122,9 @@ class Weights:
     #: every dataset the weights learned from (the encoder's ImageNet init too): the card states
     #: each one's terms (:data:`fastsal.licences.DATASET_TERMS`)
     datasets: tuple[str, ...] = ()
+    #: what ``fastsal calibrate`` fitted (the card's line; the numbers live in the checkpoint's
+    #: meta), or None for weights that map without a calibration
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:  # one set of weights per architecture: the architecture's name
@@ -158,7 +161,7 @@ def _read_weights_specs() -> dict[str, Weights]:
                 recipe=data["recipe"], command=data["command"], gmacs=float(data["gmacs"]), params=int(data["params"]),
                 metrics={k: dict(v) for k, v in data.get("metrics", {}).items()}, card=data["card"],
                 encoder_from=data.get("encoder_from"), datasets=tuple(data.get("datasets", ())),
-                name=str(data.get("name") or data["model"]))
+                name=str(data.get("name") or data["model"]), calibration=data.get("calibration"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.warn(f"{card}: unreadable weights card ({exc}); reinstall fastsal", stacklevel=2)
             continue
