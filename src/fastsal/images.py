@@ -234,6 +234,14 @@ def load_resized(path: str | Path | IO[bytes],
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(H, W) of ``img`` once its EXIF orientation is applied, from the header alone: the size of
+    the upright image that decoding gives the model and that fixations were recorded in. The one
+    owner of the quarter-turn rule (datasets read sizes with it too)."""
+    w, h = img.size
+    return (w, h) if img.getexif().get(0x0112, 1) in _SWAPS_AXES else (h, w)
+
+
 def _stream_label(stream: Any) -> str:
     name = getattr(stream, "name", None)
     return str(name) if isinstance(name, (str, Path)) else f"<{type(stream).__name__} image stream>"
@@ -272,9 +280,7 @@ def _decode(source: str | Path | IO[bytes],
     try:
         with _open_unguarded(source) as img:
             _refuse_if_too_large(img.size, label, limit)
-            w, h = img.size
-            if img.getexif().get(0x0112, 1) in _SWAPS_AXES:
-                w, h = h, w
+            h, w = oriented_size(img)
             if draft is not None and img.format == "JPEG":
                 target = draft((h, w)) if callable(draft) else draft
                 side = max(target)  # either orientation must still cover the target size
