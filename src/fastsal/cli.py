@@ -918,11 +918,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 files.check_writable_file(path, option)
         from fastsal import evaluate as E
         from fastsal import images
+        from fastsal.data import datasets as D
 
         if args.max_pixels is not None:
             images.set_max_pixels(args.max_pixels)
-        samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
-        train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
+        samples = D.load_dataset(args.dataset, args.root, args.split)[: args.limit]
+        train = D.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
         if args.maps:
             name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
         elif args.teacher:  # an ensemble with TTA, scored as the maps it labels

@@ -26,12 +26,12 @@ from fastsal import baselines as B
 from fastsal import defaults
 from fastsal import files
 from fastsal import metrics as M
-from fastsal.data.datasets import DATASETS, DatasetError, Sample, load_dataset
+from fastsal.data.base import DatasetError, Sample
 from fastsal.data.fixations import fixation_density
 from fastsal.errors import FastSalError, first_line
 from fastsal.images import open_header
 
-__all__ = ["DATASETS", "load_dataset", "evaluate", "check_map", "format_table", "write_json", "plot_examples",
+__all__ = ["evaluate", "check_map", "format_table", "write_json", "plot_examples",
            "maps_from_folder", "maps_from_predictor", "sample_sigma", "gold_standard_note"]
 BASELINES = ("centre_bias", "uniform", "gold_standard")
 # The uniform weight mixed into the gold standard: bounds the log-likelihood cost of a fixation
@@ -83,7 +83,7 @@ def check_map(arr: np.ndarray, shape: tuple[int, int], label: str) -> np.ndarray
 def sample_sigma(sample: Sample, sigma: float | None, degrees: float = defaults.SIGMA_DEG) -> float:
     """The ground-truth density's sigma for ``sample``: ``sigma`` px if given, else ``degrees`` of
     visual angle in the sample's own pixels (one degree: 35 px on MIT1003, 24 px on OSIE)."""
-    return float(sigma) if sigma is not None else sample.sigma_px(degrees)
+    return sample.sigma_px(degrees, override_px=sigma)
 
 
 def _map_key(name: str) -> str:

@@ -263,7 +263,7 @@ def load_split(cfg: TrainConfig, split: str) -> list[tuple[str, list[Sample]]]:
 
 def target_sigma(cfg: TrainConfig, sample: Sample) -> float:
     """The target density's sigma at the sample's native resolution, in pixels."""
-    return float(cfg.sigma_px) if cfg.sigma_px is not None else sample.sigma_px(cfg.sigma_deg)
+    return sample.sigma_px(cfg.sigma_deg, override_px=cfg.sigma_px)
 
 
 def input_size_for(cfg: TrainConfig, shape: tuple[int, int]) -> tuple[int, int]:
