@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastsal.errors import FastSalError
+from fastsal.geometry import STRIDE, round_to_stride
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: the first frame
 #: The only Pillow decoders fastsal runs, whatever a file's name says: the formats the README lists.
@@ -432,7 +433,7 @@ def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.nda
 MAX_INPUT_ASPECT = 4.0
 
 
-def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 32) -> tuple[int, int]:
+def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = STRIDE) -> tuple[int, int]:
     """The network input (H, W) for an image of ``shape`` (H, W): its aspect, about the pixel count
     of ``budget`` (H, W), each side a multiple of ``multiple``.
 
@@ -449,8 +450,7 @@ def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 
     aspect = min(max(w / h, 1.0 / MAX_INPUT_ASPECT), MAX_INPUT_ASPECT)
     side_h = math.sqrt(pixels / aspect)
     side_w = pixels / side_h
-    return (max(multiple, int(round(side_h / multiple)) * multiple),
-            max(multiple, int(round(side_w / multiple)) * multiple))
+    return round_to_stride(side_h, multiple), round_to_stride(side_w, multiple)
 
 
 def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:
