@@ -370,7 +370,7 @@ def val_reports(datasets: Sequence[tuple[str, Sequence[Any], Sequence[Any]]], lo
     return reports
 
 
-def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[str], data_dir: str | Path,
+def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[str], data_dir: str | Path | None,
                          form: str = "auto", threads: int | None = None, backend: str = "auto",
                          progress: Any = None, limit: int | None = None) -> dict[str, Any]:
     """Fit a calibration on the val splits of ``data`` and write ``source``'s checkpoint with it to ``out``.
@@ -381,14 +381,13 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     Returns ``{"calibration", "fits", "val"}``: the chosen calibration, each form's (calibration,
     objective) and the val reports of the uncalibrated and each fitted density.
     ``progress``: a callable taking one line, told what is happening. ``limit``: only the first
-    ``limit`` val images of each dataset (a smoke test).
+    ``limit`` val images of each dataset (a smoke test). ``data_dir``: the folder holding each bare
+    ``NAME`` of ``data`` (:func:`fastsal.data.datasets.dataset_roots`; ``None`` if every entry is
+    ``NAME=FOLDER``).
     """
-    from types import SimpleNamespace
-
-    from fastsal.data.datasets import load_dataset
+    from fastsal.data.datasets import dataset_roots, load_dataset
     from fastsal.models.registry import atomic_save, read_checkpoint
     from fastsal.predict import EXPORT_SUFFIXES, _resolve, load
-    from fastsal.train import dataset_roots
 
     say = progress or (lambda line: None)
     path, _ = _resolve(source)
@@ -402,8 +401,7 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     if not data:
         raise CalibrationError("data is empty; name the datasets whose val splits to fit on (e.g. osie,mit1003,scene)")
     ckpt = read_checkpoint(path)
-    # train's NAME[=FOLDER] rule; it reads only these three fields
-    roots = dataset_roots(SimpleNamespace(data=tuple(data), root=None, data_dir=str(data_dir)))  # type: ignore[arg-type]
+    roots = dataset_roots(data, data_dir=data_dir)
     datasets = [(name, load_dataset(name, root, "val")[:limit], load_dataset(name, root, "train")) for name, root in roots]
     predictor = load(source, threads=threads, backend=backend)  # a name runs at its shipped geometry
     samples = [s for _, val, _ in datasets for s in val]

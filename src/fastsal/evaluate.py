@@ -29,7 +29,7 @@ from fastsal import metrics as M
 from fastsal.data.base import DatasetError, Sample
 from fastsal.data.fixations import fixation_density
 from fastsal.errors import FastSalError, first_line
-from fastsal.images import open_header
+from fastsal.images import open_header, walk_images
 
 __all__ = ["evaluate", "check_map", "format_table", "write_json", "plot_examples",
            "maps_from_folder", "maps_from_predictor", "sample_sigma", "gold_standard_note"]
@@ -104,11 +104,11 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: not a folder of saliency maps; pass --maps DIR")
+        raise DatasetError(f"{folder}: not a folder of saliency maps; pass {{option}} DIR", option="maps")
     by_key: dict[str, Path] = {}
     by_stem: dict[str, list[Path]] = {}
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.suffix.lower() in MAP_SUFFIXES:
+    for f in sorted(walk_images(folder, MAP_SUFFIXES, unreadable=False)):
+        if f.is_file():
             key = _map_key(f.relative_to(folder).as_posix())
             if key not in by_key:  # .npy sorts before .png: the lossless one wins
                 by_key[key] = f
@@ -167,8 +167,8 @@ def _grey_map(img: Image.Image, path: str) -> np.ndarray:
         rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
         spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
         if spread > COLOUR_SPREAD:
-            raise DatasetError(f"{path}: a colour image, not a saliency map; pass --maps a folder of grey maps "
-                               f"(PNG or .npy, e.g. from `fastsal predict --format png`)")
+            raise DatasetError(f"{path}: a colour image, not a saliency map; pass {{option}} a folder of grey maps "
+                               "(PNG or .npy, e.g. from `fastsal predict --format png`)", option="maps")
         return np.asarray(img.convert("L"), dtype=np.float64)
     return np.asarray(img.convert("F"), dtype=np.float64)
 
@@ -328,7 +328,7 @@ def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'fastsal[plot]'") from None
+        raise ImportError("plot_examples needs matplotlib: pip install 'fastsal[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

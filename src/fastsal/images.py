@@ -467,18 +467,28 @@ def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] =
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(_walk(p, suffixes)):  # p itself when it cannot be listed: named as a file would be
+            for f in sorted(walk_images(p, suffixes)):  # p itself when it cannot be listed: named as a file would be
                 found.append((f, f.relative_to(p) if f != p else Path(p.name)))
         else:
             found.append((p, Path(p.name)))
     return found
 
 
-def _walk(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image-named entries below ``root`` that are not folders, plus every folder that could not
-    be listed (``Path.rglob`` skipped those silently). Links to folders are not followed."""
-    unreadable: list[Path] = []
+def walk_images(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES, *, hidden_folders: bool = True,
+                unreadable: bool = True) -> list[Path]:
+    """Entries below ``root`` that are not folders, named with one of ``suffixes`` (any case) and
+    not starting with ``.``; unsorted. The one folder walk (predict's inputs, dataset readers,
+    evaluated maps), so the suffix and dot-file rules cannot drift between them.
+
+    Links to folders are not followed. ``hidden_folders=False`` also skips everything under a
+    folder whose name starts with ``.`` (a dataset's ``.cache/``). ``unreadable``: every folder
+    that could not be listed is returned too, so a caller can name it (``Path.rglob`` skipped those
+    silently); a caller that only reads what is there passes False.
+    """
+    failed: list[Path] = []
     found: list[Path] = []
-    for folder, _, names in os.walk(root, onerror=lambda exc: unreadable.append(Path(exc.filename))):
+    for folder, dirs, names in os.walk(root, onerror=lambda exc: failed.append(Path(exc.filename))):
+        if not hidden_folders:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(folder, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in suffixes]
-    return found + unreadable
+    return found + failed if unreadable else found

@@ -113,7 +113,8 @@ def read_split(root: str | Path, split: str, *, dataset: str = "dataset") -> lis
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DatasetError(f"{path}: not found; pass --root pointing at the {dataset} folder (holding splits.json)") from None
+        raise DatasetError(f"{path}: not found; pass {{option}} pointing at the {dataset} folder (holding splits.json)",
+                           option="root") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise DatasetError(f"{path}: not valid JSON{where}; restore the file") from None

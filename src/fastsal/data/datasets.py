@@ -16,6 +16,7 @@ benchmarks, scripts and weight cards use.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastsal import defaults
@@ -75,10 +76,34 @@ def load_dataset(name: str, root: str | Path, split: str | None = None) -> list[
     return info.reader(root, split)
 
 
+def dataset_roots(entries: Sequence[str], *, data_dir: str | Path | None,
+                  root: str | Path | None = None) -> list[tuple[str, Path]]:
+    """(name, folder) of each ``NAME[=FOLDER]`` entry: ``FOLDER``, else ``root`` (the folder of a
+    single dataset), else ``data_dir/NAME``.
+
+    The one reading of that rule (training, distillation and calibration use it). There is no
+    default data folder, since a path that exists on one development machine is no library
+    default: a bare ``NAME`` without ``data_dir`` is a one-line error naming ``data_dir``.
+    """
+    out = []
+    for entry in entries:
+        name, _, folder = entry.partition("=")
+        if folder:
+            out.append((name, Path(folder)))
+        elif root is not None:
+            out.append((name, Path(root)))
+        elif data_dir is None or not str(data_dir):
+            raise DatasetError(f"{{option}} is not set, so dataset {name!r} has no folder; pass {{option}} (the "
+                               f"folder holding {name}/) or name the folder as {name}=FOLDER", option="data_dir")
+        else:
+            out.append((name, Path(data_dir) / name))
+    return out
+
+
 __all__ = [
     "CAT2000_LAYOUT", "CAT2000_PPD", "CAT2000_SPLIT_KEY", "DATASETS", "FOLDER_LAYOUT", "MAT_LAYOUT", "MIT1003_PPD",
     "OSIE_PPD", "OSIE_SIZE", "PSEUDO_LAYOUT", "SALICON_LAYOUT", "SALICON_PPD", "SCENE_DEGREE_SHARE", "SCENE_LAYOUT",
-    "SPLITS", "DatasetError", "DatasetInfo", "DatasetWarning", "Reader", "Sample", "check_split", "dataset_info",
+    "SPLITS", "DatasetError", "DatasetInfo", "DatasetWarning", "Reader", "Sample", "check_split", "dataset_info", "dataset_roots",
     "image_size", "load_cat2000", "load_dataset", "load_folder", "load_mit1003", "load_osie", "load_pseudo",
     "load_salicon", "load_scene", "read_fixations_mat", "read_mat", "read_split",
 ]

@@ -118,7 +118,7 @@ def load_pseudo(root: str | Path, split: str | None = None) -> list[Sample]:
             height, width = (int(v) for v in entry["shape"])
         except (KeyError, TypeError, ValueError):
             raise DatasetError(f"{root}: the manifest entry of {label} has no image shape; rerun `fastsal "
-                               "pseudo-label` with --overwrite") from None
+                               "pseudo-label` with {option}", option="overwrite") from None
         samples.append(Sample(label.removesuffix(".npy"), image, height, width, (), None, density_path=path))
     if missing_labels:
         raise DatasetError(f"{root}: {len(missing_labels)} label file(s) its manifest lists are missing, e.g. "

@@ -29,8 +29,8 @@ def _cat2000_base(root: Path) -> Path:
     for base in (root / "trainSet", root):
         if (base / "Stimuli").is_dir() and (base / "FIXATIONLOCS").is_dir():
             return base
-    raise DatasetError(f"{root / 'trainSet'}: no Stimuli/ and FIXATIONLOCS/ folders; pass --root pointing at the "
-                       f"CAT2000 folder holding {CAT2000_LAYOUT}")
+    raise DatasetError(f"{root / 'trainSet'}: no Stimuli/ and FIXATIONLOCS/ folders; pass {{option}} pointing at the "
+                       f"CAT2000 folder holding {CAT2000_LAYOUT}", option="root")
 
 
 def _cat2000_split(names: Iterable[str], split: str) -> list[str]:

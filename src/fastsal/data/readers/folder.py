@@ -46,15 +46,15 @@ def _folder_config(root: Path) -> tuple[float | None, float]:
 
 
 def _folder_images(images_dir: Path) -> dict[str, Path]:
-    from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.images import IMAGE_SUFFIXES, walk_images
 
     if not images_dir.is_dir():
-        raise DatasetError(f"{images_dir}: no such folder; pass --root pointing at a folder holding {FOLDER_LAYOUT}")
+        raise DatasetError(f"{images_dir}: no such folder; pass {{option}} pointing at a folder holding {FOLDER_LAYOUT}",
+                           option="root")
     found = {}
-    for f in sorted(images_dir.rglob("*")):
-        rel = f.relative_to(images_dir)
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in rel.parts):
-            found[rel.as_posix()] = f
+    for f in sorted(walk_images(images_dir, hidden_folders=False, unreadable=False)):
+        if f.is_file():
+            found[f.relative_to(images_dir).as_posix()] = f
     if not found:
         raise DatasetError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}); put the stimuli there")
     return found
@@ -144,10 +144,12 @@ def _folder_maps(maps_dir: Path, images: dict[str, Path]) -> dict[str, Path]:
             raise DatasetError(f"{maps_dir}: images {by_stem[stem]} and {name} would share the map {stem}.png; "
                                "rename one of them")
         by_stem[stem] = name
+    from fastsal.images import walk_images
+
     found, orphans = {}, []
-    for f in sorted(maps_dir.rglob("*")):
+    for f in sorted(walk_images(maps_dir, (".png",), hidden_folders=False, unreadable=False)):
         rel = f.relative_to(maps_dir)
-        if not f.is_file() or f.suffix.lower() != ".png" or any(p.startswith(".") for p in rel.parts):
+        if not f.is_file():
             continue
         stem = rel.with_suffix("").as_posix()
         if stem in by_stem:
@@ -193,7 +195,8 @@ def load_folder(root: str | Path, split: str | None = None) -> list[Sample]:
     if csv_path.is_file() and maps_dir.is_dir():
         raise DatasetError(f"{root}: both fixations.csv and maps/ present; keep the one that holds the fixations")
     if not csv_path.is_file() and not maps_dir.is_dir():
-        raise DatasetError(f"{csv_path}: not found (nor maps/); pass --root pointing at a folder holding {FOLDER_LAYOUT}")
+        raise DatasetError(f"{csv_path}: not found (nor maps/); pass {{option}} pointing at a folder holding "
+                           f"{FOLDER_LAYOUT}", option="root")
     if split is None:
         names = list(images)
     else:

@@ -34,7 +34,8 @@ def read_fixations_mat(mat_path: Path, what: str) -> dict[str, tuple[np.ndarray,
     """
 
     if not mat_path.is_file():
-        raise DatasetError(f"{mat_path}: not found; pass --root pointing at the {what} folder (stimuli/, eye/, splits.json)")
+        raise DatasetError(f"{mat_path}: not found; pass {{option}} pointing at the {what} folder (stimuli/, eye/, "
+                           "splits.json)", option="root")
     restore = f"restore the {what} fixations file"
     entries = np.atleast_1d(read_mat(mat_path, "fixations", restore, restore, squeeze_me=True,
                                      struct_as_record=False)["fixations"])

@@ -70,10 +70,10 @@ def load_salicon(root: str | Path, split: str | None = None) -> list[Sample]:
     check_split(split)
     if split == "test":
         raise DatasetError(f"{root}: SALICON's test split has no public fixations (its challenge server scores it); "
-                           "use --split val")
+                           "use {option} val", option="split")
     if not (root / "fixations").is_dir():
-        raise DatasetError(f"{root / 'fixations'}: no such folder; pass --root pointing at the SALICON folder "
-                           f"holding {SALICON_LAYOUT}")
+        raise DatasetError(f"{root / 'fixations'}: no such folder; pass {{option}} pointing at the SALICON folder "
+                           f"holding {SALICON_LAYOUT}", option="root")
     samples: list[Sample] = []
     outside = 0
     from_location: list[str] = []

@@ -40,7 +40,8 @@ def load_scene(root: str | Path, split: str | None = None) -> list[Sample]:
     check_split(split)
     mat_path = root / "eye" / "fixations.mat"
     if not mat_path.is_file():
-        raise DatasetError(f"{mat_path}: not found; pass --root pointing at the Scene folder ({SCENE_LAYOUT})")
+        raise DatasetError(f"{mat_path}: not found; pass {{option}} pointing at the Scene folder ({SCENE_LAYOUT})",
+                           option="root")
     restore = "restore the Scene fixations file"
     cells = np.asarray(read_mat(mat_path, "fixations", restore, restore)["fixations"], dtype=object)
     stimuli = root / "stimuli"
