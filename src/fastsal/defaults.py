@@ -65,8 +65,8 @@ EVAL_SPLIT = "test"
 #: dataset's own pixels per degree; SIGMA_PX where a dataset does not know its geometry (about
 #: one degree for an 800x600 image seen at OSIE's distance).
 SIGMA_DEG = 1.0
-#: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; a test keeps
-#: them equal), named here so that ``--help`` lists them without importing the readers.
+#: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; the registry
+#: asserts that at import), named here so that ``--help`` lists them without importing the readers.
 DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "scene", "cat2000", "salicon", "folder", "pseudo")
 SIGMA_PX = 24.0
 

@@ -474,6 +474,12 @@ def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] =
     return found
 
 
+def is_image_name(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> bool:
+    """Whether a file called ``name`` counts as an image in a folder: one of ``suffixes`` (any case)
+    and not hidden (no leading ``.``: editors' and file managers' side files)."""
+    return not name.startswith(".") and Path(name).suffix.lower() in suffixes
+
+
 def walk_images(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES, *, hidden_folders: bool = True,
                 unreadable: bool = True) -> list[Path]:
     """Entries below ``root`` that are not folders, named with one of ``suffixes`` (any case) and
@@ -490,5 +496,5 @@ def walk_images(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES, *, hidden_
     for folder, dirs, names in os.walk(root, onerror=lambda exc: failed.append(Path(exc.filename))):
         if not hidden_folders:
             dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(folder, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in suffixes]
+        found += [Path(folder, n) for n in names if is_image_name(n, suffixes)]
     return found + failed if unreadable else found

@@ -96,11 +96,10 @@ def load_cat2000(root: str | Path, split: str | None = None) -> list[Sample]:
     check_split(split)
     base = _cat2000_base(root)
     stimuli = base / "Stimuli"
-    from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.images import is_image_name
 
     names = sorted(f"{c.name}/{f.name}" for c in stimuli.iterdir() if c.is_dir() and not c.name.startswith(".")
-                   for f in c.iterdir()
-                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+                   for f in c.iterdir() if f.is_file() and is_image_name(f.name))
     if not names:
         raise DatasetError(f"{stimuli}: no images in category folders; restore CAT2000's {CAT2000_LAYOUT}")
     if split is None:
