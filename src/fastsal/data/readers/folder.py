@@ -125,7 +125,7 @@ def _map_points(map_path: Path, image: Path, shape: tuple[int, int]) -> np.ndarr
     try:
         with open_header(map_path) as im:
             multi_band = im.mode == "P" or len(im.getbands()) > 1
-            arr = np.asarray(im.convert("RGB")).any(axis=-1) if multi_band else np.asarray(im) != 0
+            arr = np.asarray(np.asarray(im.convert("RGB")).any(axis=-1) if multi_band else np.asarray(im) != 0)
     except (UnidentifiedImageError, OSError) as exc:
         raise DatasetError(f"{map_path}: not a readable PNG ({type(exc).__name__}); re-save the fixation map") from None
     if arr.shape != shape:
@@ -208,27 +208,37 @@ def load_folder(root: str | Path, split: str | None = None) -> list[Sample]:
         if missing:
             raise DatasetError(f"{root / 'splits.json'}: {len(missing)} name(s) of {split!r} are not under images/, "
                                f"e.g. {missing[0]!r}; names are paths relative to images/")
-    samples = []
     if csv_path.is_file():
-        where = csv_path
-        table = _read_fixations_csv(csv_path, images, offset)
-        outside = 0
-        for name in names:
-            observers = []
-            shape = image_size(images[name])
-            for points in table.get(name, {}).values():
-                kept, n_out = inside(np.asarray(points, dtype=np.float64).reshape(-1, 2), shape)
-                observers.append(kept)
-                outside += n_out
-            samples.append(Sample(name, images[name], *shape, tuple(observers), ppd))
-        if outside:
-            warn(f"{csv_path}: {outside} fixation(s) outside their image were dropped")
-    else:
-        where = maps_dir
-        maps = _folder_maps(maps_dir, images)
-        for name in names:
-            shape = image_size(images[name])
-            observers = (_map_points(maps[name], images[name], shape),) if name in maps else ()
-            samples.append(Sample(name, images[name], *shape, observers, ppd))
-    return keep_fixated(samples, where)
+        return keep_fixated(_csv_samples(csv_path, images, names, ppd, offset), csv_path)
+    return keep_fixated(_map_samples(maps_dir, images, names, ppd), maps_dir)
+
+
+def _csv_samples(csv_path: Path, images: dict[str, Path], names: list[str], ppd: float | None,
+                 offset: float) -> list[Sample]:
+    """The samples of ``names`` with their ``fixations.csv`` points, per observer; points outside
+    their image are dropped and counted in one warning."""
+    table = _read_fixations_csv(csv_path, images, offset)
+    samples, outside = [], 0
+    for name in names:
+        observers = []
+        shape = image_size(images[name])
+        for points in table.get(name, {}).values():
+            kept, n_out = inside(np.asarray(points, dtype=np.float64).reshape(-1, 2), shape)
+            observers.append(kept)
+            outside += n_out
+        samples.append(Sample(name, images[name], *shape, tuple(observers), ppd))
+    if outside:
+        warn(f"{csv_path}: {outside} fixation(s) outside their image were dropped")
+    return samples
+
+
+def _map_samples(maps_dir: Path, images: dict[str, Path], names: list[str], ppd: float | None) -> list[Sample]:
+    """The samples of ``names`` with the points of their binary map, one pooled observer."""
+    maps = _folder_maps(maps_dir, images)
+    samples = []
+    for name in names:
+        shape = image_size(images[name])
+        observers = (_map_points(maps[name], images[name], shape),) if name in maps else ()
+        samples.append(Sample(name, images[name], *shape, observers, ppd))
+    return samples
 
