@@ -89,10 +89,6 @@ def load_samples(name: str, root: Path, split: str) -> list[Sample]:
         return load_dataset(name, root, split)
     except ImportError:
         pass
-    from fastsal.evaluate import DATASETS
-
-    if name in DATASETS:
-        return DATASETS[name](root, split)
     if name == "mit1003":
         return _read_mit1003(root, split)
     raise SystemExit(f"no reader for dataset {name!r}")

@@ -57,7 +57,7 @@ def ship(args: argparse.Namespace) -> None:
         "val": {k: round(v, 4) for k, v in meta.items() if k.startswith("val_") and isinstance(v, float)},
     }
     if meta.get("calibration") is not None:  # from `fastsal calibrate`: the card says what was fitted, on what
-        from fastsal.calibrate import from_meta
+        from fastsal.calibration import from_meta
 
         spec["calibration"] = from_meta(meta).describe()
     files.write_json(spec, WEIGHTS_DIR / f"{name}.json")

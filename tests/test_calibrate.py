@@ -10,7 +10,7 @@ from scipy import ndimage
 
 import fastsal
 from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
-from fastsal import calibrate as C
+from fastsal import calibration as C
 from fastsal.cli import main
 from fastsal.models.registry import CHECKSUM_KEY, atomic_save, postprocess_settings, read_checkpoint
 from test_scene import write_scene

@@ -113,8 +113,11 @@ def test_osie_single_fixation_observer(tmp_path):
 
 
 def test_osie_missing_folder_is_clear(tmp_path):
-    with pytest.raises(DatasetError, match="fixations.mat.*--root"):
+    from fastsal.cli import cli_message
+
+    with pytest.raises(DatasetError, match="fixations.mat.*pass root pointing") as info:
         load_osie(tmp_path)
+    assert info.value.option == "root" and "pass --root pointing" in cli_message(info.value)
 
 
 def test_osie_malformed_files(tmp_path):

@@ -51,6 +51,28 @@ def test_unknown_dataset_and_missing_folder_are_one_line(tmp_path):
         load_dataset("mit1003", tmp_path / "absent", "train")
 
 
+def test_no_default_data_folder(tmp_path, monkeypatch, capsys):
+    """A development path is no library default: a bare NAME needs data_dir (or $FASTSAL_DATA_DIR
+    on the command line); the error names the keyword in Python and the flag on the command line."""
+    from fastsal import defaults
+    from fastsal.cli import main
+    from fastsal.data.datasets import dataset_roots
+
+    assert TrainConfig().data_dir is None
+    with pytest.raises(DatasetError) as info:
+        dataset_roots(["osie"], data_dir=None)
+    assert info.value.option == "data_dir" and str(info.value).startswith("data_dir is not set")
+    assert dataset_roots(["osie", f"mit1003={tmp_path}"], data_dir=tmp_path / "d") == [
+        ("osie", tmp_path / "d" / "osie"), ("mit1003", tmp_path)]
+    monkeypatch.delenv(defaults.DATA_DIR_ENV, raising=False)
+    args = ["train", "--model", "fastsal_bare", "--backbone-weights", "none", "--data", "osie", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "--data-dir is not set, so dataset 'osie' has no folder; pass --data-dir" in capsys.readouterr().err
+    monkeypatch.setenv(defaults.DATA_DIR_ENV, str(tmp_path / "data"))
+    assert main(args) == 2
+    assert f"{tmp_path / 'data' / 'osie'}: no such folder" in capsys.readouterr().err
+
+
 def test_mit1003_reader(mit1003_root):
     test = load_dataset("mit1003", mit1003_root, "test")
     assert len(test) == 100 and len(load_dataset("mit1003", mit1003_root, "train")) == 803

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import fastsal.data.datasets
 import fastsal.evaluate as E
 from fastsal.cli import main
 from fastsal.data.datasets import DatasetError, load_osie
@@ -137,7 +138,7 @@ def no_evaluation(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the dataset was read before the output check")
 
-    monkeypatch.setattr(E, "load_dataset", fail)
+    monkeypatch.setattr(fastsal.data.datasets, "load_dataset", fail)
 
 
 @pytest.mark.parametrize("option", ["--json", "--plot"])

@@ -53,13 +53,14 @@ def test_exported_file_scores_like_the_checkpoint_on_osie_test(tmp_path, osie_ro
     """`fastsal export --format openvino` (defaults) and the checkpoint: the same NSS on a fixed
     subset of OSIE test (the full split is measured in the README), within 0.5 %."""
     from fastsal import evaluate as E
+    from fastsal.data import load_dataset
 
     out = tmp_path / "default.xml"
     assert main(["export", "--format", "openvino", "-o", str(out)]) == 0
     side = read_sidecar(out)
     assert side["input_size"] == [384, 512] and side["aspect"] is True and side["dynamic_size"] is True
     assert side["input"]["shape"] == [1, 3, "H", "W"] and "fit_input_size" in side["input"]["resize"]
-    samples = E.load_dataset("osie", osie_root, "test")[::10]  # 10 images, every 10th: deterministic
+    samples = load_dataset("osie", osie_root, "test")[::10]  # 10 images, every 10th: deterministic
     ckpt = fastsal.load(backend="openvino", threads=1)
     exported = fastsal.load(out, threads=1)
     assert exported.aspect and exported.input_size == ckpt.input_size == (384, 512)

@@ -231,8 +231,11 @@ def test_salicon_drops_points_outside_the_image(tmp_path):
 
 
 def test_salicon_test_split_and_bad_files(tmp_path, salicon_root):
-    with pytest.raises(DatasetError, match="SALICON's test split has no public fixations.*use --split val"):
+    from fastsal.cli import cli_message
+
+    with pytest.raises(DatasetError, match="SALICON's test split has no public fixations.*use split val") as info:
         load_salicon(salicon_root, "test")
+    assert cli_message(info.value).endswith("use --split val")
     with pytest.raises(DatasetError, match=r"fixations: no such folder; .*images/\{train,val,test\}"):
         load_salicon(tmp_path)
     write_salicon(tmp_path, counts=(("train", 1), ("val", 1)))

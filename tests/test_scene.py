@@ -84,8 +84,11 @@ def test_scene_bad_files_are_one_line_errors(tmp_path):
     write_scene(tmp_path / "bad", bad)
     with pytest.raises(DatasetError, match="image 003.jpg has a cell of shape"):
         load_scene(tmp_path / "bad")
-    with pytest.raises(DatasetError, match="not found; pass --root pointing at the Scene folder"):
+    from fastsal.cli import cli_message
+
+    with pytest.raises(DatasetError, match="not found; pass root pointing at the Scene folder") as info:
         load_scene(tmp_path / "missing")
+    assert "not found; pass --root pointing at the Scene folder" in cli_message(info.value)
 
 
 def test_scene_points_outside_are_dropped_and_empty_images_left_out(tmp_path):

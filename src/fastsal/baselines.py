@@ -132,12 +132,6 @@ def centre_bias_density(params: CentreBiasParams, shape: Shape) -> np.ndarray:
     return dens / dens.sum()
 
 
-def centre_bias(shape: Shape, fit: CentreBiasParams | Sequence[Sample]) -> np.ndarray:
-    """Centre-bias density of ``shape`` from fitted parameters, or fitted on the given samples."""
-    params = fit if isinstance(fit, CentreBiasParams) else fit_centre_bias(fit)
-    return centre_bias_density(params, shape)
-
-
 def uniform_density(shape: Shape) -> np.ndarray:
     """The uniform (H, W) density: the prediction that claims nothing (information gain zero)."""
     h, w = int(shape[0]), int(shape[1])

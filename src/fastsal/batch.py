@@ -26,7 +26,6 @@ from fastsal.files import atomic_write, atomic_write_bytes, gray_png
 from fastsal.images import ImageError, load_image, load_resized
 from fastsal.jobs import (
     MAP_SETTINGS,
-    STALE_TEMPORARY_AGE_S,
     Item,
     Job,
     Result,
@@ -259,7 +258,7 @@ def encode_jpeg_image(img: Any, quality: int = 90) -> bytes:
 
 
 __all__ = [
-    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "MapsTask", "STALE_TEMPORARY_AGE_S", "bind_settings",
+    "BatchError", "FORMATS", "Job", "MAP_SETTINGS", "MapsTask", "bind_settings",
     "check_settings", "collect", "input_entry", "log_density", "manifest_path", "output_paths", "predict_inputs",
     "read_list", "run",
     "shard", "shard_spec", "write_map",

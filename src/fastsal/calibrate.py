@@ -1,327 +1,18 @@
-"""Calibration of a model's density: a temperature and a centre-bias prior, fitted on val.
+"""``fastsal calibrate``: predict the val splits once, fit a calibration
+(:mod:`fastsal.calibration`) and write the checkpoint with it.
 
-Why: NSS and AUC only rank pixels, but information gain and log-likelihood score the density's
-*values*; a student distilled from pseudo-labels ranks pixels well yet is too peaked or too flat and
-under-weights the image centre (issue 19: 74 % of the NSS gain but 45 % of the IG gain). Two
-parameters of form, fitted on the val fixations, recover much of that without touching the weights.
-
-A calibration is a small dict in the checkpoint's ``meta["calibration"]`` (so exports carry it in
-their sidecar and ``train --init`` / ``adapt`` keep it, :data:`~fastsal.models.registry.POSTPROCESS_META`):
-
-- ``form`` ``"power"``: ``log p' = log normalise(p ** (1 / T) * prior ** w)``;
-- ``form`` ``"mixture"``: ``p' = (1 - w) normalise(p ** (1 / T)) + w prior``;
-- ``prior``: an axis-aligned Gaussian in relative image coordinates (pixel centres
-  ``((x + 0.5) / W, (y + 0.5) / H)``), centre ``(x, y)`` and standard deviations ``(sx, sy)`` as
-  fractions of the width and height, so it means the same at any input size and aspect;
-- ``input_size`` / ``aspect``: the geometry it was fitted at (the blur and the temperature act on
-  that grid), which a checkpoint written by ``fastsal calibrate`` then runs at by default.
-
-:func:`apply` is the step :meth:`fastsal.predict.Predictor.small_log_density` runs after the blur
-on every engine; without a calibration the maps are exactly those of before. :func:`fit` chooses
-the parameters by maximising the mean log-likelihood of the val fixations; :func:`calibrate_checkpoint`
-is ``fastsal calibrate``.
+Its own module because it runs the predictor and the evaluation, while the predictor itself needs
+:mod:`fastsal.calibration` (applying a checkpoint's calibration): keeping the two apart is what
+keeps ``predict`` and the calibration free of an import cycle.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fastsal.errors import FastSalError
-
-FORMS = ("power", "mixture")
-# Bounds of the fit (and of a valid calibration): a temperature outside them, a prior narrower than
-# 2 % of the side or a weight beyond them is a damaged file, not a calibration.
-TEMPERATURE_RANGE = (0.2, 5.0)
-POWER_WEIGHT_RANGE = (0.0, 4.0)
-MIXTURE_WEIGHT_RANGE = (0.0, 0.95)
-PRIOR_CENTRE_RANGE = (0.1, 0.9)
-PRIOR_SIGMA_RANGE = (0.02, 3.0)
-META_KEY = "calibration"
-
-
-class CalibrationError(FastSalError, ValueError):
-    """A calibration in a checkpoint or passed to ``fit`` is malformed; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Temperature and centre-bias prior applied to a model's log-density (module docstring)."""
-
-    form: str = "power"
-    temperature: float = 1.0
-    prior_weight: float = 0.0
-    prior: tuple[float, float, float, float] = (0.5, 0.5, 0.25, 0.25)  # x, y, sx, sy (relative)
-    input_size: tuple[int, int] | None = None
-    aspect: bool | None = None
-    fitted_on: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON- and ``weights_only``-safe: plain floats, lists and strings."""
-        out = asdict(self)
-        out["prior"] = dict(zip(("x", "y", "sx", "sy"), (float(v) for v in self.prior)))
-        out["input_size"] = list(self.input_size) if self.input_size else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Calibration:
-        """Checked: a bad value raises :class:`CalibrationError` naming ``meta['calibration']`` and the key."""
-        where = f"meta[{META_KEY!r}]"
-        if not isinstance(data, Mapping):
-            raise CalibrationError(f"{where} must be a dict of calibration settings, got {type(data).__name__}; "
-                                   "rerun fastsal calibrate")
-        form = data.get("form", "power")
-        if form not in FORMS:
-            raise CalibrationError(f"{where}['form'] must be one of {', '.join(FORMS)}, got {form!r}; rerun fastsal calibrate")
-        prior = data.get("prior", {})
-        try:
-            values = {"temperature": float(data.get("temperature", 1.0)), "prior_weight": float(data.get("prior_weight", 0.0)),
-                      **{f"prior.{k}": float(prior[k]) for k in ("x", "y", "sx", "sy")}}
-        except (TypeError, ValueError, KeyError) as exc:
-            raise CalibrationError(f"{where} has a missing or non-numeric value ({exc}); rerun fastsal calibrate") from None
-        weights = POWER_WEIGHT_RANGE if form == "power" else MIXTURE_WEIGHT_RANGE
-        ranges = {"temperature": TEMPERATURE_RANGE, "prior_weight": weights, "prior.x": PRIOR_CENTRE_RANGE,
-                  "prior.y": PRIOR_CENTRE_RANGE, "prior.sx": PRIOR_SIGMA_RANGE, "prior.sy": PRIOR_SIGMA_RANGE}
-        for key, (lo, hi) in ranges.items():
-            if not (math.isfinite(values[key]) and lo <= values[key] <= hi):
-                raise CalibrationError(f"{where}[{key!r}] must be in {lo:g}..{hi:g}, got {values[key]!r}; "
-                                       "rerun fastsal calibrate")
-        size = data.get("input_size")
-        try:
-            size = (int(size[0]), int(size[1])) if size else None
-        except (TypeError, ValueError, IndexError):
-            raise CalibrationError(f"{where}['input_size'] must be [height, width], got {size!r}") from None
-        aspect = data.get("aspect")
-        return cls(form=form, temperature=values["temperature"], prior_weight=values["prior_weight"],
-                   prior=tuple(values[f"prior.{k}"] for k in ("x", "y", "sx", "sy")),  # type: ignore[arg-type]
-                   input_size=size, aspect=None if aspect is None else bool(aspect),
-                   fitted_on=str(data.get("fitted_on", "")), extra=dict(data.get("extra") or {}))
-
-    def describe(self) -> str:
-        """One line for ``-v`` output and model cards."""
-        x, y, sx, sy = self.prior
-        how = "prior weight" if self.form == "power" else "prior share"
-        on = f" on {self.fitted_on}" if self.fitted_on else ""
-        return (f"calibrated{on}: {self.form}, T={self.temperature:.3f}, {how} {self.prior_weight:.3f}, "
-                f"centre-bias prior at ({x:.2f}, {y:.2f}) sd ({sx:.2f}, {sy:.2f}) of the width/height")
-
-
-def from_meta(meta: Mapping[str, Any] | None) -> Calibration | None:
-    """The checkpoint's calibration, or None when it has none (maps exactly as before)."""
-    if not meta or meta.get(META_KEY) is None:
-        return None
-    return Calibration.from_dict(meta[META_KEY])
-
-
-def log_prior(shape: Sequence[int], prior: Sequence[float]) -> np.ndarray:
-    """(h, w) unnormalised log of the Gaussian prior at pixel centres in relative coordinates."""
-    h, w = int(shape[-2]), int(shape[-1])
-    x, y, sx, sy = (float(v) for v in prior)
-    gx = ((np.arange(w) + 0.5) / w - x) / sx
-    gy = ((np.arange(h) + 0.5) / h - y) / sy
-    return -0.5 * (gy[:, None] ** 2 + gx[None, :] ** 2)
-
-
-def _log_normalise(z: np.ndarray) -> np.ndarray:
-    """Log-softmax over the last two axes."""
-    m = z.max(axis=(-2, -1), keepdims=True)
-    return z - (m + np.log(np.exp(z - m).sum(axis=(-2, -1), keepdims=True)))
-
-
-def apply(log_small: np.ndarray, calib: Calibration | None) -> np.ndarray:
-    """A (..., h, w) log-density calibrated (a new log-density over the same grid); None: unchanged."""
-    if calib is None:
-        return log_small
-    scaled = log_small / calib.temperature
-    if calib.prior_weight == 0.0:
-        return _log_normalise(scaled)
-    lp = log_prior(log_small.shape, calib.prior)
-    if calib.form == "power":
-        return _log_normalise(scaled + calib.prior_weight * lp)
-    a = calib.prior_weight
-    return np.logaddexp(math.log1p(-a) + _log_normalise(scaled), math.log(a) + _log_normalise(lp))
-
-
-# -- the fit ------------------------------------------------------------------------------------
-@dataclass
-class _Group:
-    """Images whose log-densities share one grid: stacked, with each fixation's bilinear corners."""
-
-    logs: np.ndarray  # (n, h, w) float64 log-densities (uncalibrated)
-    index: np.ndarray  # (4, F) flat indices into logs of each fixation's four neighbours
-    weight: np.ndarray  # (4, F) bilinear weights
-    image: np.ndarray  # (F,) position of each fixation's image in the fit's image list
-    offset: np.ndarray  # (n,) log(h * w / (H * W)): the density per original pixel, per image
-
-
-def _corners(fix: np.ndarray, shape: Sequence[int], grid: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (4, F) and bilinear weights (4, F) of (x, y) fixations at ``shape`` on ``grid``.
-
-    The bicubic resize of :func:`fastsal.predict.postprocess` is approximated by a bilinear one: the
-    fit only ranks parameters; the before/after table uses the real maps.
-    """
-    (H, W), (h, w) = shape, grid
-    u = np.clip((fix[:, 0] + 0.5) * w / W - 0.5, 0.0, w - 1.0)
-    v = np.clip((fix[:, 1] + 0.5) * h / H - 0.5, 0.0, h - 1.0)
-    x0, y0 = np.minimum(np.floor(u).astype(np.int64), w - 2 if w > 1 else 0), np.minimum(np.floor(v).astype(np.int64), h - 2 if h > 1 else 0)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = u - x0, v - y0
-    index = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
-    weight = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
-    return index, weight
-
-
-class FitData:
-    """Val log-densities and fixations, grouped by grid, for :func:`objective` and :func:`fit`."""
-
-    def __init__(self, logs: Sequence[np.ndarray], fixations: Sequence[np.ndarray], shapes: Sequence[Sequence[int]]):
-        if not logs or not (len(logs) == len(fixations) == len(shapes)):
-            raise CalibrationError("calibration needs one log-density, fixation list and image shape per image "
-                                   f"(got {len(logs)}, {len(fixations)}, {len(shapes)})")
-        by_grid: dict[tuple[int, int], list[int]] = {}
-        for i, ls in enumerate(logs):
-            by_grid.setdefault(tuple(ls.shape), []).append(i)
-        self.n_images = len(logs)
-        self.groups: list[_Group] = []
-        for grid, members in by_grid.items():
-            h, w = grid
-            idx, wts, img = [], [], []
-            for j, i in enumerate(members):
-                fix = np.asarray(fixations[i], dtype=np.float64).reshape(-1, 2)
-                if not len(fix):
-                    continue
-                k, b = _corners(fix, shapes[i], grid)
-                idx.append(k + j * h * w)
-                wts.append(b)
-                img.append(np.full(len(fix), i))
-            if not idx:
-                continue
-            offset = np.array([math.log(h * w / (shapes[i][0] * shapes[i][1])) for i in members])
-            self.groups.append(_Group(np.stack([logs[i] for i in members]).astype(np.float64),
-                                      np.concatenate(idx, axis=1), np.concatenate(wts, axis=1),
-                                      np.concatenate(img), offset[np.searchsorted(members, np.concatenate(img))]))
-        self.counts = np.bincount(np.concatenate([g.image for g in self.groups]), minlength=self.n_images)
-        if not self.counts.any():
-            raise CalibrationError("no fixations to calibrate on; pass datasets with eye fixations (val split)")
-
-
-def objective(data: FitData, calib: Calibration | None) -> float:
-    """Mean over images of the mean log2-likelihood of their fixations (bits per fixation) under
-    the calibrated density, read at original-image pixels: what IG ranks, less the centre bias's
-    (a constant of the fit)."""
-    per_image = np.zeros(data.n_images)
-    for g in data.groups:
-        prob = np.exp(apply(g.logs, calib)).reshape(-1)
-        ll = np.log(np.maximum((prob[g.index] * g.weight).sum(axis=0), 1e-300)) + g.offset
-        per_image += np.bincount(g.image, weights=ll, minlength=data.n_images)
-    used = data.counts > 0
-    return float((per_image[used] / data.counts[used]).mean() / math.log(2.0))
-
-
-def _group_gradient(g: _Group, c: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """Per fixation of ``g``: (log-likelihood in nats, its gradient (6, F) in the fit's parameters
-    log T, w, x, y, log sx, log sy). Analytic: finite differences cost seven passes, this ~two.
-
-    The prior is separable (``-a^2/2 - b^2/2``, ``a`` of the column, ``b`` of the row), so its
-    expectations need only the density's row and column marginals.
-    """
-    n, h, w = g.logs.shape
-    T, wt = c.temperature, c.prior_weight
-    x, y, sx, sy = c.prior
-    a = ((np.arange(w) + 0.5) / w - x) / sx  # (w,)
-    b = ((np.arange(h) + 0.5) / h - y) / sy  # (h,)
-    lp = -0.5 * (b[:, None] ** 2 + a[None, :] ** 2)
-    img, local = np.divmod(g.index, h * w)
-    row, col = np.divmod(local, w)
-    ak, bk, lk = a[col], b[row], g.logs.reshape(-1)[g.index]  # (4, F) each
-    if c.form == "power":
-        p = np.exp(_log_normalise(g.logs / T + wt * lp))
-        pk = p.reshape(-1)[g.index]
-        P = (pk * g.weight).sum(axis=0)
-        r = g.weight * pk / P
-        cm, rm = p.sum(axis=1), p.sum(axis=2)  # (n, w), (n, h) marginals
-        e_l = (p * g.logs).sum(axis=(1, 2))[img[0]]
-        e_a, e_a2 = (cm @ a)[img[0]], (cm @ a ** 2)[img[0]]
-        e_b, e_b2 = (rm @ b)[img[0]], (rm @ b ** 2)[img[0]]
-        grad = np.stack([
-            ((r * -lk).sum(0) + e_l) / T,
-            (r * -0.5 * (ak ** 2 + bk ** 2)).sum(0) + 0.5 * (e_a2 + e_b2),
-            wt * ((r * ak).sum(0) - e_a) / sx,
-            wt * ((r * bk).sum(0) - e_b) / sy,
-            wt * ((r * ak ** 2).sum(0) - e_a2),
-            wt * ((r * bk ** 2).sum(0) - e_b2),
-        ])
-        return np.log(np.maximum(P, 1e-300)), grad
-    q = np.exp(_log_normalise(g.logs / T))
-    px, py = np.exp(-0.5 * a ** 2), np.exp(-0.5 * b ** 2)
-    px, py = px / px.sum(), py / py.sum()  # the prior is py (x) px
-    qk, pik = q.reshape(-1)[g.index], py[row] * px[col]
-    P = (g.weight * ((1 - wt) * qk + wt * pik)).sum(axis=0)
-    e_l = (q * g.logs).sum(axis=(1, 2))[img]
-    d = np.stack([
-        (1 - wt) * qk * (e_l - lk) / T,
-        pik - qk,
-        wt * pik * (ak - px @ a) / sx,
-        wt * pik * (bk - py @ b) / sy,
-        wt * pik * (ak ** 2 - px @ a ** 2),
-        wt * pik * (bk ** 2 - py @ b ** 2),
-    ])  # (6, 4, F): the derivative of each corner's density
-    return np.log(np.maximum(P, 1e-300)), (d * g.weight).sum(axis=1) / P
-
-
-def objective_and_gradient(data: FitData, theta: np.ndarray, form: str) -> tuple[float, np.ndarray]:
-    """:func:`objective` at the fit's parameters ``theta`` and its gradient (bits per fixation)."""
-    c = _unpack(theta, form)
-    per_image, grad = np.zeros(data.n_images), np.zeros((6, data.n_images))
-    for g in data.groups:
-        ll, dll = _group_gradient(g, c)
-        per_image += np.bincount(g.image, weights=ll + g.offset, minlength=data.n_images)
-        for k in range(6):
-            grad[k] += np.bincount(g.image, weights=dll[k], minlength=data.n_images)
-    used = data.counts > 0
-    scale = 1.0 / (used.sum() * math.log(2.0))
-    value = float((per_image[used] / data.counts[used]).sum() * scale)
-    return value, (grad[:, used] / data.counts[used]).sum(axis=1) * scale
-
-
-def _unpack(theta: np.ndarray, form: str) -> Calibration:
-    t, w, x, y, sx, sy = (float(v) for v in theta)
-    lo, hi = PRIOR_SIGMA_RANGE  # exp(log(bound)) may round just outside it
-
-    def sd(v: float) -> float:
-        return min(max(math.exp(v), lo), hi)
-
-    return Calibration(form=form, temperature=min(max(math.exp(t), TEMPERATURE_RANGE[0]), TEMPERATURE_RANGE[1]),
-                       prior_weight=w, prior=(x, y, sd(sx), sd(sy)))
-
-
-def fit(data: FitData, form: str = "power", *, max_iter: int = 60) -> tuple[Calibration, float]:
-    """(the calibration of ``form`` maximising :func:`objective` on ``data``, its objective).
-
-    L-BFGS-B over six numbers (log T, the prior's weight, centre and log sds) within the bounds a
-    valid calibration has, with the analytic gradient (:func:`objective_and_gradient`).
-    """
-    from scipy.optimize import minimize
-
-    if form not in FORMS:
-        raise CalibrationError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
-    weights = POWER_WEIGHT_RANGE if form == "power" else MIXTURE_WEIGHT_RANGE
-    lo_s, hi_s = (math.log(v) for v in PRIOR_SIGMA_RANGE)
-    bounds = [tuple(math.log(v) for v in TEMPERATURE_RANGE), weights, PRIOR_CENTRE_RANGE, PRIOR_CENTRE_RANGE,
-              (lo_s, hi_s), (lo_s, hi_s)]
-    start = np.array([0.0, 0.3 if form == "power" else 0.1, 0.5, 0.5, math.log(0.3), math.log(0.3)])
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grad = objective_and_gradient(data, theta, form)
-        return -value, -grad
-
-    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": int(max_iter)})
-    best = _unpack(result.x, form)
-    return best, objective(data, best)
-
+from fastsal.calibration import FORMS, META_KEY, Calibration, CalibrationError, FitData, apply, fit, objective
 
 # -- fastsal calibrate --------------------------------------------------------------------------
 REPORT_METRICS = ("information_gain", "log_likelihood", "nss", "cc", "kld")
@@ -370,7 +61,7 @@ def val_reports(datasets: Sequence[tuple[str, Sequence[Any], Sequence[Any]]], lo
     return reports
 
 
-def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[str], data_dir: str | Path,
+def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[str], data_dir: str | Path | None,
                          form: str = "auto", threads: int | None = None, backend: str = "auto",
                          progress: Any = None, limit: int | None = None) -> dict[str, Any]:
     """Fit a calibration on the val splits of ``data`` and write ``source``'s checkpoint with it to ``out``.
@@ -381,14 +72,13 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     Returns ``{"calibration", "fits", "val"}``: the chosen calibration, each form's (calibration,
     objective) and the val reports of the uncalibrated and each fitted density.
     ``progress``: a callable taking one line, told what is happening. ``limit``: only the first
-    ``limit`` val images of each dataset (a smoke test).
+    ``limit`` val images of each dataset (a smoke test). ``data_dir``: the folder holding each bare
+    ``NAME`` of ``data`` (:func:`fastsal.data.datasets.dataset_roots`; ``None`` if every entry is
+    ``NAME=FOLDER``).
     """
-    from types import SimpleNamespace
-
-    from fastsal.data.datasets import load_dataset
+    from fastsal.data.datasets import dataset_roots, load_dataset
     from fastsal.models.registry import atomic_save, read_checkpoint
     from fastsal.predict import EXPORT_SUFFIXES, _resolve, load
-    from fastsal.train import dataset_roots
 
     say = progress or (lambda line: None)
     path, _ = _resolve(source)
@@ -402,8 +92,7 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     if not data:
         raise CalibrationError("data is empty; name the datasets whose val splits to fit on (e.g. osie,mit1003,scene)")
     ckpt = read_checkpoint(path)
-    # train's NAME[=FOLDER] rule; it reads only these three fields
-    roots = dataset_roots(SimpleNamespace(data=tuple(data), root=None, data_dir=str(data_dir)))  # type: ignore[arg-type]
+    roots = dataset_roots(data, data_dir=data_dir)
     datasets = [(name, load_dataset(name, root, "val")[:limit], load_dataset(name, root, "train")) for name, root in roots]
     predictor = load(source, threads=threads, backend=backend)  # a name runs at its shipped geometry
     samples = [s for _, val, _ in datasets for s in val]

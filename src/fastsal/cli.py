@@ -292,8 +292,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help=f"datasets to mix ({', '.join(defaults.DATASET_NAMES)}); a bare NAME is DATA_DIR/NAME; "
                         "pseudo=LABELS is a folder from `fastsal pseudo-label`; none: only --distill-* images "
                         "(default: %(default)s)")
-    p.add_argument("--data-dir", default="../shared/data", metavar="DIR",
-                   help="folder holding the datasets named in --data (default: %(default)s)")
+    p.add_argument("--data-dir", default=defaults.data_dir(), metavar="DIR",
+                   help=f"folder holding the datasets named in --data (default: ${defaults.DATA_DIR_ENV})")
     p.add_argument("--root", default=None, help="the folder of the single dataset in --data, in the layout of its "
                                                 "reader (README: Datasets)")
     p.add_argument("-o", "--out", default="runs/default",
@@ -918,11 +918,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 files.check_writable_file(path, option)
         from fastsal import evaluate as E
         from fastsal import images
+        from fastsal.data import datasets as D
 
         if args.max_pixels is not None:
             images.set_max_pixels(args.max_pixels)
-        samples = E.load_dataset(args.dataset, args.root, args.split)[: args.limit]
-        train = E.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
+        samples = D.load_dataset(args.dataset, args.root, args.split)[: args.limit]
+        train = D.load_dataset(args.dataset, args.root, "train") if args.split != "train" else None
         if args.maps:
             name, source = Path(args.maps).name or "maps", E.maps_from_folder(args.maps, samples)
         elif args.teacher:  # an ensemble with TTA, scored as the maps it labels
@@ -1061,7 +1062,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--weights", help="a fastsal checkpoint file (not an export)")
     p.add_argument("--data", default="osie,mit1003,scene", metavar="NAME[=FOLDER],...",
                    help="datasets whose val splits to fit on; a bare NAME is DATA_DIR/NAME (default: %(default)s)")
-    p.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="(default: %(default)s)")
+    p.add_argument("--data-dir", default=defaults.data_dir(), metavar="DIR",
+                   help=f"folder holding the datasets named in --data (default: ${defaults.DATA_DIR_ENV})")
     p.add_argument("--form", choices=("auto", "power", "mixture"), default="auto",
                    help="power: p^(1/T) * prior^w; mixture: (1-w) p^(1/T) + w prior; auto: the better on val")
     p.add_argument("-o", "--out", required=True, help="the calibrated checkpoint to write (.pt)")

@@ -5,6 +5,8 @@ Imports nothing heavy: the command line reads it to build ``--help`` without loa
 """
 from __future__ import annotations
 
+import os
+
 #: The model ``fastsal.load()`` and ``fastsal predict`` use (shipped weights, no download).
 MODEL = "fastsal_a_effnet_lite0"
 #: The ``fast`` alias: the most accurate shipped weights under FAST_MAX_GMACS at their own input
@@ -63,10 +65,20 @@ EVAL_SPLIT = "test"
 #: dataset's own pixels per degree; SIGMA_PX where a dataset does not know its geometry (about
 #: one degree for an 800x600 image seen at OSIE's distance).
 SIGMA_DEG = 1.0
-#: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; a test keeps
-#: them equal), named here so that ``--help`` lists them without importing the readers.
+#: Registered dataset readers (``fastsal.data.datasets.DATASETS``, in the same order; the registry
+#: asserts that at import), named here so that ``--help`` lists them without importing the readers.
 DATASET_NAMES: tuple[str, ...] = ("osie", "mit1003", "scene", "cat2000", "salicon", "folder", "pseudo")
 SIGMA_PX = 24.0
+
+#: The environment variable the command line reads ``--data-dir`` from when it is not given (the
+#: folder holding the datasets named in ``--data``). The library has no default data folder.
+DATA_DIR_ENV = "FASTSAL_DATA_DIR"
+
+
+def data_dir() -> str | None:
+    """``$FASTSAL_DATA_DIR`` (:data:`DATA_DIR_ENV`), or None when it is unset or empty."""
+    return os.environ.get(DATA_DIR_ENV) or None
+
 
 #: Training loss: KLD - CC - NSS_WEIGHT * NSS (also the validation score that selects checkpoints).
 NSS_WEIGHT = 0.1

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from fastsal.data.datasets import DatasetError, DatasetWarning, Sample, image_size, load_dataset
+from fastsal.data.datasets import DatasetError, DatasetWarning, Sample, dataset_roots, image_size, load_dataset
 from fastsal.errors import FastSalError
 
 #: Kinds of training buckets: eye-tracking fixations, stored teacher densities (pseudo-labels),
@@ -81,8 +81,7 @@ def distill_samples(cfg: Any) -> list[Sample]:
             raise DistillError(f"--distill-images {folder}: none of its {len(found)} image(s) is readable")
         samples += kept
     for entry in cfg.distill_data:
-        name, _, folder = entry.partition("=")
-        root = Path(folder) if folder else Path(cfg.data_dir) / name
+        name, root = dataset_roots([entry], data_dir=cfg.data_dir)[0]
         try:
             samples += load_dataset(name, root, "train")[: cfg.limit]
         except DatasetError as exc:

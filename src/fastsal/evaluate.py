@@ -26,12 +26,12 @@ from fastsal import baselines as B
 from fastsal import defaults
 from fastsal import files
 from fastsal import metrics as M
-from fastsal.data.datasets import DATASETS, DatasetError, Sample, load_dataset
+from fastsal.data.base import DatasetError, Sample
 from fastsal.data.fixations import fixation_density
 from fastsal.errors import FastSalError, first_line
-from fastsal.images import open_header
+from fastsal.images import open_header, walk_images
 
-__all__ = ["DATASETS", "load_dataset", "evaluate", "check_map", "format_table", "write_json", "plot_examples",
+__all__ = ["evaluate", "check_map", "format_table", "write_json", "plot_examples",
            "maps_from_folder", "maps_from_predictor", "sample_sigma", "gold_standard_note"]
 BASELINES = ("centre_bias", "uniform", "gold_standard")
 # The uniform weight mixed into the gold standard: bounds the log-likelihood cost of a fixation
@@ -83,7 +83,7 @@ def check_map(arr: np.ndarray, shape: tuple[int, int], label: str) -> np.ndarray
 def sample_sigma(sample: Sample, sigma: float | None, degrees: float = defaults.SIGMA_DEG) -> float:
     """The ground-truth density's sigma for ``sample``: ``sigma`` px if given, else ``degrees`` of
     visual angle in the sample's own pixels (one degree: 35 px on MIT1003, 24 px on OSIE)."""
-    return float(sigma) if sigma is not None else sample.sigma_px(degrees)
+    return sample.sigma_px(degrees, override_px=sigma)
 
 
 def _map_key(name: str) -> str:
@@ -104,11 +104,11 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: not a folder of saliency maps; pass --maps DIR")
+        raise DatasetError(f"{folder}: not a folder of saliency maps; pass {{option}} DIR", option="maps")
     by_key: dict[str, Path] = {}
     by_stem: dict[str, list[Path]] = {}
-    for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.suffix.lower() in MAP_SUFFIXES:
+    for f in sorted(walk_images(folder, MAP_SUFFIXES, unreadable=False)):
+        if f.is_file():
             key = _map_key(f.relative_to(folder).as_posix())
             if key not in by_key:  # .npy sorts before .png: the lossless one wins
                 by_key[key] = f
@@ -167,8 +167,8 @@ def _grey_map(img: Image.Image, path: str) -> np.ndarray:
         rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
         spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
         if spread > COLOUR_SPREAD:
-            raise DatasetError(f"{path}: a colour image, not a saliency map; pass --maps a folder of grey maps "
-                               f"(PNG or .npy, e.g. from `fastsal predict --format png`)")
+            raise DatasetError(f"{path}: a colour image, not a saliency map; pass {{option}} a folder of grey maps "
+                               "(PNG or .npy, e.g. from `fastsal predict --format png`)", option="maps")
         return np.asarray(img.convert("L"), dtype=np.float64)
     return np.asarray(img.convert("F"), dtype=np.float64)
 
@@ -328,7 +328,7 @@ def plot_examples(samples: Sequence[Sample], source: MapSource, path: str | Path
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'fastsal[plot]'") from None
+        raise ImportError("plot_examples needs matplotlib: pip install 'fastsal[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

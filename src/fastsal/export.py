@@ -63,6 +63,7 @@ from torch import nn
 
 from fastsal import defaults
 from fastsal.files import atomic_path, atomic_write, atomic_write_bytes, file_lock, file_sha256
+from fastsal.geometry import is_network_size
 from fastsal.quantize import NNCF_RECIPE_VERSION, openvino_recipe, quantize_model, sidecar_entry
 
 SIDECAR_FORMAT = "fastsal-export/1"
@@ -185,7 +186,7 @@ def export(
         json.dumps(meta or {})
     except (TypeError, ValueError) as exc:
         raise ExportError(f"meta must be JSON-serialisable ({exc})") from None
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
+    if not is_network_size((h, w)):
         raise ExportError(f"input size must be positive multiples of 32; got {h}x{w}")
     if dynamic_size and format == "torchscript":
         raise ExportError("a TorchScript export has a fixed input size; pass dynamic_size=False (fastsal export "

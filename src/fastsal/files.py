@@ -48,7 +48,13 @@ from fastsal.errors import FastSalError
 
 # How old a leftover temporary must be before remove_stale_temporaries deletes it by default: far
 # longer than any single write takes, so a live writer's temporary is never pulled from under it.
+# The one place these ages live; callers that know their writes are short pass a shorter one:
 STALE_TEMPORARY_AGE_S = 3600.0
+# a job's output folders (``fastsal.jobs``): a live writer's temporaries exist for seconds, and
+# shards of one job (other machines, other PIDs) may share a folder;
+JOB_TEMPORARY_AGE_S = 300.0
+# a training run's ``out`` (writing one checkpoint takes seconds; one run owns the folder).
+CHECKPOINT_TEMPORARY_AGE_S = 60.0
 
 # The names atomic_path gives its temporaries: "." + target name + "." + the writer's PID and
 # host tag + "." + mkstemp's 8 random characters + ".tmp" + the target's suffix (checked against

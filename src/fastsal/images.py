@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastsal.errors import FastSalError
+from fastsal.geometry import STRIDE, round_to_stride
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: the first frame
 #: The only Pillow decoders fastsal runs, whatever a file's name says: the formats the README lists.
@@ -234,6 +235,14 @@ def load_resized(path: str | Path | IO[bytes],
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(H, W) of ``img`` once its EXIF orientation is applied, from the header alone: the size of
+    the upright image that decoding gives the model and that fixations were recorded in. The one
+    owner of the quarter-turn rule (datasets read sizes with it too)."""
+    w, h = img.size
+    return (w, h) if img.getexif().get(0x0112, 1) in _SWAPS_AXES else (h, w)
+
+
 def _stream_label(stream: Any) -> str:
     name = getattr(stream, "name", None)
     return str(name) if isinstance(name, (str, Path)) else f"<{type(stream).__name__} image stream>"
@@ -272,9 +281,7 @@ def _decode(source: str | Path | IO[bytes],
     try:
         with _open_unguarded(source) as img:
             _refuse_if_too_large(img.size, label, limit)
-            w, h = img.size
-            if img.getexif().get(0x0112, 1) in _SWAPS_AXES:
-                w, h = h, w
+            h, w = oriented_size(img)
             if draft is not None and img.format == "JPEG":
                 target = draft((h, w)) if callable(draft) else draft
                 side = max(target)  # either orientation must still cover the target size
@@ -426,7 +433,7 @@ def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.nda
 MAX_INPUT_ASPECT = 4.0
 
 
-def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 32) -> tuple[int, int]:
+def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = STRIDE) -> tuple[int, int]:
     """The network input (H, W) for an image of ``shape`` (H, W): its aspect, about the pixel count
     of ``budget`` (H, W), each side a multiple of ``multiple``.
 
@@ -443,8 +450,7 @@ def fit_input_size(shape: Sequence[int], budget: Sequence[int], multiple: int = 
     aspect = min(max(w / h, 1.0 / MAX_INPUT_ASPECT), MAX_INPUT_ASPECT)
     side_h = math.sqrt(pixels / aspect)
     side_w = pixels / side_h
-    return (max(multiple, int(round(side_h / multiple)) * multiple),
-            max(multiple, int(round(side_w / multiple)) * multiple))
+    return round_to_stride(side_h, multiple), round_to_stride(side_w, multiple)
 
 
 def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:
@@ -461,18 +467,34 @@ def find_images(paths: list[str | Path], suffixes: tuple[str, ...] | list[str] =
     found: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(_walk(p, suffixes)):  # p itself when it cannot be listed: named as a file would be
+            for f in sorted(walk_images(p, suffixes)):  # p itself when it cannot be listed: named as a file would be
                 found.append((f, f.relative_to(p) if f != p else Path(p.name)))
         else:
             found.append((p, Path(p.name)))
     return found
 
 
-def _walk(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image-named entries below ``root`` that are not folders, plus every folder that could not
-    be listed (``Path.rglob`` skipped those silently). Links to folders are not followed."""
-    unreadable: list[Path] = []
+def is_image_name(name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> bool:
+    """Whether a file called ``name`` counts as an image in a folder: one of ``suffixes`` (any case)
+    and not hidden (no leading ``.``: editors' and file managers' side files)."""
+    return not name.startswith(".") and Path(name).suffix.lower() in suffixes
+
+
+def walk_images(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES, *, hidden_folders: bool = True,
+                unreadable: bool = True) -> list[Path]:
+    """Entries below ``root`` that are not folders, named with one of ``suffixes`` (any case) and
+    not starting with ``.``; unsorted. The one folder walk (predict's inputs, dataset readers,
+    evaluated maps), so the suffix and dot-file rules cannot drift between them.
+
+    Links to folders are not followed. ``hidden_folders=False`` also skips everything under a
+    folder whose name starts with ``.`` (a dataset's ``.cache/``). ``unreadable``: every folder
+    that could not be listed is returned too, so a caller can name it (``Path.rglob`` skipped those
+    silently); a caller that only reads what is there passes False.
+    """
+    failed: list[Path] = []
     found: list[Path] = []
-    for folder, _, names in os.walk(root, onerror=lambda exc: unreadable.append(Path(exc.filename))):
-        found += [Path(folder, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in suffixes]
-    return found + unreadable
+    for folder, dirs, names in os.walk(root, onerror=lambda exc: failed.append(Path(exc.filename))):
+        if not hidden_folders:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder, n) for n in names if is_image_name(n, suffixes)]
+    return found + failed if unreadable else found

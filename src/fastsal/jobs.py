@@ -40,16 +40,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from fastsal.errors import FastSalError, Terminated
-from fastsal.files import atomic_write_bytes, remove_stale_temporaries, write_json
+from fastsal.files import JOB_TEMPORARY_AGE_S, atomic_write_bytes, remove_stale_temporaries, write_json
 from fastsal.images import IMAGE_SUFFIXES, check_not_empty, find_images
 
 MANIFEST_FORMAT = "fastsal-manifest/2"
 #: Earlier manifests, still read (:func:`read_manifest`): maps, videos, crops and pseudo-labels.
 OLD_FORMATS = {"fastsal-manifest/1": "maps", "fastsal-video-manifest/1": "videos", "fastsal-crops/1": "crops",
                "fastsal-pseudo-labels/1": "labels"}
-# Temporaries older than this in an output folder are leftovers of a killed run (a live writer's
-# exist for at most seconds; shards of one job may share a folder) and are removed at start.
-STALE_TEMPORARY_AGE_S = 300.0
 #: The manifest is rewritten after this many newly finished items or seconds, whichever comes first,
 #: so a run killed by SIGKILL loses little to redo.
 MANIFEST_EVERY_ITEMS = 32
@@ -710,7 +707,7 @@ def run(
     bind_settings(task.out, manifest, report, overwrite=overwrite, keys=task.settings_keys, records=task.records,
                   noun=task.noun)
     for folder in sorted({p.parent for i in todo for p in i.outputs.values()}):
-        remove_stale_temporaries(folder, STALE_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
+        remove_stale_temporaries(folder, JOB_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
     task.prepare(todo)
     if on_done is not None:
         for item, entry in kept:

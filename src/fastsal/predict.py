@@ -30,7 +30,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fastsal import defaults
-from fastsal.calibrate import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
+from fastsal.calibration import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
 from fastsal.backends import (
     AUTO,
     BackendNotice,
@@ -115,7 +115,7 @@ class Predictor:
     ``blur_sigma``: Gaussian blur (pixels at the input size) of the density before resizing; it
     removes the PixelShuffle grain and was selected on the validation split (stored with the
     weights, ``meta["blur_sigma"]``). ``calibration``: a temperature and centre-bias prior fitted on
-    val (``meta["calibration"]``, :mod:`fastsal.calibrate`), applied after the blur; None (weights
+    val (``meta["calibration"]``, :mod:`fastsal.calibration`), applied after the blur; None (weights
     without one) leaves the maps exactly as they were.
 
     ``aspect``: ``input_size`` is a pixel budget and each image keeps its own aspect at about that
@@ -242,7 +242,7 @@ class Predictor:
     def small_log_density(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 in [0, 1] -> the model's log-density at the input size, (N, h, w)
         float64: log-softmax over all pixels, then the post-processing blur, then the calibration
-        (:func:`fastsal.calibrate.apply`), the same on every engine. All images of a batch
+        (:func:`fastsal.calibration.apply`), the same on every engine. All images of a batch
         have one size; :meth:`small_log_densities` takes a list of any sizes."""
         logits = self.runner_for(batch.shape[-2:])(batch)
         if not np.isfinite(logits).all():

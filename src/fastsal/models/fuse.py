@@ -138,12 +138,11 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     The BatchNorm becomes ``nn.Identity``; the conv gains a bias. Returns ``module``.
     """
     for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for first, second in zip(names, names[1:]):
-            conv, bn = seq._modules[first], seq._modules[second]
+        children = list(seq.named_children())
+        for (first, conv), (second, bn) in zip(children, children[1:]):
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                seq._modules[first] = fuse_conv_bn_eval(conv.eval(), bn.eval())
-                seq._modules[second] = nn.Identity()
+                setattr(seq, first, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+                setattr(seq, second, nn.Identity())
     return module
 
 

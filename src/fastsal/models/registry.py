@@ -43,7 +43,6 @@ from fastsal.models.mobilenetv2 import TF_MEAN, TF_STD, mobilenet_v2
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKPOINT_FORMAT = "fastsal-checkpoint/1"
-DEFAULT_INPUT_SIZE = defaults.INPUT_SIZE
 
 
 class ModelError(FastSalError, ValueError):
@@ -240,7 +239,8 @@ def build(name: str, weights: str | Path | None = None, *, pretrained: bool = Fa
         path = Path(weights)
         ckpt = read_checkpoint(path)
         if ckpt["model"] != name:
-            raise ModelError(f"{path}: holds a {ckpt['model']!r} model, not {name!r}; pass --model {ckpt['model']}")
+            raise ModelError(f"{path}: holds a {ckpt['model']!r} model, not {name!r}; pass {{option}} {ckpt['model']}",
+                             option="model")
         _load_state(model, full_state_dict(ckpt, path), path)
     return model
 
@@ -253,7 +253,7 @@ def weights_for(name: str) -> Weights:
         if name not in list_models():
             raise ModelError(f"unknown model {name!r}; choose one of: {model_choices()}")
         raise ModelError(f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
-                         "pass --weights FILE")
+                         "pass {option} FILE", option="weights")
     if not spec.path.is_file():
         raise ModelError(f"{spec.path}: shipped weights missing; reinstall fastsal")
     return spec
@@ -329,7 +329,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{path}: weights do not fit the model ({first}); check --model") from None
+        raise ModelError(f"{path}: weights do not fit the model ({first}); check {{option}}", option="model") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -340,7 +340,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: weights file not found; pass an existing --weights FILE")
+        raise ModelError(f"{path}: weights file not found; pass an existing {{option}} FILE", option="weights")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -421,7 +421,8 @@ def save_checkpoint(
         shipped = encoder_state(read_checkpoint(weights_for(encoder_from).path)["state_dict"])
         mine = encoder_state(state)
         if mine.keys() != shipped.keys() or any(not torch.equal(mine[k].float(), shipped[k].float()) for k in mine):
-            raise ModelError(f"{name}: its encoder is not {encoder_from}'s; train with --init and --freeze-encoder")
+            raise ModelError(f"{name}: its encoder is not {encoder_from}'s; train with {{option}} and a frozen encoder",
+                             option="init")
         payload["state_dict"] = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         payload["encoder_from"] = encoder_from
         payload["encoder_sha256"] = encoder_sha256(shipped)
