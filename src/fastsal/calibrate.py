@@ -383,12 +383,11 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     ``progress``: a callable taking one line, told what is happening. ``limit``: only the first
     ``limit`` val images of each dataset (a smoke test).
     """
-    from types import SimpleNamespace
 
     from fastsal.data.datasets import load_dataset
     from fastsal.models.registry import atomic_save, read_checkpoint
     from fastsal.predict import EXPORT_SUFFIXES, _resolve, load
-    from fastsal.train import dataset_roots
+    from fastsal.data.entries import dataset_root
 
     say = progress or (lambda line: None)
     path, _ = _resolve(source)
@@ -402,8 +401,8 @@ def calibrate_checkpoint(source: str | Path, out: str | Path, *, data: Sequence[
     if not data:
         raise CalibrationError("data is empty; name the datasets whose val splits to fit on (e.g. osie,mit1003,scene)")
     ckpt = read_checkpoint(path)
-    # train's NAME[=FOLDER] rule; it reads only these three fields
-    roots = dataset_roots(SimpleNamespace(data=tuple(data), root=None, data_dir=str(data_dir)))  # type: ignore[arg-type]
+    # the NAME[=FOLDER] rule of `fastsal train --data`
+    roots = [dataset_root(entry, data_dir) for entry in data]
     datasets = [(name, load_dataset(name, root, "val")[:limit], load_dataset(name, root, "train")) for name, root in roots]
     predictor = load(source, threads=threads, backend=backend)  # a name runs at its shipped geometry
     samples = [s for _, val, _ in datasets for s in val]
