@@ -74,7 +74,8 @@ def test_checkpoints_keep_the_flat_record_and_old_runs_resume(osie_root, tmp_pat
     torch.save(old, tmp_path / "last.pt")
     with pytest.raises(TrainError, match="holds a 'fastsal_a' run, not model fastsal_bare") as info:
         train(TrainConfig.from_flat(**_flat(osie_root, tmp_path, epochs=3)), progress=False)
-    assert "not --model fastsal_bare; pass another --out" in cli_message(info.value)
+    assert "not --model fastsal_bare; pass another --out, or --restart to replace it" in cli_message(info.value)
+    assert str(info.value).endswith("or resume=False to replace it")  # the Python API's keyword for --restart
 
 
 def test_sampler_splits_one_shared_plan_between_ranks():

@@ -197,7 +197,8 @@ def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
 
 
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
-_PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
+_PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights ",
+                "resume=False": "--restart"}
 # Parameters whose flag is not ``--`` + the name with dashes (see :func:`flag`).
 _OPTION_FLAGS: dict[str, str] = {}
 

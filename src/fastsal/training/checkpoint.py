@@ -28,19 +28,20 @@ def read_resume_state(path: Path, model_name: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
-        raise TrainError(f"{path}: damaged resume checkpoint ({type(exc).__name__}); pass --restart to start over "
-                         "(or delete the file)") from None
+        raise TrainError(f"{path}: damaged resume checkpoint ({type(exc).__name__}); pass resume=False to start "
+                         "over (or delete the file)") from None
     if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
-        raise TrainError(f"{path}: not a fastsal resume checkpoint; pass --restart to start over or another --out")
+        raise TrainError(f"{path}: not a fastsal resume checkpoint; pass resume=False to start over or another "
+                         "{option}", option="out")
     problem = damaged_tensors(state)
     if problem:
-        raise TrainError(f"{path}: damaged resume checkpoint ({problem}); pass --restart to start over "
+        raise TrainError(f"{path}: damaged resume checkpoint ({problem}); pass resume=False to start over "
                          "(or delete the file)")
     log = state["log"]
     previous = state.get("model") or (log.get("config", {}).get("model") if isinstance(log, dict) else None)
     if previous is not None and previous != model_name:
         raise TrainError(f"{path.parent}: holds a {previous!r} run, not {{option}} {model_name}; pass another --out, "
-                         f"or --restart to replace it", option="model")
+                         "or resume=False to replace it", option="model")
     return state
 
 

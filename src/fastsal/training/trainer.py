@@ -139,7 +139,7 @@ def check_finite(cfg: TrainConfig, epoch: int, what: str, value: float) -> None:
     weights would otherwise become ``best.pt`` / ``last.pt`` and a resume would train on them."""
     if not math.isfinite(value):
         raise TrainError(f"training diverged in epoch {epoch + 1}: {what} is {value}; nothing of this epoch was "
-                         f"saved; lower {{option}} (now {cfg.optim.lr:g}) and rerun with --restart", option="lr")
+                         f"saved; lower {{option}} (now {cfg.optim.lr:g}) and rerun with resume=False", option="lr")
 
 
 def dist_info() -> tuple[int, int]:
@@ -241,8 +241,8 @@ class Trainer:
             self.model.load_state_dict(state["state_dict"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise TrainError(f"{self.last_path}: does not fit this run ({first_line(exc)[:200]}); pass --restart to "
-                             "start over or another --out") from None
+            raise TrainError(f"{self.last_path}: does not fit this run ({first_line(exc)[:200]}); pass resume=False "
+                             "to start over or another {option}", option="out") from None
 
     def prepare(self) -> None:
         """Load the data into buckets (after joining the process group when data-parallel)."""
