@@ -24,12 +24,19 @@ def to_input(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div_(255.0)
 
 
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The model's ``encoder`` (typed: ``nn.Module.__getattr__`` promises a tensor or a module)."""
+    encoder = model.encoder
+    assert isinstance(encoder, nn.Module)
+    return encoder
+
+
 def build_model(cfg: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
     """The model to train: from ``cfg.init`` when given, else with ``cfg.backbone_weights``; and
     the post-processing settings (blur) the saved checkpoints carry over from ``cfg.init``."""
     model, settings = _build_from_init(cfg) if cfg.init else (_build_with_backbone(cfg), {})
     if cfg.freeze_encoder:
-        for p in model.encoder.parameters():
+        for p in encoder_of(model).parameters():
             p.requires_grad_(False)
     return model, settings
 
@@ -126,7 +133,7 @@ def calibrate_folded_batchnorm(model: nn.Module, images_u8: torch.Tensor, batch_
     """
     images = images_u8[:BN_CALIBRATION_IMAGES]
     batches = (to_input(images[i:i + batch_size]).to(device) for i in range(0, len(images), batch_size))
-    n_bn = recalibrate_batchnorm(model, batches, within=model.encoder)
+    n_bn = recalibrate_batchnorm(model, batches, within=encoder_of(model))
     if rank == 0:
         print(f"backbone: {n_bn} batch norms folded into the TFLite file re-estimated on {len(images)} training images",
               flush=True)
@@ -155,5 +162,5 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups)
 
 
-__all__ = ["BN_CALIBRATION_IMAGES", "build_model", "calibrate_folded_batchnorm", "make_optimizer", "param_groups",
-           "to_input"]
+__all__ = ["BN_CALIBRATION_IMAGES", "build_model", "calibrate_folded_batchnorm", "encoder_of", "make_optimizer",
+           "param_groups", "to_input"]

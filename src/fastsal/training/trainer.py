@@ -56,7 +56,7 @@ from fastsal.training.distill import (
     distill_samples,
     teacher_views,
 )
-from fastsal.training.model import build_model, calibrate_folded_batchnorm, make_optimizer, to_input
+from fastsal.training.model import build_model, calibrate_folded_batchnorm, encoder_of, make_optimizer, to_input
 
 # Temporaries in ``out`` older than this are a killed run's leftovers (writing one checkpoint
 # takes seconds), removed when a run starts.
@@ -331,7 +331,7 @@ class Trainer:
         cfg, epoch = self.cfg, self.epoch
         self.model.train()
         if cfg.model.freeze_encoder:
-            self.model.encoder.eval()  # frozen: batch-norm statistics stay those it was trained with
+            encoder_of(self.model).eval()  # frozen: batch-norm statistics stay those it was trained with
         g = torch.Generator().manual_seed(cfg.optim.seed * 1000 + epoch)
         self.sampler.set_generator(g)
         plan = list(self.sampler)
