@@ -107,3 +107,14 @@ def test_trainer_step_updates_the_model(osie_root, tmp_path):
     assert loss == pytest.approx(loss) and loss > 0  # finite
     after = trainer.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_config_and_its_bounds_load_no_torch():
+    """The command line may read the bounds (and build the config) without waiting for PyTorch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fastsal.training import TrainConfig; from fastsal.training.config import EPOCHS_RANGE; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]
