@@ -234,6 +234,8 @@ class Trainer:
         self.log: dict[str, Any] = {}
         self.train_buckets: list[Bucket] = []
         self.val_sets: list[tuple[str, list[Bucket]]] = []
+        self.sampler = BucketBatchSampler([], cfg.optim.batch_size, self.rank, self.world)  # until prepare()
+        self.prep_seconds = 0.0
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Weights and optimiser moments of a resume checkpoint (:func:`read_resume_state`)."""
