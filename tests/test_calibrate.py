@@ -115,12 +115,12 @@ def test_fit_finds_a_missing_centre_bias():
 
 
 def test_train_init_keeps_the_calibration(tmp_path):
-    from fastsal.train import TrainConfig, train
+    from fastsal.training import TrainConfig, train
 
     source = _calibrated(tmp_path)
     assert postprocess_settings(read_checkpoint(source))["calibration"] == CALIB
     write_images(tmp_path / "photos", 4)
-    cfg = TrainConfig(model="fastsal_bare", data=(), out=str(tmp_path / "init"), epochs=1, batch_size=2,
+    cfg = TrainConfig.from_flat(model="fastsal_bare", data=(), out=str(tmp_path / "init"), epochs=1, batch_size=2,
                       input_size=SIZE, backbone_weights=None, init=str(source), teacher=(centre_teacher(tmp_path),),
                       distill_images=(str(tmp_path / "photos"),))
     train(cfg, progress=False)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import fastsal.files as files
-import fastsal.train as train_mod
+import fastsal.training.trainer as train_mod
 from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
-from fastsal.cli import main
+from fastsal.cli import cli_message, main
 from fastsal.files import DiskFullError, atomic_path
 from fastsal.models.registry import (
     CHECKSUM_KEY,
@@ -291,13 +291,13 @@ def _blurred_source(tmp_path: Path, blur: float = 2.0) -> Path:
 
 def test_train_init_and_adapt_keep_the_source_blur(tmp_path, capsys):
     import fastsal
-    from fastsal.adapt import adapt
-    from fastsal.train import TrainConfig, train
+    from fastsal.training.adapt import adapt
+    from fastsal.training import TrainConfig, train
 
     write_images(tmp_path / "photos", 4)
     source = _blurred_source(tmp_path)
     teacher = centre_teacher(tmp_path)
-    cfg = TrainConfig(model="fastsal_bare", data=(), out=str(tmp_path / "init"), epochs=1, batch_size=2,
+    cfg = TrainConfig.from_flat(model="fastsal_bare", data=(), out=str(tmp_path / "init"), epochs=1, batch_size=2,
                       input_size=SIZE, backbone_weights=None, init=str(source), teacher=(teacher,),
                       distill_images=(str(tmp_path / "photos"),))
     train(cfg, progress=False)
@@ -316,8 +316,9 @@ def test_train_init_and_adapt_keep_the_source_blur(tmp_path, capsys):
 
 
 def test_adapt_plans_at_once_and_times_after_a_warm_up(tmp_path, capsys, monkeypatch):
-    import fastsal.train as T
-    from fastsal.adapt import adapt
+    import fastsal.training.adapt as A
+    import fastsal.training.trainer as T
+    from fastsal.training.adapt import adapt
 
     write_images(tmp_path / "photos", 4)
     student = teacher_checkpoint(tmp_path / "student.pt", 5)
@@ -329,7 +330,7 @@ def test_adapt_plans_at_once_and_times_after_a_warm_up(tmp_path, capsys, monkeyp
         return real(*a, **k)
 
     monkeypatch.setattr(T, "batch_loss", counted)
-    monkeypatch.setattr(T, "train", lambda cfg, **k: {"epochs": []})  # the plan only
+    monkeypatch.setattr(A, "train", lambda cfg, **k: {"epochs": []})  # the plan only
     adapt([tmp_path / "photos"], tmp_path / "out", teacher=[centre_teacher(tmp_path)], model=student,
           budget_min=1e-5, batch_size=2, progress=False)
     out = capsys.readouterr().out.splitlines()
@@ -340,17 +341,19 @@ def test_adapt_plans_at_once_and_times_after_a_warm_up(tmp_path, capsys, monkeyp
 
 
 def test_adapt_and_train_init_refuse_a_damaged_checkpoint(tmp_path):
-    from fastsal.adapt import AdaptError, adapt
-    from fastsal.train import TrainConfig, TrainError, train
+    from fastsal.training.adapt import AdaptError, adapt
+    from fastsal.training import TrainConfig, TrainError, train
 
     write_images(tmp_path / "photos", 2)
     source = teacher_checkpoint(tmp_path / "source.pt")
     _flip_byte_in_largest_tensor(source)
     why = re.escape(f"{source}: damaged checkpoint (its tensors do not match the checksum written with them)")
-    with pytest.raises(AdaptError, match=rf"^--model {why}; retrain it or restore the file from a copy$"):
+    with pytest.raises(AdaptError, match=rf"^model {why}; retrain it or restore the file from a copy$") as info:
         adapt([tmp_path / "photos"], tmp_path / "out", model=source, epochs=1)
-    cfg = TrainConfig(model="fastsal_bare", data=(), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+    assert cli_message(info.value).startswith(f"--model {source}: damaged checkpoint")
+    cfg = TrainConfig.from_flat(model="fastsal_bare", data=(), out=str(tmp_path / "run"), epochs=1, batch_size=2,
                       input_size=SIZE, backbone_weights=None, init=str(source), teacher=(centre_teacher(tmp_path),),
                       distill_images=(str(tmp_path / "photos"),))
-    with pytest.raises(TrainError, match=rf"^--init {why}"):
+    with pytest.raises(TrainError, match=rf"^init {why}") as info:
         train(cfg, progress=False)
+    assert cli_message(info.value).startswith(f"--init {source}: damaged checkpoint")

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from fastsal.cli import cli_message
 from fastsal.data.datasets import DATASETS, DatasetError, Sample, dataset_info, load_dataset
 from fastsal.data.fixations import fixation_density, fixation_map
 from fastsal.images import fit_input_size
 from fastsal.losses import nss
 from fastsal.models import load_model, save_checkpoint
 from fastsal.models.registry import ModelError, build, full_state_dict, read_checkpoint
-from fastsal.train import TrainConfig, TrainError, augment, build_buckets, train
+from fastsal.training import TrainConfig, TrainError, train
+from fastsal.training.augment import augment
+from fastsal.training.data import build_buckets
 
 
 # ---- sizes ---------------------------------------------------------------------------------
@@ -58,7 +61,7 @@ def test_no_default_data_folder(tmp_path, monkeypatch, capsys):
     from fastsal.cli import main
     from fastsal.data.datasets import dataset_roots
 
-    assert TrainConfig().data_dir is None
+    assert TrainConfig().data.data_dir is None
     with pytest.raises(DatasetError) as info:
         dataset_roots(["osie"], data_dir=None)
     assert info.value.option == "data_dir" and str(info.value).startswith("data_dir is not set")
@@ -114,8 +117,8 @@ def _tiny_bucket(n=4, size=(48, 64), seed=0):
 
 def test_augment_moves_density_and_fixations_together():
     x, d, f, pts = _tiny_bucket()
-    cfg = TrainConfig(model="fastsal_bare", backbone_weights=None, scale_aug=0.4, colour_aug=0.3)
-    x2, d2, f2 = augment(x.clone(), d.clone(), pts, cfg, torch.Generator().manual_seed(3))
+    cfg = TrainConfig.from_flat(model="fastsal_bare", backbone_weights=None, scale_aug=0.4, colour_aug=0.3)
+    x2, d2, f2 = augment(x.clone(), d.clone(), pts, cfg.augment, torch.Generator().manual_seed(3))
     assert x2.shape == x.shape and d2.shape == d.shape and f2.dtype == torch.bool
     assert torch.allclose(d2.flatten(1).sum(1), torch.ones(len(d)), atol=1e-5)
     assert 0.0 <= float(x2.min()) and float(x2.max()) <= 1.0
@@ -126,11 +129,11 @@ def test_augment_moves_density_and_fixations_together():
 
 def test_augment_without_scale_is_an_exact_flip():
     x, d, f, pts = _tiny_bucket()
-    cfg = TrainConfig(model="fastsal_bare", backbone_weights=None, flip=True)
+    cfg = TrainConfig.from_flat(model="fastsal_bare", backbone_weights=None, flip=True)
     g = torch.Generator().manual_seed(0)
     flips = torch.rand(len(x), generator=torch.Generator().manual_seed(0)) < 0.5
     assert flips.any() and not flips.all()  # the seed exercises both branches
-    x2, d2, f2 = augment(x.clone(), d.clone(), pts, cfg, g)
+    x2, d2, f2 = augment(x.clone(), d.clone(), pts, cfg.augment, g)
     for i, flipped in enumerate(flips.tolist()):
         want_x, want_d, want_f = (x[i].flip(-1), d[i].flip(-1), f[i].flip(-1)) if flipped else (x[i], d[i], f[i])
         assert torch.equal(x2[i], want_x) and torch.equal(d2[i], want_d)
@@ -142,7 +145,7 @@ def _cfg(tmp_path, osie_root, mit1003_root, **kw):
     base = dict(model="fastsal_bare", data=(f"osie={osie_root}", f"mit1003={mit1003_root}"), out=str(tmp_path),
                 epochs=1, batch_size=4, input_size=(64, 96), backbone_weights=None, limit=6, lr=1e-3)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(**base)
 
 
 def test_mixed_datasets_train_with_aspect_buckets(tmp_path, osie_root, mit1003_root):
@@ -160,37 +163,39 @@ def test_mixed_datasets_train_with_aspect_buckets(tmp_path, osie_root, mit1003_r
 def test_buckets_keep_portraits_upright(mit1003_root):
     samples = [s for s in load_dataset("mit1003", mit1003_root, "val") if s.height > s.width][:2]
     samples += [s for s in load_dataset("mit1003", mit1003_root, "val") if s.height < s.width][:2]
-    cfg = TrainConfig(model="fastsal_bare", backbone_weights=None, input_size=(64, 96))
-    buckets = build_buckets(cfg, samples)
-    sizes = {b["size"] for b in buckets}
+    cfg = TrainConfig.from_flat(model="fastsal_bare", backbone_weights=None, input_size=(64, 96))
+    buckets = build_buckets(cfg.data, samples)
+    sizes = {b.size for b in buckets}
     assert any(h > w for h, w in sizes) and any(h < w for h, w in sizes)
-    squashed = build_buckets(TrainConfig(model="fastsal_bare", backbone_weights=None, input_size=(64, 96),
-                                         aspect=False), samples)
-    assert [b["size"] for b in squashed] == [(64, 96)]
+    squashed = build_buckets(TrainConfig.from_flat(model="fastsal_bare", backbone_weights=None, input_size=(64, 96),
+                                                   aspect=False).data, samples)
+    assert [b.size for b in squashed] == [(64, 96)]
 
 
 def test_bad_data_option_is_one_line():
-    with pytest.raises(TrainError, match="--data: unknown dataset 'salicn'"):
-        TrainConfig(data=("salicn",))
-    with pytest.raises(TrainError, match="--root names the folder of one dataset"):
-        TrainConfig(data=("osie", "mit1003"), root="/x")
+    with pytest.raises(TrainError, match="^data: unknown dataset 'salicn'") as info:
+        TrainConfig.from_flat(data=("salicn",))
+    assert cli_message(info.value).startswith("--data: unknown dataset 'salicn'")
+    with pytest.raises(TrainError, match="^root names the folder of one dataset") as info:
+        TrainConfig.from_flat(data=("osie", "mit1003"), root="/x")
+    assert cli_message(info.value).startswith("--root names the folder of one dataset")
     with pytest.raises(TrainError, match="unknown optimizer"):
-        TrainConfig(optimizer="adam")
+        TrainConfig.from_flat(optimizer="adam")
     with pytest.raises(TrainError, match="scale_aug must be a number in"):
-        TrainConfig(scale_aug=1.5)
+        TrainConfig.from_flat(scale_aug=1.5)
 
 
 def test_init_from_checkpoint_and_frozen_encoder(tmp_path, osie_root):
     a = build("fastsal_a", backbone_weights=None)
     save_checkpoint(a, "fastsal_a", tmp_path / "a.pt")
-    cfg = TrainConfig(model="fastsal_c", data=(f"osie={osie_root}",), out=str(tmp_path / "c"), epochs=1,
+    cfg = TrainConfig.from_flat(model="fastsal_c", data=(f"osie={osie_root}",), out=str(tmp_path / "c"), epochs=1,
                       batch_size=2, input_size=(64, 96), limit=4, init=str(tmp_path / "a.pt"), freeze_encoder=True)
     train(cfg, progress=False)
     c, _ = load_model(tmp_path / "c" / "best.pt")
     a_state, c_state = a.state_dict(), c.state_dict()
     enc = [k for k in c_state if k.startswith("encoder.")]
     assert enc and all(torch.equal(a_state[k], c_state[k]) for k in enc)  # frozen: BN statistics too
-    wrong = TrainConfig(model="fastsal_c_effnet_lite0", data=(f"osie={osie_root}",), out=str(tmp_path / "x"),
+    wrong = TrainConfig.from_flat(model="fastsal_c_effnet_lite0", data=(f"osie={osie_root}",), out=str(tmp_path / "x"),
                         epochs=1, input_size=(64, 96), limit=2, init=str(tmp_path / "a.pt"))
     with pytest.raises(TrainError, match="whose encoder does not fit"):
         train(wrong, progress=False)

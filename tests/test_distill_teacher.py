@@ -6,6 +6,7 @@ from scipy.special import logsumexp
 
 from distill_util import SIZE, teacher_checkpoint, write_images
 from fastsal.images import load_rgb
+from fastsal.cli import cli_message
 from fastsal.teacher import CallableTeacher, Teacher, TeacherError
 from fastsal.tta import TTA, TTAError
 
@@ -114,7 +115,7 @@ def test_exported_onnx_source_gives_the_checkpoints_labels(sources, tmp_path):
 
 def test_bad_teachers_are_one_line(sources, tmp_path):
     cases = [
-        (["no_such_model"], "--teacher no_such_model: unknown model"),
+        (["no_such_model"], "^teacher no_such_model: unknown model"),
         ([str(tmp_path / "absent.pt")], "weights file not found"),
         ([str(sources["a"]), str(sources["a"])], "sources repeat"),
         (["default-ensemble", str(sources["a"])], "a preset names a whole teacher"),
@@ -125,6 +126,11 @@ def test_bad_teachers_are_one_line(sources, tmp_path):
         with pytest.raises(TeacherError, match=message) as info:
             Teacher(srcs, backend="torch")
         assert "\n" not in str(info.value)
+    # The command line names the flag (issue 21: the library names the parameter, the CLI renders it).
+    with pytest.raises(TeacherError) as info:
+        Teacher(["no_such_model"], backend="torch")
+    assert str(info.value).startswith("teacher no_such_model: unknown model")
+    assert cli_message(info.value).startswith("--teacher no_such_model: unknown model")
     with pytest.raises(TeacherError, match="cannot read 'flop'"):
         Teacher([str(sources["a"])], tta="flop", backend="torch")
 

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-import fastsal.train as train_mod
+import fastsal.training.trainer as train_mod
 from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
-from fastsal.distill import mixup, teacher_views
+from fastsal.training.distill import mixup, teacher_views
+from fastsal.cli import cli_message
 from fastsal.images import load_rgb
 from fastsal.losses import DISTILLATION_LOSSES, teacher_kl
 from fastsal.models import load_model
 from fastsal.teacher import CallableTeacher, Teacher
-from fastsal.train import TrainConfig, TrainError, train
+from fastsal.training import TrainConfig, TrainError, train
 
 
 def _distill_cfg(tmp_path, teacher, **kw):
@@ -20,7 +21,7 @@ def _distill_cfg(tmp_path, teacher, **kw):
                 backbone_weights=None, teacher=(teacher,), distill_images=(str(tmp_path / "photos"),), lr=1e-3,
                 scale_aug=0.2, seed=0)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(**base)
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "paper"])
@@ -89,7 +90,7 @@ def test_ground_truth_mixed_with_pseudo_labels(tmp_path, osie_root, monkeypatch)
 
     monkeypatch.setattr(train_mod, "saliency_loss", gt_loss)
     monkeypatch.setitem(DISTILLATION_LOSSES, "cross_entropy", distill_loss)
-    cfg = TrainConfig(model="fastsal_bare", data=(f"osie={osie_root}", f"pseudo={tmp_path / 'labels'}"),
+    cfg = TrainConfig.from_flat(model="fastsal_bare", data=(f"osie={osie_root}", f"pseudo={tmp_path / 'labels'}"),
                       out=str(tmp_path / "run"), epochs=1, batch_size=2, input_size=SIZE, backbone_weights=None,
                       limit=4, lr=1e-3)
     log = train(cfg, progress=False)
@@ -101,27 +102,35 @@ def test_ground_truth_mixed_with_pseudo_labels(tmp_path, osie_root, monkeypatch)
 
 def test_distillation_options_are_checked_first(tmp_path):
     cases = [
-        (dict(teacher=("x",)), "--teacher labels images on the fly"),
-        (dict(distill_images=("photos",)), "need a --teacher"),
+        (dict(teacher=("x",)), "^teacher labels images on the fly"),
+        (dict(distill_images=("photos",)), "need a teacher"),
         (dict(data=()), "data names no dataset"),
         (dict(teacher=("x",), distill_images=("p",), distill_loss="mse"), "unknown distill_loss 'mse'"),
         (dict(teacher=("x",), distill_images=("p",), mixup=1.5), "mixup must be a share"),
         (dict(teacher=("x",), distill_images=("p",), teacher_tta="flop"), "cannot read 'flop'"),
-        (dict(teacher=("x",), distill_data=("nope",)), "--distill-data: unknown dataset 'nope'"),
+        (dict(teacher=("x",), distill_data=("nope",)), "^distill_data: unknown dataset 'nope'"),
     ]
     for kw, message in cases:
         with pytest.raises(TrainError, match=message):
-            TrainConfig(model="fastsal_bare", backbone_weights=None, **kw)
+            TrainConfig.from_flat(model="fastsal_bare", backbone_weights=None, **kw)
+    # The command line renders the same errors with flags.
+    for kw, line in [(dict(teacher=("x",)), "--teacher labels images on the fly"),
+                     (dict(distill_images=("photos",)), "need a --teacher"),
+                     (dict(teacher=("x",), distill_data=("nope",)), "--distill-data: unknown dataset 'nope'")]:
+        with pytest.raises(TrainError) as info:
+            TrainConfig.from_flat(model="fastsal_bare", backbone_weights=None, **kw)
+        assert line in cli_message(info.value)
     cfg = _distill_cfg(tmp_path, "no_such_model")
-    with pytest.raises(TrainError, match="--teacher no_such_model: unknown model"):
+    with pytest.raises(TrainError, match="^teacher no_such_model: unknown model") as info:
         train(cfg, progress=False)
+    assert cli_message(info.value).startswith("--teacher no_such_model: unknown model")
     cfg = _distill_cfg(tmp_path, centre_teacher(tmp_path))
     with pytest.raises(TrainError, match="photos: no such folder"):
         train(cfg, progress=False)
 
 
 def test_adapt_writes_a_checkpoint_predict_can_use(tmp_path, capsys):
-    from fastsal.adapt import AdaptError, adapt
+    from fastsal.training.adapt import AdaptError, adapt
     from fastsal.cli import main
 
     photos = write_images(tmp_path / "photos", 4)

@@ -6,12 +6,12 @@ import pytest
 
 from fastsal.cli import cli_message, flag
 from fastsal.errors import FastSalError
-from fastsal.train import TrainConfig, TrainError
+from fastsal.training import TrainConfig, TrainError
 
 
 def test_python_message_names_the_keyword_and_cli_the_flag():
     with pytest.raises(TrainError) as info:
-        TrainConfig(input_size=(7, 9000))
+        TrainConfig.from_flat(input_size=(7, 9000))
     exc = info.value
     assert exc.option == "input_size"
     assert str(exc).startswith("input_size must be (height, width)") and "--" not in str(exc)

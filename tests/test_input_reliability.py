@@ -76,10 +76,10 @@ def test_api_and_server_refuse_thread_counts_above_the_bound(two_cpus, predictor
     with pytest.raises(ServeError, match="threads 9 exceeds 8"):
         ServeConfig(threads=9)
     assert ServeConfig(threads=8).threads == 8
-    from fastsal.train import TrainConfig, TrainError
+    from fastsal.training import TrainConfig, TrainError
 
     with pytest.raises(TrainError, match="threads 100 exceeds 8"):
-        TrainConfig(threads=100)
+        TrainConfig.from_flat(threads=100)
     with pytest.raises(batch.BatchError, match="workers 1000 exceeds 8"):
         batch.run(predictor, [], tmp_path / "o", workers=1000, progress=False)
     with pytest.raises(FastSalError):

@@ -19,7 +19,7 @@ from fastsal.cli import main
 from fastsal.models import build, load_model
 from fastsal.models.layers import ConvBNReLU, recalibrate_batchnorm
 from fastsal.models.mobilenetv2 import TF_MEAN, TF_STD, MobileNetV2, TFLiteError, from_tflite, mobilenet_v2
-from fastsal.train import TrainConfig, train
+from fastsal.training import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 CORAL = SHARED / "weights" / "coral-mobilenet-v2"
@@ -434,7 +434,7 @@ def test_build_with_tflite_backbone(converted, name):
 def test_train_from_tflite_backbone(converted, osie_root, tmp_path, capsys):
     """``train`` starts from the converted encoder (lr ~0: the weights barely move) with its
     BN statistics re-estimated on training images, not the identity BNs of the conversion."""
-    cfg = TrainConfig(model="fastsal_bare", root=str(osie_root), out=str(tmp_path), epochs=1, batch_size=4,
+    cfg = TrainConfig.from_flat(model="fastsal_bare", root=str(osie_root), out=str(tmp_path), epochs=1, batch_size=4,
                       input_size=(64, 96), backbone_weights=str(TFLITE_FILE), limit=4, lr=1e-9)
     train(cfg, progress=False)
     assert "batch norms folded into the TFLite file re-estimated on 4 training images" in capsys.readouterr().out
@@ -448,9 +448,9 @@ def test_train_from_tflite_backbone(converted, osie_root, tmp_path, capsys):
 
 @pytest.mark.parametrize("case", ["effnet", "damaged"])
 def test_train_rejects_unusable_tflite_in_one_line(tflite_parser, tmp_path, capsys, monkeypatch, case):
-    import fastsal.train as train_mod
+    import fastsal.training.data as data_mod
 
-    monkeypatch.setattr(train_mod, "load_dataset", lambda *a, **k: pytest.fail("data read before the check"))
+    monkeypatch.setattr(data_mod, "load_dataset", lambda *a, **k: pytest.fail("data read before the check"))
     path = tmp_path / "m.tflite"
     path.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\x07" * 100)
     model = "fastsal_c_effnet_lite0" if case == "effnet" else "fastsal_a"

@@ -8,16 +8,16 @@ import sys
 import pytest
 import torch
 
-import fastsal.train as train_mod
+import fastsal.training.trainer as train_mod
 from fastsal.models import load_model
-from fastsal.train import TrainConfig, train
+from fastsal.training import TrainConfig, train
 
 
 def _cfg(osie_root, out, **kw):
     base = dict(model="fastsal_bare", root=str(osie_root), out=str(out), epochs=2, batch_size=2,
                 input_size=(64, 96), backbone_weights=None, limit=4, lr=1e-3)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(**base)
 
 
 def test_train_writes_checkpoints_and_improves(osie_root, tmp_path):

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import fastsal.train as train_mod
+import fastsal.training.config as config_mod
+import fastsal.training.data as data_mod
+import fastsal.training.trainer as train_mod
 from fastsal.cli import main
 from fastsal.errors import FastSalError
 from fastsal.files import OutputError
-from fastsal.train import TrainConfig, TrainError, TrainInterrupted, train
+from fastsal.training import TrainConfig, TrainError, TrainInterrupted, train
 
 TINY = ["--model", "fastsal_bare", "--backbone-weights", "none", "--batch-size", "2", "--input-size", "64x96",
         "--limit", "4", "--threads", "1", "--no-progress"]
@@ -26,7 +28,7 @@ def _cfg(root, out, **kw):
     base = dict(model="fastsal_bare", root=str(root), out=str(out), epochs=1, batch_size=2,
                 input_size=(64, 96), backbone_weights=None, limit=4, lr=1e-3)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(**base)
 
 
 def _cli(capsys, *args):
@@ -47,7 +49,7 @@ def no_data_loading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the dataset was read before the check")
 
-    monkeypatch.setattr(train_mod, "load_dataset", fail)
+    monkeypatch.setattr(data_mod, "load_dataset", fail)
 
 
 # ---- bounds at the command line and in TrainConfig -------------------------------------------
@@ -75,8 +77,8 @@ def test_cli_bounds_match_the_library():
 
     src = Path(cli.__file__).read_text()
     literal = re.search(r"epochs_range, batch_range, side_range, threads_range = (.*)\n", src).group(1)
-    assert eval(literal) == (train_mod.EPOCHS_RANGE, train_mod.BATCH_SIZE_RANGE, train_mod.INPUT_SIDE_RANGE,
-                             train_mod.THREADS_RANGE)
+    assert eval(literal) == (config_mod.EPOCHS_RANGE, config_mod.BATCH_SIZE_RANGE, config_mod.INPUT_SIDE_RANGE,
+                             config_mod.THREADS_RANGE)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -92,7 +94,7 @@ def test_config_bounds(tmp_path, field, value, message):
     with pytest.raises(TrainError, match=message):
         _cfg(tmp_path, tmp_path / "out", **{field: value})
     cfg = _cfg(tmp_path, tmp_path / "out")
-    setattr(cfg, field, value)  # changed after construction: train() checks again
+    setattr(getattr(cfg, config_mod.FLAT_FIELDS[field]), field, value)  # changed after construction: train() checks again
     with pytest.raises(TrainError, match=message):
         train(cfg, progress=False)
 

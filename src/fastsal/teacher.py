@@ -204,7 +204,7 @@ class Teacher:
             sources = [sources]
         sources = list(sources)
         if not sources:
-            raise TeacherError("a teacher needs at least one source: --teacher NAME|CHECKPOINT|FILE.onnx")
+            raise TeacherError("a teacher needs at least one source: {option} NAME|CHECKPOINT|FILE.onnx", option="teacher")
         if len(sources) == 1 and isinstance(sources[0], str) and sources[0] in defaults.TEACHER_PRESETS:
             preset, (sources, preset_tta) = sources[0], defaults.TEACHER_PRESETS[sources[0]]
             name = name or preset
@@ -331,10 +331,10 @@ def _member(source: Any, backend: str, device: str | torch.device, threads: int 
     if isinstance(source, str) and source.startswith(CALLABLE_PREFIX):
         return load_callable(source[len(CALLABLE_PREFIX):])
     if not isinstance(source, (str, Path)):
-        raise TeacherError(f"--teacher: expected a model name, a checkpoint or exported file, or a callable, got "
-                           f"{type(source).__name__}")
+        raise TeacherError(f"{{option}}: expected a model name, a checkpoint or exported file, or a callable, got "
+                           f"{type(source).__name__}", option="teacher")
     if isinstance(source, str) and source in defaults.TEACHER_PRESETS:
-        raise TeacherError(f"--teacher {source}: a preset names a whole teacher; pass it alone")
+        raise TeacherError(f"{{option}} {source}: a preset names a whole teacher; pass it alone", option="teacher")
     import warnings
 
     from fastsal.backends import BackendNotice
@@ -345,7 +345,7 @@ def _member(source: Any, backend: str, device: str | torch.device, threads: int 
             warnings.simplefilter("ignore", BackendNotice)  # the engine does not change fp32 maps
             predictor = load(source, backend=backend, device=device, threads=threads)
     except FastSalError as exc:
-        raise TeacherError(f"--teacher {source}: {first_line(exc)}") from None
+        raise TeacherError(f"{{option}} {source}: " + first_line(exc), option="teacher") from None
     label = predictor.name if not isinstance(source, Path) and Path(str(source)).suffix == "" else Path(source).stem
     if label in ("best", "last"):  # runs/x/best.pt: the run folder says more than the file name
         label = f"{Path(source).parent.name}/{label}"
@@ -364,22 +364,23 @@ def load_callable(spec: str) -> CallableTeacher:
     path_text, sep, func = spec.rpartition(":")
     path = Path(path_text)
     if not sep or not func or path.suffix != ".py":
-        raise TeacherError(f"--teacher py:{spec}: expected py:FILE.py:FUNCTION")
+        raise TeacherError(f"{{option}} py:{spec}: expected py:FILE.py:FUNCTION", option="teacher")
     if not path.is_file():
-        raise TeacherError(f"--teacher py:{spec}: {path} not found; pass the Python file holding the adapter")
+        raise TeacherError(f"{{option}} py:{spec}: {path} not found; pass the Python file holding the adapter",
+                           option="teacher")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     module_spec = importlib.util.spec_from_file_location(f"fastsal_teacher_{digest[:12]}", path)
     module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
     try:
         module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as exc:
-        raise TeacherError(f"--teacher py:{spec}: {path} failed to import ({type(exc).__name__}: "
-                           f"{first_line(exc)})") from None
+        raise TeacherError(f"{{option}} py:{spec}: {path} failed to import ({type(exc).__name__}: "
+                           + first_line(exc) + ")", option="teacher") from None
     fn = getattr(module, func, None)
     if isinstance(fn, CallableTeacher):
         return fn
     if not callable(fn):
-        raise TeacherError(f"--teacher py:{spec}: {path} has no function {func!r}")
+        raise TeacherError(f"{{option}} py:{spec}: {path} has no function {func!r}", option="teacher")
     return CallableTeacher(fn, name=func, version=f"sha256:{digest}")
 
 

@@ -2,7 +2,7 @@
 
 Eye tracking on product photos or a camera's frames is rarely available; the photos are. Adapting
 fine-tunes a student (by default the shipped model) on them with on-the-fly distillation
-(:mod:`fastsal.distill`): at every step the teacher (by default ``default-ensemble``: the shipped
+(:mod:`fastsal.training.distill`): at every step the teacher (by default ``default-ensemble``: the shipped
 model, here with flips only: :data:`fastsal.defaults.ADAPT_TTA`) labels the augmented, mixed views the student sees, so the student
 learns what the stronger, slower teacher would predict on this domain. No fixations are needed and
 no labels are stored.
@@ -27,11 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from fastsal import defaults
+from fastsal import defaults, files
 from fastsal.errors import FastSalError
+from fastsal.training.config import TrainConfig
+from fastsal.training.data import build_bucket, input_size_for
+from fastsal.training.distill import TEACHER_KIND, DistillError, build_teacher, distill_samples
+from fastsal.training.trainer import Trainer, train
 
 PLAN_FILE = "adapt.json"
 # Fine-tuning a trained model: a third of training's learning rate, aggressive geometry (the
@@ -63,7 +66,7 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
         try:
             spec = weights_for(text)
         except ModelError as exc:
-            raise AdaptError(f"--model {exc}") from None
+            raise AdaptError("{option} " + str(exc), option="model") from None
         return spec.model, spec.path, tuple(spec.input_size), bool(spec.aspect)  # type: ignore[return-value]
     path = Path(text)
     try:
@@ -72,44 +75,36 @@ def student_checkpoint(model: str | Path) -> tuple[str, Path, tuple[int, int], b
         hint = ("" if path.is_file() or path.suffix else
                 f" (a model name needs shipped weights: {', '.join([*ALIASES, *WEIGHTS])})")
         if isinstance(exc, DamagedCheckpointError):  # a fastsal checkpoint whose tensors fail their checks
-            raise AdaptError(f"--model {exc}") from None
-        raise AdaptError(f"--model {exc}{hint}; adapt trains a checkpoint, not an exported file") from None
+            raise AdaptError("{option} " + str(exc), option="model") from None
+        raise AdaptError("{option} " + f"{exc}{hint}; adapt trains a checkpoint, not an exported file",
+                         option="model") from None
     size, aspect = training_geometry(dict(ckpt.get("meta", {})))
     return str(ckpt["model"]), path, size, aspect
 
 
-def seconds_per_image(cfg: Any, teacher: Any, samples: Sequence[Any], batches: int = 2, warmup: int = 1) -> float:
-    """Measured seconds per image of one training step as :func:`fastsal.train.train` takes it
-    (augmentation, mixup, teacher labels, student forward, backward and optimiser step) on the
-    first batch of images, with the run's threads and the student in train mode.
+def seconds_per_image(cfg: TrainConfig, teacher: Any, samples: Sequence[Any], batches: int = 2,
+                      warmup: int = 1) -> float:
+    """Measured seconds per image of one training step (:meth:`Trainer.step`: augmentation, mixup,
+    teacher labels, student forward, backward and optimiser step) on the first batch of images,
+    with the run's threads and the student in train mode.
 
     ``warmup`` steps run first and are not timed (engines compile, allocators grow: a cost paid
     once per run, not per step); then ``batches`` steps are timed together and divided by the
     images they saw. Timing the one step after the first instead planned twice the time an
-    epoch then took.
+    epoch then took. The trainer is a throw-away copy: timing must not train the real run's start.
     """
-    from fastsal.distill import TEACHER_KIND
-    from fastsal.images import load_rgb, resize_rgb
-    from fastsal.models import load_model
-    from fastsal.train import augment, batch_loss, input_size_for
-
-    batch = list(samples[: cfg.batch_size])
-    size = input_size_for(cfg, batch[0].shape)
-    images = torch.from_numpy(np.stack([resize_rgb(load_rgb(s.image_path), size) for s in batch]))
-    images = images.permute(0, 3, 1, 2).contiguous()
-    model, _ = load_model(cfg.init)  # a copy: timing must not train the real run's start
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    g = torch.Generator().manual_seed(cfg.seed)
-    empty = [torch.zeros(0, 2)] * len(batch)
+    batch = list(samples[: cfg.optim.batch_size])
+    size = input_size_for(cfg.data, batch[0].shape)
+    bucket = build_bucket(batch, size, [0.0] * len(batch), TEACHER_KIND)  # images only: the teacher labels
+    trainer = Trainer(cfg, progress=False, teacher=teacher)
+    trainer.model.train()
+    g = torch.Generator().manual_seed(cfg.optim.seed)
+    indices = torch.arange(len(batch))
     start = 0.0
     for step in range(warmup + max(1, batches)):
         if step == warmup:
             start = time.perf_counter()
-        x, d, f = augment(images.float().div(255.0), torch.zeros(len(batch), *size), empty, cfg, g)
-        opt.zero_grad(set_to_none=True)
-        batch_loss(model, TEACHER_KIND, x, d, f, cfg, teacher, g, "cpu").backward()
-        opt.step()
+        trainer.step(bucket, indices, g)
     return (time.perf_counter() - start) / (max(1, batches) * len(batch))
 
 
@@ -135,19 +130,15 @@ def adapt(
 
     ``epochs`` overrides the plan that fits ``budget_min`` minutes (see the module docstring).
     ``tta`` is the teacher's (:data:`fastsal.defaults.ADAPT_TTA`; ``None``: the preset's own).
-    Errors the user can fix are one line (:class:`AdaptError`, :class:`fastsal.train.TrainError`).
+    Errors the user can fix are one line (:class:`AdaptError`, :class:`fastsal.training.TrainError`).
     """
-    from fastsal import files
-    from fastsal.distill import DistillError, build_teacher, distill_samples
-    from fastsal.train import TrainConfig, train
-
     if not images:
-        raise AdaptError("--images: pass at least one folder of your photos")
+        raise AdaptError("{option}: pass at least one folder of your photos", option="images")
     if not (isinstance(budget_min, (int, float)) and math.isfinite(budget_min) and budget_min > 0):
-        raise AdaptError(f"--budget must be a positive number of minutes; got {budget_min!r}")
+        raise AdaptError(f"{{option}} must be a positive number of minutes; got {budget_min!r}", option="budget_min")
     name, init, size, aspect = student_checkpoint(model)
     out = Path(out)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         model=name, data=(), out=str(out), epochs=epochs or 1, batch_size=batch_size, lr=lr, input_size=size,
         aspect=aspect, backbone_weights=None, init=str(init), scale_aug=SCALE_AUG, colour_aug=COLOUR_AUG,
         device=device, seed=seed, threads=threads, teacher=tuple(teacher), teacher_tta=tta,
@@ -156,7 +147,7 @@ def adapt(
     plan_path = out / PLAN_FILE
     plan = _read_plan(plan_path) if resume and (out / "last.pt").is_file() else None
     if epochs is None and plan is not None:
-        cfg.epochs = int(plan["epochs"])
+        cfg.optim.epochs = int(plan["epochs"])
     elif epochs is None:
         files.ensure_writable_folder(out, "-o")
         try:
@@ -166,15 +157,16 @@ def adapt(
             if threads:
                 torch.set_num_threads(threads)
             spi = seconds_per_image(cfg, build_teacher(cfg), samples)
-        except DistillError as exc:
-            raise AdaptError(str(exc)) from None
+        except DistillError as exc:  # the same message, still naming its parameter
+            raise AdaptError(exc.template, option=exc.option) from None
         fits = int(budget_min * 60.0 / (spi * len(samples)))
-        cfg.epochs = max(1, min(defaults.ADAPT_MAX_EPOCHS, fits))
-        plan = {"epochs": cfg.epochs, "images": len(samples), "seconds_per_image": round(spi, 4),
+        cfg.optim.epochs = max(1, min(defaults.ADAPT_MAX_EPOCHS, fits))
+        plan = {"epochs": cfg.optim.epochs, "images": len(samples), "seconds_per_image": round(spi, 4),
                 "budget_min": budget_min, "teacher": list(teacher), "tta": tta, "model": name, "init": str(init)}
         files.write_json(plan, plan_path)
-        print(f"adapt: {len(samples)} images, {spi:.2f} s per image and epoch here: {cfg.epochs} epoch"
-              f"{'s' if cfg.epochs != 1 else ''} (~{cfg.epochs * spi * len(samples) / 60:.1f} min) in the "
+        epochs_planned = cfg.optim.epochs
+        print(f"adapt: {len(samples)} images, {spi:.2f} s per image and epoch here: {epochs_planned} epoch"
+              f"{'s' if epochs_planned != 1 else ''} (~{epochs_planned * spi * len(samples) / 60:.1f} min) in the "
               f"{budget_min:g}-minute budget", flush=True)
     return train(cfg, resume=resume, progress=progress)
 

@@ -1,9 +1,8 @@
 """Training-time augmentation of a batch: flips, scale/crop and colour jitter, with the target
 densities and fixation points moved exactly as the images.
 
-Kept apart from :mod:`fastsal.train` (which re-exports :func:`augment`) so the training loop stays
-readable; ``fastsal adapt`` times the same function. ``cfg`` is a
-:class:`fastsal.train.TrainConfig` (its ``flip``, ``scale_aug`` and ``colour_aug``).
+Kept apart from the loop (:mod:`fastsal.training.trainer`) so it stays readable. ``cfg`` is an
+:class:`fastsal.training.config.AugmentConfig` (its ``flip``, ``scale_aug`` and ``colour_aug``).
 """
 from __future__ import annotations
 

@@ -2,27 +2,30 @@
 
 "Patient and consistent" teaching (Beyer et al., *Knowledge distillation: A good teacher is
 patient and consistent*, CVPR 2022): teacher and student see the *same* input, which is
-augmented aggressively (crops, scales, flips from :func:`fastsal.augment.augment`, plus mixup of two
+augmented aggressively (crops, scales, flips from :func:`fastsal.training.augment.augment`, plus mixup of two
 images with a random weight here), and the teacher labels it afresh at every step, for many
 epochs. The student then matches the teacher's *function* on a far larger set of inputs than the
 images themselves, rather than fixed labels of un-augmented images. No labels are stored.
 
-Images come from folders of unlabelled images (``TrainConfig.distill_images``: a user's own
-photos) and from registered datasets' ``train`` images (``TrainConfig.distill_data``; their
-fixations are not used). In :func:`fastsal.train.train` they form buckets of kind
+Images come from folders of unlabelled images (``DistillConfig.distill_images``: a user's own
+photos) and from registered datasets' ``train`` images (``DistillConfig.distill_data``; their
+fixations are not used). In :func:`fastsal.training.train` they form buckets of kind
 :data:`TEACHER_KIND`, drawn like any other; a batch of such a bucket goes through
-:func:`teacher_views` and is learned with the distillation loss ``TrainConfig.distill_loss``.
+:func:`teacher_views` and is learned with the distillation loss ``DistillConfig.distill_loss``.
 """
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fastsal.data.datasets import DatasetError, DatasetWarning, Sample, dataset_roots, image_size, load_dataset
 from fastsal.errors import FastSalError
+
+if TYPE_CHECKING:
+    from fastsal.training.config import TrainConfig
 
 #: Kinds of training buckets: eye-tracking fixations, stored teacher densities (pseudo-labels),
 #: and images the teacher labels at every step.
@@ -35,26 +38,27 @@ class DistillError(FastSalError, ValueError):
     """The distillation images or teacher cannot be used; one line naming the option and the fix."""
 
 
-def build_teacher(cfg: Any) -> Any:
-    """The :class:`fastsal.teacher.Teacher` of ``cfg.teacher`` (with ``cfg.teacher_tta``), or None.
+def build_teacher(cfg: TrainConfig) -> Any:
+    """The :class:`fastsal.teacher.Teacher` of ``cfg.distill.teacher`` (with its ``teacher_tta``), or None.
 
-    Loaded on ``cfg.device`` with ``cfg.teacher_backend`` (PyTorch by default: mixing engines in
-    one training process costs more than it saves).
+    Loaded on ``cfg.run.device`` with ``cfg.distill.teacher_backend`` (PyTorch by default: mixing
+    engines in one training process costs more than it saves).
     """
-    if not cfg.teacher:
+    distill = cfg.distill
+    if not distill.teacher:
         return None
     from fastsal.teacher import Teacher, TeacherError
 
     try:
-        return Teacher(list(cfg.teacher), tta=cfg.teacher_tta, backend=cfg.teacher_backend, device=cfg.device,
-                       threads=cfg.threads)
-    except TeacherError as exc:
-        raise DistillError(str(exc)) from None
+        return Teacher(list(distill.teacher), tta=distill.teacher_tta, backend=distill.teacher_backend,
+                       device=cfg.run.device, threads=cfg.run.threads)
+    except TeacherError as exc:  # the same message, still naming its parameter
+        raise DistillError(exc.template, option=exc.option) from None
 
 
-def distill_samples(cfg: Any) -> list[Sample]:
-    """The images the teacher labels: every image under ``cfg.distill_images`` folders, and the
-    ``train`` images of ``cfg.distill_data`` datasets (each source cut to ``cfg.limit``).
+def distill_samples(cfg: TrainConfig) -> list[Sample]:
+    """The images the teacher labels: every image under ``cfg.distill.distill_images`` folders, and
+    the ``train`` images of ``cfg.distill.distill_data`` datasets (each source cut to ``cfg.data.limit``).
 
     An unreadable file in a folder is left out and named in one :class:`DatasetWarning` line (a
     photo folder is not curated data); a missing or empty folder is an error.
@@ -62,14 +66,16 @@ def distill_samples(cfg: Any) -> list[Sample]:
     from fastsal.images import find_images
 
     samples: list[Sample] = []
-    for folder in map(Path, cfg.distill_images):
+    limit = cfg.data.limit
+    for folder in map(Path, cfg.distill.distill_images):
         if not folder.is_dir():
-            raise DistillError(f"--distill-images {folder}: no such folder; pass a folder of images")
+            raise DistillError(f"{{option}} {folder}: no such folder; pass a folder of images", option="distill_images")
         found = find_images([folder])
         if not found:
-            raise DistillError(f"--distill-images {folder}: no images (jpg, png, webp, bmp, tiff, gif) in it")
+            raise DistillError(f"{{option}} {folder}: no images (jpg, png, webp, bmp, tiff, gif) in it",
+                               option="distill_images")
         bad, kept = [], []
-        for path, rel in found[: cfg.limit]:
+        for path, rel in found[:limit]:
             try:
                 kept.append(Sample(rel.as_posix(), path, *image_size(path), ()))
             except DatasetError:
@@ -78,14 +84,15 @@ def distill_samples(cfg: Any) -> list[Sample]:
             warnings.warn(f"{folder}: {len(bad)} unreadable image(s) left out: {', '.join(bad[:5])}"
                           + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""), DatasetWarning, stacklevel=2)
         if not kept:
-            raise DistillError(f"--distill-images {folder}: none of its {len(found)} image(s) is readable")
+            raise DistillError(f"{{option}} {folder}: none of its {len(found)} image(s) is readable",
+                               option="distill_images")
         samples += kept
-    for entry in cfg.distill_data:
-        name, root = dataset_roots([entry], data_dir=cfg.data_dir)[0]
+    for entry in cfg.distill.distill_data:
+        name, root = dataset_roots([entry], data_dir=cfg.data.data_dir)[0]
         try:
-            samples += load_dataset(name, root, "train")[: cfg.limit]
+            samples += load_dataset(name, root, "train")[:limit]
         except DatasetError as exc:
-            raise DistillError(f"--distill-data: {exc}") from None
+            raise DistillError("{option}: " + str(exc), option="distill_data") from None
     return samples
 
 
