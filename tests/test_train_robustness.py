@@ -71,9 +71,9 @@ def test_cli_bounds(capsys, tmp_path, args, message):
 
 
 def test_cli_bounds_match_the_library():
-    from fastsal import cli
+    from fastsal.cli import train as train_command
 
-    src = Path(cli.__file__).read_text()
+    src = Path(train_command.__file__).read_text()
     literal = re.search(r"epochs_range, batch_range, side_range, threads_range = (.*)\n", src).group(1)
     assert eval(literal) == (train_mod.EPOCHS_RANGE, train_mod.BATCH_SIZE_RANGE, train_mod.INPUT_SIDE_RANGE,
                              train_mod.THREADS_RANGE)
