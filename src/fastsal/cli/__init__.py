@@ -27,7 +27,7 @@ from fastsal.cli.models import _add_cost, _add_models
 from fastsal.cli.predict import _add_predict
 from fastsal.cli.pseudo_label import _add_pseudo_label
 from fastsal.cli.render import UsageError, cli_message, flag
-from fastsal.cli.running import _import_engines
+from fastsal.cli.running import import_engines
 from fastsal.cli.serve import _add_serve
 from fastsal.cli.train import _add_adapt, _add_train
 from fastsal.errors import FastSalError, FastSalWarning, Terminated
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         _refuse_empty_arguments(args)
         engines = getattr(args, "engines", True)  # `fastsal cache` runs without PyTorch; predict and crop import
         if engines(args) if callable(engines) else engines:  # it when they load a model (a finished job reruns without)
-            _import_engines()
+            import_engines()
         with _one_line_warnings():
             return int(args.func(args) or 0)
     except Terminated as exc:

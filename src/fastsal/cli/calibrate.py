@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 from fastsal import defaults
+from fastsal.cli.options import add_model_source
 from fastsal.cli.render import UsageError, cli_message
-from fastsal.cli.types import _threads, _whole
+from fastsal.cli.types import number, threads
 from fastsal.errors import FastSalError
 
 
@@ -46,19 +47,18 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                                    "auto, the better kept), print val scores before and after, and write the "
                                    "checkpoint with the calibration in its meta (weights unchanged). Never fits on "
                                    "test. Export the calibrated checkpoint to use it on ONNX Runtime or OpenVINO.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
-    src.add_argument("--weights", help="a fastsal checkpoint file (not an export)")
+    add_model_source(p, "model name with shipped weights (default: %(default)s)",
+                     "a fastsal checkpoint file (not an export)", weights_metavar=None)
     p.add_argument("--data", default="osie,mit1003,scene", metavar="NAME[=FOLDER],...",
                    help="datasets whose val splits to fit on; a bare NAME is DATA_DIR/NAME (default: %(default)s)")
     p.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="(default: %(default)s)")
     p.add_argument("--form", choices=("auto", "power", "mixture"), default="auto",
                    help="power: p^(1/T) * prior^w; mixture: (1-w) p^(1/T) + w prior; auto: the better on val")
     p.add_argument("-o", "--out", required=True, help="the calibrated checkpoint to write (.pt)")
-    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
+    p.add_argument("--limit", type=number(int, 1), default=None, metavar="N",
                    help="fit on only the first N val images of each dataset (smoke test)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="engine for the val predictions (default: %(default)s)")
-    p.add_argument("--threads", type=_threads(), default=None, metavar="N", help="CPU threads for the network")
+    p.add_argument("--threads", type=threads(), default=None, metavar="N", help="CPU threads for the network")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_calibrate)

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from fastsal import defaults
-from fastsal.cli.options import _add_engine_options
+from fastsal.cli.options import add_engine_options, add_model_source, add_sigma_options
 from fastsal.cli.render import UsageError, cli_message
-from fastsal.cli.running import _load_predictor
-from fastsal.cli.types import MAX_INPUT_SIDE, MIN_INPUT_SIDE, _finite_range, _size, _tta, _whole
+from fastsal.cli.running import load_predictor
+from fastsal.cli.types import MAX_INPUT_SIDE, MIN_INPUT_SIDE, hxw, number, tta_spec
 from fastsal.errors import FastSalError
 
 
@@ -44,7 +44,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                               threads=args.threads)
             name, source = teacher.name, E.maps_from_teacher(teacher)
         else:
-            predictor = _load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
+            predictor = load_predictor(args, input_size=args.input_size, blur_sigma=args.blur)
             name, source = predictor.name, E.maps_from_predictor(predictor)
         baselines = [b for b in E.BASELINES if not (b == "gold_standard" and args.no_gold)]
         report = E.evaluate(samples, {name: source}, train_samples=train, baselines=baselines,
@@ -77,56 +77,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    import math
-
     from fastsal.metrics import METRICS
 
     max_blur = 50.0
 
-    def blur(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and 0.0 <= value <= max_blur):
-            raise argparse.ArgumentTypeError(f"expected a number of pixels in 0..{max_blur:g}, got {text!r}")
-        return value
+    blur = number(float, 0.0, max_blur, wanted=f"a number of pixels in 0..{max_blur:g}")
 
     p = sub.add_parser("evaluate", help="score a model or a folder of maps on a dataset split, beside the baselines",
                        description="Score on every standard metric (MIT benchmark conventions), next to the "
                                    "centre bias (fitted on train), uniform and the human gold standard. Maps "
                                    "with NaN, negative values, no signal or another aspect ratio than the "
                                    "image are refused, naming the file.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
-    src.add_argument("--weights", help="a fastsal checkpoint file, or a file from `fastsal export`")
+    src = add_model_source(p, "model name with shipped weights (default: %(default)s)",
+                           "a fastsal checkpoint file, or a file from `fastsal export`", weights_metavar=None)
     src.add_argument("--maps", help="folder of another model's maps (PNG or .npy), named after the images "
                           "(1002.png; Action/001.png for nested names)")
     src.add_argument("--teacher", action="append", metavar="T",
                      help="score a teacher (repeat for an ensemble; see `fastsal pseudo-label --help`): its labels, "
                           "resized to each image as a model's map is")
-    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
+    p.add_argument("--tta", type=tta_spec, default=None, metavar="SPEC",
                    help="with --teacher: its test-time augmentation (default: the preset's, else none)")
     p.add_argument("--dataset", default="osie", metavar="NAME",
                    help=f"dataset reader: {', '.join(defaults.DATASET_NAMES)} (default: %(default)s)")
     p.add_argument("--root", required=True, help="the dataset's folder, in the layout of its reader (README: Datasets)")
-    sig = p.add_mutually_exclusive_group()
-    sig.add_argument("--sigma-deg", type=_finite_range(0.05, 10.0), default=defaults.SIGMA_DEG, metavar="DEG",
-                     help="ground-truth density sigma in degrees of visual angle, in each dataset's own pixels "
-                          "per degree (default: %(default)s, the MIT benchmark convention)")
-    sig.add_argument("--sigma-px", type=_finite_range(0.5, 500.0), default=None, metavar="PX",
-                     help="ground-truth density sigma in image pixels instead")
+    add_sigma_options(p, deg_help="ground-truth density sigma in degrees of visual angle, in each dataset's own "
+                                  "pixels per degree (default: %(default)s, the MIT benchmark convention)",
+                      px_help="ground-truth density sigma in image pixels instead")
     p.add_argument("--split", default=defaults.EVAL_SPLIT, choices=defaults.SPLITS)
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, help="default: all")
-    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N", help="score only the first N images")
+    p.add_argument("--limit", type=number(int, 1), default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-gold", action="store_true", help="skip the gold standard (the slowest baseline)")
     p.add_argument("--blur", type=blur, default=None, metavar="SIGMA",
                    help=f"override the model's post-processing blur (px at input size, 0..{max_blur:g}; 0 = none)")
-    p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+    p.add_argument("--input-size", type=hxw, default=None, metavar="HxW",
                    help=f"each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} (default: the size the weights were trained at)")
-    p.add_argument("--max-pixels", type=_whole(1, None), default=None, metavar="N",
+    p.add_argument("--max-pixels", type=number(int, 1), default=None, metavar="N",
                    help="refuse images larger than N pixels (default: 100000000, or FASTSAL_MAX_PIXELS)")
-    _add_engine_options(p)
+    add_engine_options(p)
     p.add_argument("--json", help="write the full report (per image too) here")
     p.add_argument("--plot", help="write a PNG grid: image | fixations | ground truth | prediction (needs matplotlib)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

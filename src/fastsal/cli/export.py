@@ -4,17 +4,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fastsal.cli.options import add_model_source
 from fastsal.cli.render import UsageError
-from fastsal.cli.types import _positive_int, _size
+from fastsal.cli.types import hxw, positive_int
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from fastsal.export import export
+    from fastsal.files import check_writable_file
     from fastsal.images import find_images
     from fastsal.models import load_model
     from fastsal.models.registry import weights_for
-
-    from fastsal.files import check_writable_file
 
     suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     if args.out:
@@ -57,13 +57,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "on images), an OpenVINO IR (.xml + .bin) or TorchScript, each with a JSON "
                                    "sidecar (<file>.json) holding the input size, normalisation and "
                                    "post-processing. `fastsal predict --weights FILE` runs the file.")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", default="default", help="model name with shipped weights (default: %(default)s)")
-    which.add_argument("--weights", metavar="FILE", help="checkpoint file from `fastsal train`")
+    add_model_source(p, "model name with shipped weights (default: %(default)s)", "checkpoint file from `fastsal train`")
     p.add_argument("-o", "--out", default=None, help="output file (default: <model>[_int8].onnx / .xml / .pt)")
     p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx",
                    help="onnx (default), openvino (IR .xml + .bin) or torchscript")
-    p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+    p.add_argument("--input-size", type=hxw, default=None, metavar="HxW",
                    help="multiples of 32 (default: the size the weights run at, e.g. 384x512 for the default "
                         "model); with free sizes a pixel budget, each image keeping its aspect as in predict")
     p.add_argument("--static", action="store_true",
@@ -75,5 +73,5 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                         "(default) the 100 OSIE train images shipped with fastsal")
     p.add_argument("--osie-root", metavar="ROOT", help="calibrate on the OSIE train split (stimuli/, splits.json)")
     p.add_argument("--calibrate", nargs="+", metavar="PATH", help="calibration images or folders")
-    p.add_argument("--calibration-limit", type=_positive_int, default=100, metavar="N", help="default: 100")
+    p.add_argument("--calibration-limit", type=positive_int, default=100, metavar="N", help="default: 100")
     p.set_defaults(func=_cmd_export)

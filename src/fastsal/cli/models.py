@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 
 from fastsal import defaults
-from fastsal.cli.types import _positive_int, _size, _threads
-
+from fastsal.cli.types import hxw, positive_int, threads
 
 TEST_SETS = (("osie_test", "OSIE"), ("mit1003_test", "MIT1003"), ("scene_test", "Scene"))
 
@@ -85,14 +84,14 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
                                    "random weights, for counting only.")
     p.add_argument("models", nargs="*", default=["fastsal_a", "fastsal_c", "salgan", "deepgaze2"],
                    help="FastSal names (see `fastsal models`) or salgan / deepgaze2 (random weights, for counting)")
-    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
+    p.add_argument("--input-size", type=hxw, default=defaults.INPUT_SIZE, metavar="HxW",
                    help=f"network input size (default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--backends", nargs="+", choices=labels, default=["eager"], metavar="RUNNER",
                    help=f"runners to time: {', '.join(labels)} (default: eager = PyTorch, the model as defined)")
     p.add_argument("--no-latency", action="store_true", help="count only (no timing)")
-    p.add_argument("--runs", type=_positive_int, default=5, metavar="N",
+    p.add_argument("--runs", type=positive_int, default=5, metavar="N",
                    help="timed runs per runner (default: %(default)s)")
-    p.add_argument("--threads", type=_threads(), default=None, metavar="N",
+    p.add_argument("--threads", type=threads(), default=None, metavar="N",
                    help="CPU threads (default: the engine's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the rows to FILE as JSON")
     p.set_defaults(func=_cmd_cost)

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from fastsal import defaults
-from fastsal.cli.options import _add_engine_options, _add_ray_options, _add_shard_option
+from fastsal.cli.options import add_batch_size_option, add_engine_options, add_job_options, add_model_source
 from fastsal.cli.render import UsageError
-from fastsal.cli.running import _batch_summary, _import_engines, _need, _predictor_loader, _rate, _ray_run, _request
-from fastsal.cli.types import MAX_INPUT_SIDE, MIN_INPUT_SIDE, _finite_range, _nonnegative_int, _positive_int, _size, _threads
-
+from fastsal.cli.running import batch_summary, import_engines, need, predictor_loader, rate_note, ray_run, requested
+from fastsal.cli.types import MAX_INPUT_SIDE, MIN_INPUT_SIDE, hxw, nonnegative_int, number, positive_int, threads
 
 # -o FILE with one input image writes that file; its suffix says what to write
 _SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "overlay"}
@@ -29,7 +28,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if video_out and args.paths and (len(args.paths) != 1 or not is_video(args.paths[0])):
         raise UsageError(f"-o {out}: a video file output takes exactly one video input (or --camera)")
     if args.camera is None and not args.paths and not args.list:
-        _import_engines()  # fastsal.predict imports PyTorch
+        import_engines()  # fastsal.predict imports PyTorch
         from fastsal.predict import example_image
 
         args.paths = [str(example_image())]
@@ -55,7 +54,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         everything = batch.collect(args.paths, args.list, exclude, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
         jobs = batch.shard(everything, index, count)
     if args.camera is not None or any(is_video(j.source) for j in jobs):
-        _need("cv2", "video", "video input")
+        need("cv2", "video", "video input")
     from fastsal.files import check_writable_file, check_writable_folder
 
     if single or video_out:  # fail on an unwritable destination now, not after loading the model
@@ -70,8 +69,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.ray and (single or video_out or args.camera is not None or any(is_video(j.source) for j in jobs)):
         raise UsageError("--ray computes maps of images into a folder; videos, --camera and -o FILE run on this "
                          "machine: drop --ray for them")
-    ray_loader, executor = _ray_run(args, **kw)
-    loader = ray_loader or _predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
+    ray_loader, executor = ray_run(args, **kw)
+    loader = ray_loader or predictor_loader(args, **kw)  # loaded when first needed: not at all for a finished job
     if single:
         return _predict_one(loader(), Path(args.paths[0]), out, _SINGLE_OUTPUT[out.suffix.lower()], args)
     from tqdm import tqdm
@@ -114,7 +113,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          strict=True, on_done=video_done, **video_options)
         return 0
     reports = batch.predict_inputs(
-        jobs, out, formats, loader=loader, request=_request(args, **kw), video_file=out if video_out else None,
+        jobs, out, formats, loader=loader, request=requested(args, **kw), video_file=out if video_out else None,
         video_options=video_options, shard_info=(index, count), overwrite=args.overwrite, strict=args.strict,
         batch_size=args.batch_size, workers=args.workers, progress=progress, on_skip=on_skip, on_video=video_done,
         executor=executor)
@@ -124,14 +123,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if video_out:  # one video: its own progress said it all
             statuses.append(1 if failed and not written and not skipped else 0)
         else:
-            statuses.append(_batch_summary(args, written, "video", f"written to {out}", failed, skipped))
+            statuses.append(batch_summary(args, written, "video", f"written to {out}", failed, skipped))
     if reports["maps"] is not None:
         rep = reports["maps"]
         written, failed, skipped = jobs_summary(rep)
         if len(jobs) == 1 and rep["written"]:  # its map, also when an earlier run already wrote it
             print(rep["written"][0]["outputs"][0])
-        statuses.append(_batch_summary(args, written, "map", f"written to {out}", failed, skipped,
-                                       shard=(index, count), rate=_rate(written, rep["seconds"])))
+        statuses.append(batch_summary(args, written, "map", f"written to {out}", failed, skipped,
+                                       shard=(index, count), rate=rate_note(written, rep["seconds"])))
     return min(statuses)
 
 
@@ -167,13 +166,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="output folder (default: saliency/); a .png/.npy/.jpg file for one input image; "
                         "a video file for a single video or --camera")
     p.add_argument("--list", metavar="FILE", help="text file of image paths, one per line (relative to the file)")
-    p.add_argument("--camera", type=_nonnegative_int, metavar="INDEX", help="read from a camera (0: the first) until Ctrl-C")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", default="default",
-                       help="model with shipped weights (default: the shipped default; see `fastsal models`)")
-    which.add_argument("--weights", metavar="FILE",
-                       help="checkpoint from `fastsal train` (e.g. runs/x/best.pt) or a file from `fastsal export`")
-    _add_engine_options(p)
+    p.add_argument("--camera", type=nonnegative_int, metavar="INDEX", help="read from a camera (0: the first) until Ctrl-C")
+    add_model_source(p, "model with shipped weights (default: the shipped default; see `fastsal models`)",
+                     "checkpoint from `fastsal train` (e.g. runs/x/best.pt) or a file from `fastsal export`")
+    add_engine_options(p)
     p.add_argument("--format", choices=(*defaults.OUTPUT_FORMATS, "all", "benchmark"), default=defaults.OUTPUT_FORMAT,
                    help="what to write for images (default: png); benchmark: a MIT/Tuebingen saliency benchmark "
                         "submission, OUT/saliency_maps/<name>.jpg and OUT/log_densities/<name>.npy (natural-log "
@@ -181,24 +177,20 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "store the maps")
     p.add_argument("--overlay", action="store_true", help="also write overlays (videos: an overlay video)")
     p.add_argument("--npy", action="store_true", help="also write .npy maps (videos: (T, h, w) at input size)")
-    p.add_argument("--smoothing", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="A",
+    p.add_argument("--smoothing", type=number(float, 0.0, 1.0, below=True), default=0.0, metavar="A",
                    help="videos: temporal smoothing in [0, 1), an EMA of log-densities (default: 0 = off)")
-    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="videos/camera: stop after N")
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="videos/camera: stop after N")
     p.add_argument("--allow-short-video", action="store_true",
                    help="videos: write the frames of a damaged video that decodes to fewer frames than its container "
                         "states, with a warning (default: an error for that video, nothing written, so a rerun "
                         "retries it). Unreadable or damaged videos in a folder are listed in manifest-videos.json "
                         "and skipped (see --strict); SIGTERM removes a file's partial outputs and exits 143")
-    p.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+    p.add_argument("--input-size", type=hxw, default=None, metavar="HxW",
                    help=f"network input size (a pixel budget unless --squash), each side {MIN_INPUT_SIDE}.."
                         f"{MAX_INPUT_SIDE} (default: the size the weights were trained at)")
-    p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE, metavar="N",
-                   help=f"images per forward pass (default: {defaults.BATCH_SIZE})")
-    p.add_argument("--workers", type=_threads(0), default=defaults.WORKERS, metavar="N",
+    add_batch_size_option(p)
+    p.add_argument("--workers", type=threads(0), default=defaults.WORKERS, metavar="N",
                    help=f"threads decoding and writing beside the network (default: {defaults.WORKERS}; 0 = none)")
-    _add_shard_option(p)
-    _add_ray_options(p)
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
-    p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image or video")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_job_options(p, redo="redo inputs whose outputs already exist",
+                    strict="stop with an error at the first unreadable image or video")
     p.set_defaults(func=_cmd_predict, engines=False)  # imported by the loader, only if a model is needed

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from fastsal import defaults
-from fastsal.cli.options import _add_ray_options, _add_shard_option
+from fastsal.cli.options import add_ray_options, add_rerun_options, add_shard_option
 from fastsal.cli.render import UsageError
-from fastsal.cli.running import _batch_summary
-from fastsal.cli.types import _positive_int, _size, _threads, _tta
+from fastsal.cli.running import batch_summary
+from fastsal.cli.types import hxw, positive_int, threads, tta_spec
 
 
 def _cmd_pseudo_label(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                            on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
                            loader=loader, executor=executor)
     done = pseudo_label.labelled(rep)
-    return _batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
+    return batch_summary(args, done, "label", f"written to {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
 
 
@@ -76,9 +76,9 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", action="append", required=True, metavar="T",
                    help=f"a teacher source (repeat for an ensemble, the mean of log-densities): a shipped model name, "
                         f"a checkpoint, an exported .onnx/.xml, py:FILE.py:FUNCTION, or the preset {defaults.TEACHER}")
-    p.add_argument("--tta", type=_tta, default=None, metavar="SPEC",
+    p.add_argument("--tta", type=tta_spec, default=None, metavar="SPEC",
                    help=f"test-time augmentation: {TTA_HELP} (default: the preset's, else none)")
-    p.add_argument("--resolution", type=_size, default=None, metavar="HxW",
+    p.add_argument("--resolution", type=hxw, default=None, metavar="HxW",
                    help="pixel budget of the labels, each at its image's aspect (default: the largest input a view "
                         "runs at)")
     src = p.add_argument_group("images (one of)")
@@ -89,15 +89,14 @@ def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--root", metavar="DIR", help="the --dataset folder")
     src.add_argument("--split", choices=defaults.SPLITS, default="train", help="the --dataset split (default: train)")
     p.add_argument("-o", "--out", required=True, metavar="LABELS", help="output folder of labels and manifests")
-    _add_shard_option(p)
-    _add_ray_options(p)
-    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+    add_shard_option(p)
+    add_ray_options(p)
+    p.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="images per teacher pass (default: 4)")
     p.add_argument("--backend", choices=(defaults.AUTO, *defaults.ENGINES), default=defaults.AUTO,
                    help="inference engine of the teacher's fastsal sources, fp32 (default: auto)")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N (runs on PyTorch)")
-    p.add_argument("--threads", type=_threads(), default=None, metavar="N", help="CPU threads for the teacher")
-    p.add_argument("--overwrite", action="store_true", help="relabel images already labelled by this teacher")
-    p.add_argument("--strict", action="store_true", help="stop with an error at the first unreadable image")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--threads", type=threads(), default=None, metavar="N", help="CPU threads for the teacher")
+    add_rerun_options(p, redo="relabel images already labelled by this teacher",
+                      strict="stop with an error at the first unreadable image")
     p.set_defaults(func=_cmd_pseudo_label)

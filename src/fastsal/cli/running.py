@@ -12,13 +12,13 @@ from fastsal.cli.render import UsageError
 from fastsal.errors import Terminated
 
 
-def _need(module: str, extra: str, what: str) -> None:
+def need(module: str, extra: str, what: str) -> None:
     """One line naming the extra to install, before any long work starts."""
     if importlib.util.find_spec(module) is None:
         raise UsageError(f"{what} needs {module}: pip install 'fastsal[{extra}]'")
 
 
-def _load_predictor(args: argparse.Namespace, **kw):
+def load_predictor(args: argparse.Namespace, **kw):
     """``fastsal.load`` from the common options; backend notes printed as ``fastsal: note:`` lines."""
     import warnings
 
@@ -27,7 +27,7 @@ def _load_predictor(args: argparse.Namespace, **kw):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BackendNotice)
-        predictor = load(**_load_kwargs(args, **kw))
+        predictor = load(**load_kwargs(args, **kw))
     notes = [str(w.message) for w in caught if issubclass(w.category, BackendNotice)]
     if args.backend == defaults.AUTO and predictor.backend == "torch" and args.device == "cpu":
         if importlib.util.find_spec("openvino") is None:
@@ -44,44 +44,44 @@ def _load_predictor(args: argparse.Namespace, **kw):
         st = predictor.settings()
         h, w = st["input_size"]
         print(f"fastsal: model {st['model']} (weights sha256 {str(st['weights_sha256'])[:16]}), engine "
-              f"{st['backend']}, precision {st['precision']}, input {_input_rule(h, w, st['aspect'])}, "
+              f"{st['backend']}, precision {st['precision']}, input {input_rule(h, w, st['aspect'])}, "
               f"blur {st['blur_sigma']:g}, "
               + (f"{predictor.calibration.describe()}, " if predictor.calibration is not None else "")
               + f"device {predictor.device}; CPU {cpu_name()} [{' '.join(cpu_features())}]", file=sys.stderr)
     return predictor
 
 
-def _load_kwargs(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+def load_kwargs(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
     """``fastsal.load``'s keywords from the common options."""
     source = Path(args.weights) if getattr(args, "weights", None) else args.model
     return {"name_or_path": source, "threads": args.threads, "backend": args.backend, "precision": args.precision,
             "device": args.device, "aspect": False if getattr(args, "squash", False) else None, **kw}
 
 
-def _ray_run(args: argparse.Namespace, **kw: Any) -> tuple[Callable[[], Any], Any]:
+def ray_run(args: argparse.Namespace, **kw: Any) -> tuple[Callable[[], Any], Any]:
     """(loader, executor) for ``--ray``: a picklable loader actors call (threads from their CPUs
     unless --threads) and :class:`fastsal.ray.RayExecutor`; (None, None) without ``--ray``."""
     if not getattr(args, "ray", None):
         return None, None  # type: ignore[return-value]
     from fastsal.ray import ActorLoader, RayExecutor
 
-    return ActorLoader(_load_kwargs(args, **kw)), RayExecutor(args.ray, actors=args.ray_actors)
+    return ActorLoader(load_kwargs(args, **kw)), RayExecutor(args.ray, actors=args.ray_actors)
 
 
-def _predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
-    """A callable that loads the predictor (:func:`_load_predictor`) on its first call, then keeps it."""
+def predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
+    """A callable that loads the predictor (:func:`load_predictor`) on its first call, then keeps it."""
     loaded: list[Any] = []
 
     def load() -> Any:
         if not loaded:
-            _import_engines()  # signals held back during the C++ imports, as main() does for other commands
-            loaded.append(_load_predictor(args, **kw))
+            import_engines()  # signals held back during the C++ imports, as main() does for other commands
+            loaded.append(load_predictor(args, **kw))
         return loaded[0]
 
     return load
 
 
-def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+def requested(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
     """The model options as asked (no model loaded), recorded in manifests: a rerun of a finished
     job that asks the same reuses the record's settings and loads nothing. A weights file is named
     with its size and modification time, so a retrained file is not taken for the old one."""
@@ -97,14 +97,14 @@ def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
             **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
 
 
-def _input_rule(h: int, w: int, aspect: bool) -> str:
+def input_rule(h: int, w: int, aspect: bool) -> str:
     """How images reach the network: a portrait photo does not run at 384x512 when the aspect is kept."""
     if not aspect:
         return f"{h}x{w} (every image resized to it)"
     return f"{h}x{w} pixel budget (each image keeps its aspect, sides multiples of 32)"
 
 
-def _batch_summary(args: argparse.Namespace, done: int, noun: str, where: str, failed: int, skipped: int, *,
+def batch_summary(args: argparse.Namespace, done: int, noun: str, where: str, failed: int, skipped: int, *,
                    shard: tuple[int, int] = (0, 1), rate: str = "", tail: str = "") -> int:
     """Print a batch command's one-line summary (unless --quiet) and return its exit status: 1 when
     every assigned item failed, else 0 (an empty or already finished shard is a success)."""
@@ -116,13 +116,13 @@ def _batch_summary(args: argparse.Namespace, done: int, noun: str, where: str, f
     return 1 if failed and not done and not skipped else 0
 
 
-def _rate(done: int, seconds: float) -> str:
+def rate_note(done: int, seconds: float) -> str:
     """", N img/s" for a summary line, or nothing when nothing was timed."""
     return f", {done / seconds:.1f} img/s" if done and seconds > 0 else ""
 
 
 
-def _import_engines() -> None:
+def import_engines() -> None:
     """Import PyTorch (and OpenVINO, the default engine) with Ctrl-C and SIGTERM held back.
 
     Their C++ import code cannot be interrupted: a KeyboardInterrupt raised inside it aborts the

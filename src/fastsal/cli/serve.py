@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastsal.cli.options import _add_engine_options
-from fastsal.cli.running import _load_predictor, _need
-from fastsal.cli.types import _finite_range, _threads, _whole
+from fastsal.cli.options import add_engine_options, add_model_source
+from fastsal.cli.running import load_predictor, need
+from fastsal.cli.types import number, threads
 from fastsal.errors import Terminated
 
 
@@ -16,7 +16,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from fastsal.serve import REQUIREMENTS, ServeConfig, api_key_from_env, read_api_key
 
     for module in REQUIREMENTS:  # every import of the [serve] extra, before the model loads
-        _need(module, "serve", "fastsal serve")
+        need(module, "serve", "fastsal serve")
     config = ServeConfig(
         host=args.host, port=args.port, model=args.weights or args.model, backend=args.backend,
         precision=args.precision, device=args.device, threads=args.threads, workers=args.workers,
@@ -42,7 +42,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _serve_load(args: argparse.Namespace, served: str, source: str):
     """fastsal.load with the engine options; fallbacks printed as notes, as for predict."""
     weights = args.weights if args.weights and source == served else None
-    return _load_predictor(argparse.Namespace(**{**vars(args), "model": source, "weights": weights}))
+    return load_predictor(argparse.Namespace(**{**vars(args), "model": source, "weights": weights}))
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -55,25 +55,23 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                     "says otherwise. Uploads are decoded in memory; oversized uploads and images get 413, "
                     "non-images 415, damaged images 422; a full queue or a request past --timeout gets 503.")
     p.add_argument("--host", default=C.LOOPBACK, help="address to listen on (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=_whole(0, 65535), default=8000, help="TCP port (default: %(default)s; 0: a free one)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", default="default", help="model with shipped weights served by default "
-                                                          "(default: the shipped default; see `fastsal models`)")
-    which.add_argument("--weights", metavar="FILE", help="a checkpoint or exported file to serve instead")
-    _add_engine_options(p)
-    p.add_argument("--workers", type=_threads(), default=1, metavar="N",
+    p.add_argument("--port", type=number(int, 0, 65535), default=8000, help="TCP port (default: %(default)s; 0: a free one)")
+    add_model_source(p, "model with shipped weights served by default (default: the shipped default; see "
+                        "`fastsal models`)", "a checkpoint or exported file to serve instead")
+    add_engine_options(p)
+    p.add_argument("--workers", type=threads(), default=1, metavar="N",
                    help="worker processes sharing the port, each with its own model (default: %(default)s); "
                         "without --threads each gets CPUs/N threads")
-    p.add_argument("--max-upload-mb", type=_finite_range(0.01, 1024.0), default=C.DEFAULT_MAX_UPLOAD_MB, metavar="N",
+    p.add_argument("--max-upload-mb", type=number(float, 0.01, 1024.0), default=C.DEFAULT_MAX_UPLOAD_MB, metavar="N",
                    help="largest upload in MB (default: %(default)s); larger ones get 413")
-    p.add_argument("--max-pixels", type=_whole(1, None), default=C.DEFAULT_MAX_PIXELS, metavar="N",
+    p.add_argument("--max-pixels", type=number(int, 1), default=C.DEFAULT_MAX_PIXELS, metavar="N",
                    help="largest image in pixels (default: %(default)s); larger ones (decompression bombs) get 413")
-    p.add_argument("--queue", type=_whole(1, 100_000), default=C.DEFAULT_QUEUE, metavar="N",
+    p.add_argument("--queue", type=number(int, 1, 100_000), default=C.DEFAULT_QUEUE, metavar="N",
                    help="requests admitted at once (default: %(default)s); one more gets 503 at once")
-    p.add_argument("--timeout", type=_finite_range(0.1, 3600.0), default=C.DEFAULT_TIMEOUT_S, metavar="S",
+    p.add_argument("--timeout", type=number(float, 0.1, 3600.0), default=C.DEFAULT_TIMEOUT_S, metavar="S",
                    help="seconds per request, upload included (default: %(default)s): 408 for slow uploads, 503 "
                         "for slow answers")
-    p.add_argument("--header-timeout", type=_finite_range(0.1, 600.0), default=C.DEFAULT_HEADER_TIMEOUT_S,
+    p.add_argument("--header-timeout", type=number(float, 0.1, 600.0), default=C.DEFAULT_HEADER_TIMEOUT_S,
                    metavar="S", help="seconds a connection may take to send a request's headers (default: "
                                      "%(default)s); idle or slower connections are closed")
     p.add_argument("--api-key-file", metavar="FILE",

