@@ -7,6 +7,14 @@ Anything else is a bug and shows its traceback.
 
 ``fastsal --help``, ``--version`` and argument errors import no PyTorch: parsers read
 :mod:`fastsal.defaults`, and each command imports what it needs when it runs.
+
+Layout: one module per command or small family (``predict``, ``crop``, ``evaluate``, ``models``
+(+ ``cost``), ``train`` (+ ``adapt``), ``pseudo_label``, ``calibrate``, ``export``, ``serve``,
+``cache``, ``manifest``), each with ``add_<command>(subparsers)`` and ``_cmd_<command>(args)``;
+:mod:`~fastsal.cli.types` (argparse types: one number factory), :mod:`~fastsal.cli.options`
+(option groups several commands share), :mod:`~fastsal.cli.running` (loading the model, summary
+lines) and :mod:`~fastsal.cli.render` (library errors with their parameter as a flag). A new
+command is a module with ``add_<command>`` listed in :data:`COMMANDS`.
 """
 from __future__ import annotations
 
@@ -17,19 +25,19 @@ from collections.abc import Iterator
 from typing import Callable, TextIO
 
 from fastsal import __version__
-from fastsal.cli.cache import _add_cache
-from fastsal.cli.calibrate import _add_calibrate
-from fastsal.cli.crop import _add_crop
-from fastsal.cli.evaluate import _add_evaluate
-from fastsal.cli.export import _add_export
-from fastsal.cli.manifest import _add_manifest
-from fastsal.cli.models import _add_cost, _add_models
-from fastsal.cli.predict import _add_predict
-from fastsal.cli.pseudo_label import _add_pseudo_label
+from fastsal.cli.cache import add_cache
+from fastsal.cli.calibrate import add_calibrate
+from fastsal.cli.crop import add_crop
+from fastsal.cli.evaluate import add_evaluate
+from fastsal.cli.export import add_export
+from fastsal.cli.manifest import add_manifest
+from fastsal.cli.models import add_cost, add_models
+from fastsal.cli.predict import add_predict
+from fastsal.cli.pseudo_label import add_pseudo_label
 from fastsal.cli.render import UsageError, cli_message, flag
 from fastsal.cli.running import import_engines
-from fastsal.cli.serve import _add_serve
-from fastsal.cli.train import _add_adapt, _add_train
+from fastsal.cli.serve import add_serve
+from fastsal.cli.train import add_adapt, add_train
 from fastsal.errors import FastSalError, FastSalWarning, Terminated
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "cli_message", "entry", "flag", "main"]
@@ -37,8 +45,8 @@ __all__ = ["COMMANDS", "UsageError", "build_parser", "cli_message", "entry", "fl
 
 # Each entry adds one subcommand; modules register here, in the order shown by --help.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_predict, _add_crop, _add_evaluate, _add_models, _add_train, _add_pseudo_label, _add_adapt, _add_calibrate,
-    _add_export, _add_cost, _add_serve, _add_cache, _add_manifest]
+    add_predict, add_crop, add_evaluate, add_models, add_train, add_pseudo_label, add_adapt, add_calibrate,
+    add_export, add_cost, add_serve, add_cache, add_manifest]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_cache(sub: argparse._SubParsersAction) -> None:
+def add_cache(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="list or clear the converted and compiled models fastsal keeps",
                        description="The model cache: graphs converted from the weights (one per weights, fastsal "
                                    "version and precision) and OpenVINO's compiled models (one per input shape and "

@@ -40,7 +40,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit a temperature and centre-bias prior on val; write a calibrated checkpoint",
                        description="Predict the val splits of --data once, fit the density's temperature and a "
                                    "centre-bias prior by the val fixations' log-likelihood (both forms with --form "

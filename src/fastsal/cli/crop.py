@@ -47,7 +47,7 @@ def _cmd_crop(args: argparse.Namespace) -> int:
                           tail=f"; boxes in {cropping.report_path(out, index, count)}")
 
 
-def _add_crop(sub: argparse._SubParsersAction) -> None:
+def add_crop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "crop", help="crop images to other aspect ratios, keeping where people look",
         description="For each image and aspect, the crop (full height or width by default) that keeps the most "

@@ -76,7 +76,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
     from fastsal.metrics import METRICS
 
     max_blur = 50.0

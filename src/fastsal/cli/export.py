@@ -51,7 +51,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32/int8) or TorchScript, with a JSON sidecar",
                        description="Write a model as one file for other runtimes: ONNX (fp32, or int8 calibrated "
                                    "on images), an OpenVINO IR (.xml + .bin) or TorchScript, each with a JSON "

@@ -29,7 +29,7 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_manifest(sub: argparse._SubParsersAction) -> None:
+def add_manifest(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("manifest", help="combine the manifests of a job's shards into one report",
                        description="merge: one report of a job run in shards (--shard I/N, SLURM arrays, Kubernetes "
                                    "Indexed Jobs): counts, every written input and failure, the shards missing. The "

@@ -53,7 +53,7 @@ def _model_entry(name: str, spec, roles: list[str]) -> dict:
     return entry
 
 
-def _add_models(sub: argparse._SubParsersAction) -> None:
+def add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models, their shipped weights and test scores",
                        description="List every model name: the shipped weights file, input size (a pixel budget "
                                    "when the aspect is kept), cost (GMACs, parameters) and test scores of each. "
@@ -75,7 +75,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_cost(sub: argparse._SubParsersAction) -> None:
+def add_cost(sub: argparse._SubParsersAction) -> None:
     labels = ["eager", *(e if q == "fp32" else f"{e}-{q}" for e, qs in defaults.ENGINE_PRECISIONS.items() for q in qs)]
     p = sub.add_parser("cost", help="parameters, GMACs, file sizes and CPU latency of models",
                        description="Count each model's parameters and multiply-accumulates at --input-size, its "

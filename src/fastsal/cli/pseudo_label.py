@@ -62,7 +62,7 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
                           shard=(index, count), rate=f", {rep['seconds'] / done:.2f} s/img" if done else "")
 
 
-def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
+def add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     from fastsal.tta import TTA_HELP
 
     p = sub.add_parser(

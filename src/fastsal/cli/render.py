@@ -8,11 +8,14 @@ class UsageError(FastSalError, ValueError):
     """An error the user can fix; printed as one line."""
 
 
-
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
 _PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
 # Parameters whose flag is not ``--`` + the name with dashes (see :func:`flag`).
-_OPTION_FLAGS: dict[str, str] = {}
+_OPTION_FLAGS: dict[str, str] = {
+    "out": "-o",  # every command spells its output -o (also --out)
+    "list_file": "--list", "budget_min": "--budget", "allow_short": "--allow-short-video",
+    "cors_origins": "--cors-origin",
+}
 
 
 def flag(option: str) -> str:

@@ -45,7 +45,7 @@ def _serve_load(args: argparse.Namespace, served: str, source: str):
     return load_predictor(argparse.Namespace(**{**vars(args), "model": source, "weights": weights}))
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def add_serve(sub: argparse._SubParsersAction) -> None:
     from fastsal.serve import config as C
 
     p = sub.add_parser(

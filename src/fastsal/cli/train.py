@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on eye fixations of one or several datasets (resumable)",
                        description="Train on the train splits of --data, select on their val splits (mean "
                                    "score); checkpoints every epoch. "
@@ -128,7 +128,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_adapt(sub: argparse._SubParsersAction) -> None:
+def add_adapt(sub: argparse._SubParsersAction) -> None:
     from fastsal.tta import TTA_HELP
 
     p = sub.add_parser(
