@@ -12,7 +12,7 @@ TEST_SETS = (("osie_test", "OSIE"), ("mit1003_test", "MIT1003"), ("scene_test", 
 def _cmd_models(args: argparse.Namespace) -> int:
     from fastsal.models.registry import ALIASES, catalogue
 
-    roles = {}
+    roles: dict[str, list[str]] = {}
     for alias, target in ALIASES.items():
         roles.setdefault(target, []).append(alias)
     if args.json:  # for scripts: every shipped fact, not the table's rounding

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastsal import defaults
 from fastsal.cli.options import add_ray_options, add_rerun_options, add_shard_option
 from fastsal.cli.render import UsageError
-from fastsal.cli.running import batch_summary
+from fastsal.cli.running import batch_summary, ray_run
 from fastsal.cli.types import hxw, positive_int, threads, tta_spec
 
 
@@ -39,12 +39,7 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     made = {"sources": args.teacher, "tta": args.tta, "resolution": args.resolution, "backend": args.backend,
             "device": args.device, "threads": args.threads}
     teacher = Teacher(**made)
-    if args.ray:  # actors make the teacher again, with threads from their CPUs unless --threads
-        from fastsal.ray import ActorLoader, RayExecutor
-
-        loader, executor = ActorLoader(made, factory=Teacher), RayExecutor(args.ray, actors=args.ray_actors)
-    else:
-        loader = executor = None
+    loader, executor = ray_run(args, made, Teacher)  # actors make the teacher again (threads from their CPUs)
     from tqdm import tqdm
 
     if not args.quiet:

@@ -58,14 +58,17 @@ def load_kwargs(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
             "device": args.device, "aspect": False if getattr(args, "squash", False) else None, **kw}
 
 
-def ray_run(args: argparse.Namespace, **kw: Any) -> tuple[Callable[[], Any], Any]:
-    """(loader, executor) for ``--ray``: a picklable loader actors call (threads from their CPUs
-    unless --threads) and :class:`fastsal.ray.RayExecutor`; (None, None) without ``--ray``."""
+def ray_run(args: argparse.Namespace, made: dict[str, Any] | None = None, factory: Any = None,
+            **kw: Any) -> tuple[Callable[[], Any] | None, Any]:
+    """(loader, executor) for ``--ray``: a picklable loader actors call, ``factory(**made)``
+    (default: ``fastsal.load`` with the model options and ``kw``; threads from their CPUs unless
+    --threads), and :class:`fastsal.ray.RayExecutor`; (None, None) without ``--ray``."""
     if not getattr(args, "ray", None):
-        return None, None  # type: ignore[return-value]
+        return None, None
     from fastsal.ray import ActorLoader, RayExecutor
 
-    return ActorLoader(load_kwargs(args, **kw)), RayExecutor(args.ray, actors=args.ray_actors)
+    loader = ActorLoader(made if made is not None else load_kwargs(args, **kw), factory=factory)
+    return loader, RayExecutor(args.ray, actors=args.ray_actors)
 
 
 def predictor_loader(args: argparse.Namespace, **kw: Any) -> Callable[[], Any]:
