@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import randomise
 
 import fastsal
 from fastsal import backends, defaults, quantize
@@ -19,6 +18,8 @@ from fastsal.cpu import isa_level, supports_bf16
 from fastsal.export import ExportError, export, read_sidecar
 from fastsal.models import build, save_checkpoint
 from fastsal.predict import example_image
+
+from helpers import randomise
 
 RUNTIMES = [b for b in ("onnxruntime", "openvino") if backends.installed(b)]
 # fp32 maps from every engine equal PyTorch's to float32 rounding: the largest difference measured,

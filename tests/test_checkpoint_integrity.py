@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 
 import fastsal.files as files
 import fastsal.train as train_mod
+from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 from fastsal.cli import main
 from fastsal.files import DiskFullError, atomic_path
 from fastsal.models.registry import (
     CHECKSUM_KEY,
-    WEIGHTS,
     ModelError,
+    WEIGHTS,
     atomic_save,
     read_checkpoint,
     tensors_sha256,

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 
 import fastsal.train as train_mod
+from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 from fastsal.distill import mixup, teacher_views
 from fastsal.images import load_rgb
 from fastsal.losses import DISTILLATION_LOSSES, teacher_kl

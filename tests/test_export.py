@@ -10,8 +10,6 @@ from torch import nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from helpers import randomise as randomise_weights  # noqa: E402
-
 from fastsal.backends import BackendError, load_runner  # noqa: E402
 from fastsal.export import (  # noqa: E402
     ExportError,
@@ -22,6 +20,8 @@ from fastsal.export import (  # noqa: E402
 )
 from fastsal.models import build, read_checkpoint  # noqa: E402
 from fastsal.models.registry import shipped_weights  # noqa: E402
+
+from helpers import randomise as randomise_weights  # noqa: E402
 
 SIZE = (192, 256)
 LOGIT_TOL = 1e-3      # max |logit difference| between ONNX Runtime and eager PyTorch

@@ -13,9 +13,9 @@ from PIL import Image
 
 import fastsal
 import fastsal.backends
-from fastsal.backends import candidates
 from fastsal.images import ImageError
 from fastsal.models import ModelError, build, save_checkpoint
+from fastsal.backends import candidates
 from fastsal.predict import Predictor, colormap, example_image, load, overlay, to_png
 
 torch.set_num_threads(1)

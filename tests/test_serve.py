@@ -11,13 +11,14 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from PIL import Image
+
 from serve_util import FakePredictor, example_bytes, get_status, need_serve_extra, running_server
 
 need_serve_extra()
