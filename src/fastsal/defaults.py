@@ -22,6 +22,11 @@ ASPECT = True
 #: encoder's coarsest (stride-32) feature map to 2048, already ~64x the default's pixels (and
 #: memory); larger sizes are not what the models were trained for.
 INPUT_SIDE_RANGE: tuple[int, int] = (32, 2048)
+#: What training accepts (``TrainConfig`` checks them, ``fastsal train``/``adapt`` parse by them):
+#: epochs, images per batch, CPU threads.
+EPOCHS_RANGE: tuple[int, int] = (1, 100_000)
+BATCH_SIZE_RANGE: tuple[int, int] = (1, 4096)
+THREADS_RANGE: tuple[int, int] = (1, 1024)
 
 #: Inference engines, fastest first on CPUs (``benchmarks/backends.py``); ``auto`` tries them in this order.
 ENGINES: tuple[str, ...] = ("openvino", "onnxruntime", "torch")

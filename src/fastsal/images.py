@@ -121,7 +121,7 @@ def _refuse_if_too_large(size: tuple[int, int], label: str, limit: int | None) -
     w, h = size
     if w * h > limit:
         raise ImageTooLargeError(f"{label}: {w}x{h} = {_megapixels(w * h)} MP exceeds the {_megapixels(limit)} MP limit; "
-                         f"downscale it or raise the limit with --max-pixels (or {MAX_PIXELS_ENV})")
+                                 f"downscale it or raise the limit with {{option}} (or {MAX_PIXELS_ENV})", option="max_pixels")
 
 
 def open_header(source: str | Path | IO[bytes]) -> Image.Image:

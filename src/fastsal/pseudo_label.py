@@ -48,7 +48,7 @@ def dataset_jobs(name: str, root: str | Path, split: str) -> list[Job]:
 
     samples = load_dataset(name, root, split)
     if not samples:
-        raise PseudoLabelError(f"--dataset {name} --split {split}: no images in {root}")
+        raise PseudoLabelError(f"{{option}} {name} (split {split}): no images in {root}", option="dataset")
     return [Job(s.image_path, Path(s.name).with_suffix("")) for s in samples]
 
 

@@ -45,9 +45,9 @@ class TTA:
                 for item in value.split("+"):
                     scales.append(_scale(item, text))
             else:
-                raise TTAError(f"--tta {text!r}: cannot read {part!r}; expected {TTA_HELP}")
+                raise TTAError(f"{{option}} {text!r}: cannot read {part!r}; expected {TTA_HELP}", option="tta")
         if len(set(scales)) != len(scales):
-            raise TTAError(f"--tta {text!r}: a scale is repeated; name each once")
+            raise TTAError(f"{{option}} {text!r}: a scale is repeated; name each once", option="tta")
         return cls(flip, tuple(scales))
 
     def __str__(self) -> str:
@@ -70,9 +70,10 @@ def _scale(item: str, text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in item.strip().lower().split("x"))
     except ValueError:
-        raise TTAError(f"--tta {text!r}: scale {item.strip()!r} is not HxW such as 192x256") from None
+        raise TTAError(f"{{option}} {text!r}: scale {item.strip()!r} is not HxW such as 192x256",
+                       option="tta") from None
     if not (lo <= h <= hi and lo <= w <= hi):
-        raise TTAError(f"--tta {text!r}: scale {item.strip()!r} needs each side in {lo}..{hi}")
+        raise TTAError(f"{{option}} {text!r}: scale {item.strip()!r} needs each side in {lo}..{hi}", option="tta")
     return h, w
 
 

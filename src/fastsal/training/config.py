@@ -23,10 +23,11 @@ from fastsal.errors import FastSalError
 
 # Bounds the command line and TrainConfig share: wide enough for any real run, narrow enough that
 # a typo (--epochs 0, --batch-size -8) fails at once instead of after the data is loaded.
-EPOCHS_RANGE = (1, 100_000)
-BATCH_SIZE_RANGE = (1, 4096)
+# The bounds have one owner, fastsal.defaults (torch-free: the command line parses by them too).
+EPOCHS_RANGE = defaults.EPOCHS_RANGE
+BATCH_SIZE_RANGE = defaults.BATCH_SIZE_RANGE
 INPUT_SIDE_RANGE = defaults.INPUT_SIDE_RANGE
-THREADS_RANGE = (1, 1024)
+THREADS_RANGE = defaults.THREADS_RANGE
 OPTIMIZERS = ("adamw", "sgd")
 
 
