@@ -14,10 +14,10 @@ from fastsal.backends import BackendError, load_runner  # noqa: E402
 from fastsal.export import (  # noqa: E402
     ExportError,
     export,
-    preprocess_image,
     read_sidecar,
     sidecar_path,
 )
+from fastsal.images import load_input as preprocess_image  # noqa: E402
 from fastsal.models import build, read_checkpoint  # noqa: E402
 from fastsal.models.registry import shipped_weights  # noqa: E402
 

@@ -12,7 +12,8 @@ import pytest
 from fastsal import defaults, quantize
 from fastsal.backends import default_calibration_images, make_runner
 from fastsal.errors import FastSalError
-from fastsal.export import preprocess_image, read_sidecar
+from fastsal.export import read_sidecar
+from fastsal.images import load_input as preprocess_image
 from fastsal.models import load_model, shipped_weights
 
 needs_nncf = pytest.mark.skipif(not quantize.installed("nncf"), reason="the [openvino] extra (openvino, nncf) is not installed")

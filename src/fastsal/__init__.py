@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from fastsal._version import __version__
 
 # OpenVINO's model converter (and NNCF) send usage data to Intel and keep an id file in ~/intel unless
 # their `openvino_telemetry` package fails to import; both then use a silent stub. fastsal imports

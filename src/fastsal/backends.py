@@ -418,7 +418,7 @@ class _BlobCache:
 
     def __init__(self, folder: Path, model_path: Path, config: dict[str, Any], openvino_version: str,
                  graph_size: Sequence[int] = (0, 0)) -> None:
-        from fastsal import __version__
+        from fastsal._version import __version__
 
         self.folder = folder
         model_files = [model_path] + ([model_path.with_suffix(".bin")] if model_path.suffix == ".xml" else [])

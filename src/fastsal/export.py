@@ -118,16 +118,10 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 # -- calibration ------------------------------------------------------------------------------
-def preprocess_image(path: str | Path, input_size: tuple[int, int]) -> np.ndarray:
-    """Image file -> (3, H, W) float32 RGB in [0, 1] at ``input_size``, as the predictor does."""
-    from fastsal.images import load_rgb, resize_rgb
-
-    small = resize_rgb(load_rgb(path), tuple(input_size))
-    return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
-
-
 def _calibration_reader(paths: Sequence[str | Path], input_size: tuple[int, int]):
     from onnxruntime.quantization import CalibrationDataReader
+
+    from fastsal.images import load_input
 
     class _Reader(CalibrationDataReader):
         """Feeds one preprocessed image at a time (batch 1, valid for static and dynamic graphs)."""
@@ -137,7 +131,7 @@ def _calibration_reader(paths: Sequence[str | Path], input_size: tuple[int, int]
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             p = next(self._paths, None)
-            return None if p is None else {INPUT_NAME: preprocess_image(p, input_size)[None]}
+            return None if p is None else {INPUT_NAME: load_input(p, input_size)[None]}
 
     return _Reader()
 
@@ -174,7 +168,7 @@ def export(
     that turns an image into an input size (recorded in the sidecar). ``int8_recipe`` (OpenVINO
     int8: ``"nncf"`` or ``"onnxruntime"``) defaults to :func:`fastsal.quantize.openvino_recipe`. Returns ``path``.
     """
-    from fastsal import __version__
+    from fastsal._version import __version__
     from fastsal.models.fuse import fuse
 
     path = Path(path)
@@ -337,7 +331,7 @@ def _cached(model: nn.Module, name: str, folder: str | Path, input_size: tuple[i
     the others wait, then find the files valid and reuse them. The sidecar check (SHA-256 of every
     file) runs on every load, so a damaged file is exported again, never used.
     """
-    from fastsal import __version__
+    from fastsal._version import __version__
     from fastsal import cache
 
     sha = state_dict_sha256(model)
@@ -554,5 +548,5 @@ def read_sidecar(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
 
 __all__ = [
     "ExportError", "FORMATS", "POSTPROCESS", "cached_export", "calibration_digest", "cached_int8_ir", "cached_openvino_ir", "export",
-    "lock_path", "preprocess_image", "read_sidecar", "sidecar_path", "state_dict_sha256",
+    "lock_path", "read_sidecar", "sidecar_path", "state_dict_sha256",
 ]

@@ -30,7 +30,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fastsal import defaults
-from fastsal.calibrate import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
+from fastsal.calibration import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
 from fastsal.backends import (
     AUTO,
     BackendNotice,
@@ -42,7 +42,7 @@ from fastsal.backends import (
 from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
 from fastsal.cpu import check_threads
-from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
+from fastsal.images import ImageLike, as_rgb_array, fit_input_size, to_input
 from fastsal.models import (
     ModelError,
     list_models,
@@ -236,13 +236,12 @@ class Predictor:
         ``shape``: the original image's (H, W) when ``rgb`` was already reduced
         (:func:`fastsal.images.load_resized` with :meth:`input_size_for`), which keeps its size.
         """
-        small = resize_rgb(rgb, self.input_size_for(shape if shape is not None else rgb.shape[:2]))
-        return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+        return to_input(rgb, self.input_size_for(shape if shape is not None else rgb.shape[:2]))
 
     def small_log_density(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 in [0, 1] -> the model's log-density at the input size, (N, h, w)
         float64: log-softmax over all pixels, then the post-processing blur, then the calibration
-        (:func:`fastsal.calibrate.apply`), the same on every engine. All images of a batch
+        (:func:`fastsal.calibration.apply`), the same on every engine. All images of a batch
         have one size; :meth:`small_log_densities` takes a list of any sizes."""
         logits = self.runner_for(batch.shape[-2:])(batch)
         if not np.isfinite(logits).all():

@@ -319,7 +319,9 @@ class Teacher:
 
 def _to_input(rgb: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 -> (3, h, w) float32 in [0, 1], as :meth:`Predictor.preprocess`."""
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+    from fastsal.images import to_input
+
+    return to_input(rgb)
 
 
 def _member(source: Any, backend: str, device: str | torch.device, threads: int | None) -> Member:
