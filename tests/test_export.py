@@ -10,7 +10,7 @@ from torch import nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from fastsal.backends import BackendError, load_runner  # noqa: E402
+from fastsal.runtime import EngineError, load_runner  # noqa: E402
 from fastsal.export import (  # noqa: E402
     ExportError,
     export,
@@ -126,7 +126,7 @@ def test_static_batch_export_runs_any_batch_and_checks_size(tmp_path):
     run = load_runner(export(model, "fastsal_bare", tmp_path / "b.onnx", input_size=(64, 96)), threads=1)
     x = np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32)
     assert np.abs(run(x) - eager(model, x)).max() < LOGIT_TOL
-    with pytest.raises(BackendError, match="expects"):
+    with pytest.raises(EngineError, match="expects"):
         run(np.zeros((1, 3, 64, 64), np.float32))
 
 

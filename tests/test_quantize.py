@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastsal import defaults, quantize
-from fastsal.backends import default_calibration_images, make_runner
+from fastsal.runtime import default_calibration_images, make_runner
 from fastsal.errors import FastSalError
 from fastsal.export import read_sidecar
 from fastsal.images import load_input as preprocess_image
@@ -41,7 +41,7 @@ with warnings.catch_warnings(record=True) as caught:
     density = p.predict(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
 model, meta = load_model(shipped_weights("default"))
 xml = export(model, model.name, sys.argv[1] + "/m.xml", "openvino", (64, 96), int8=True,
-             calibration_images=fastsal.backends.default_calibration_images()[:4])
+             calibration_images=default_calibration_images()[:4])
 print(json.dumps({"backend": p.backend, "precision": p.precision, "sum": float(density.sum()),
                   "notes": [str(w.message) for w in caught], "onnx_loaded": [m for m in BLOCKED if m in sys.modules],
                   "recipe": read_sidecar(xml)["quantization"]["recipe"]}))

@@ -23,7 +23,7 @@ from PIL import Image
 
 from fastsal import defaults
 from fastsal.files import atomic_write, atomic_write_bytes, gray_png
-from fastsal.images import ImageError, load_image, load_resized
+from fastsal.images import ImageError, load_image
 from fastsal.jobs import (
     MAP_SETTINGS,
     STALE_TEMPORARY_AGE_S,
@@ -84,8 +84,8 @@ class MapsTask(Task):
                 "formats": list(self.formats)}
 
     def decode(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
-        # only what the network needs: overlays decode the full image again when encoded
-        return load_resized(Path(item.source), self.model.input_size_for)
+        # only what the network needs (Predictor.read): overlays decode the full image again when encoded
+        return self.model.read(Path(item.source))
 
     def infer(self, decoded: list[Any]) -> list[Any]:
         # what Predictor.predict_batch does, minus the resize; one forward pass per input size

@@ -113,7 +113,7 @@ def _load_predictor(args: argparse.Namespace, **kw):
     """``fastsal.load`` from the common options; backend notes printed as ``fastsal: note:`` lines."""
     import warnings
 
-    from fastsal.backends import BackendNotice
+    from fastsal.runtime.engines import EngineNotice as BackendNotice
     from fastsal.predict import load
 
     with warnings.catch_warnings(record=True) as caught:
@@ -199,7 +199,7 @@ def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
 _PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
 # Parameters whose flag is not ``--`` + the name with dashes (see :func:`flag`).
-_OPTION_FLAGS: dict[str, str] = {}
+_OPTION_FLAGS: dict[str, str] = {"name_or_path": "--weights"}
 
 
 def flag(option: str) -> str:
@@ -752,7 +752,7 @@ def _predict_one(predictor, source: Path, target: Path, fmt: str, args: argparse
         print(target)
         return 0
     rgb = load_rgb(source)
-    prob = predictor.predict(rgb)
+    prob = predictor.predict(source)  # decoded as every entry point does (Predictor.read)
     print(write_map(target, fmt, prob, rgb))
     return 0
 
@@ -1103,7 +1103,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         elif args.calibrate:
             calib = [p for p, _ in find_images(args.calibrate)]
         else:
-            from fastsal.backends import default_calibration_images
+            from fastsal.runtime.build import default_calibration_images
 
             calib = default_calibration_images()  # the shipped set: 100 OSIE train images
         if not calib:
@@ -1262,7 +1262,7 @@ def _serve_loads_here(args: argparse.Namespace) -> bool:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from fastsal import cache
+    from fastsal.runtime import cache
 
     folder = cache.cache_dir()
     if args.action == "list":

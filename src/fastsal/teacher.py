@@ -339,12 +339,12 @@ def _member(source: Any, backend: str, device: str | torch.device, threads: int 
         raise TeacherError(f"--teacher {source}: a preset names a whole teacher; pass it alone")
     import warnings
 
-    from fastsal.backends import BackendNotice
+    from fastsal.runtime.engines import EngineNotice
     from fastsal.predict import load
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", BackendNotice)  # the engine does not change fp32 maps
+            warnings.simplefilter("ignore", EngineNotice)  # the engine does not change fp32 maps
             predictor = load(source, backend=backend, device=device, threads=threads)
     except FastSalError as exc:
         raise TeacherError(f"--teacher {source}: {first_line(exc)}") from None
