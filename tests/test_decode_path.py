@@ -7,7 +7,7 @@ decode with :meth:`fastsal.predict.Predictor.read`, so their maps agree to float
 (:data:`SAME`). Video frames are arrays, so the video pipeline shares the array -> network input
 step: its map of the decoded frame equals ``Predictor.predict`` of that array (:data:`SAME`); a
 file is decoded at a reduced JPEG scale where an array is not, so array and file maps agree to
-:data:`DECODER` (measured here: ~0.1 % of the peak).
+:data:`DECODER` (measured: 1.9 % of the peak at most, correlation 0.9997).
 """
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from fastsal.images import load_rgb
 # Largest |difference| between two maps as a share of the first map's peak: float rounding only
 # (the same pixels through the same network; batching and the engine's threads may reorder sums).
 SAME = 1e-5
-# A JPEG decoded at a reduced DCT scale (a file) against a full decode then resized (an array).
-DECODER = 0.02
+# A JPEG decoded at a reduced DCT scale (a file) against a full decode then resized (an array):
+# measured 1.9 % of the peak at most and a correlation of 0.9997 on this photo.
+DECODER = 0.05
+DECODER_MIN_CC = 0.999
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,4 @@ def test_video_frames_share_the_array_step(predictor, big_jpeg, reference):
     video_map = next(_maps(predictor, Frames(), 0.0, 1, None)).map
     _close(video_map, predictor.predict(rgb), SAME)
     _close(video_map, reference, DECODER)
+    assert np.corrcoef(video_map.ravel(), reference.ravel())[0, 1] >= DECODER_MIN_CC

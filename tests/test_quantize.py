@@ -35,6 +35,7 @@ import numpy as np, warnings
 import fastsal
 from fastsal.export import export, read_sidecar
 from fastsal.models import load_model, shipped_weights
+from fastsal.runtime import default_calibration_images
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     p = fastsal.load(precision="int8", input_size=(64, 96), threads=1)
