@@ -46,6 +46,13 @@ PyTorch at import), :mod:`~fastsal.runtime.cache` (the one cache; no PyTorch at 
 runners), :mod:`~fastsal.runtime.openvino` (OpenVINO's runner and compiled-model cache),
 :mod:`~fastsal.runtime.build` (a runner for a model or an exported file, with fallbacks). The
 names below are imported from them on first use, so ``import fastsal.runtime`` stays light.
+
+**A new engine** goes in as: its name and precisions in :data:`fastsal.defaults.ENGINES` /
+``ENGINE_PRECISIONS`` (the order is ``auto``'s), its package and pip extra in
+:data:`~fastsal.runtime.engines.PACKAGES` / ``EXTRAS``, a runner (a :class:`GraphRunner` subclass in
+:mod:`~fastsal.runtime.runners`, or its own module as OpenVINO has), the model file it reads from
+:mod:`~fastsal.runtime.cache`, and its branch in :func:`~fastsal.runtime.build.make_runner` and, for
+exported files, :data:`~fastsal.runtime.build.ENGINES_FOR_FORMAT`.
 """
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from fastsal.errors import FastSalError, first_line
 from fastsal.export import read_sidecar, sidecar_path
 from fastsal.files import file_lock
 from fastsal.models.fastsal import network_size
-from fastsal.quantize import openvino_recipe
 from fastsal.runtime import cache
 from fastsal.runtime.cache import CacheError
 from fastsal.runtime.engines import (
@@ -108,18 +107,10 @@ def _graph_runner(model: nn.Module, engine: str, size: tuple[int, int], graph: t
     (:func:`check_graph`) is deleted and converted again once."""
     name = getattr(model, "name", type(model).__name__)
     reference = reference_logits(model)
+    if precision == "int8" and calibration is None:
+        calibration = default_calibration_images()
     for attempt in range(2):
-        if precision == "int8":  # calibrated at the shipped calibration images' size, whatever the input size
-            calibration = list(calibration) if calibration is not None else default_calibration_images()
-            if engine == "openvino" and openvino_recipe() == "nncf":  # fastsal.quantize
-                path = cache.cached_int8_ir(model, name, folder, defaults.INPUT_SIZE, calibration)
-            else:
-                path = cache.cached_export(model, name, folder, defaults.INPUT_SIZE, int8=True,
-                                       calibration_images=calibration)
-        elif engine == "openvino":
-            path = cache.cached_openvino_ir(model, name, folder, graph)
-        else:
-            path = cache.cached_export(model, name, folder, graph)
+        path = cache.cached_model_file(model, name, folder, engine, graph, precision, calibration)
         # Read under a shared lock: an exporter replacing a damaged file holds it exclusively, so the
         # engine reads one whole export (never an .xml from one and a .bin from another).
         with file_lock(cache.lock_path(path), shared=True):

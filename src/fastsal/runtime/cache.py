@@ -247,7 +247,6 @@ def artefact_folder() -> Iterator[tuple[Path, Path | None]]:
         yield Path(tmp), None
 
 
-
 def cached_export(
     model: nn.Module,
     name: str,
@@ -298,6 +297,23 @@ def cached_int8_ir(model: nn.Module, name: str, folder: str | Path, input_size: 
     tail = f"int8-nncf{NNCF_RECIPE_VERSION}-{calibration_digest(calibration)[:12]}.xml"
     return _cached(model, name, folder, input_size, tail, "openvino", int8=True, calibration_images=calibration,
                    int8_recipe="nncf")
+
+
+def cached_model_file(model: nn.Module, name: str, folder: str | Path, engine: str, graph: tuple[int, int],
+                      precision: str, calibration: Sequence[str | Path] | None = None) -> Path:
+    """The file ``engine`` runs ``model`` from at ``precision``: OpenVINO IR for OpenVINO's fp32 and
+    bf16 (and int8 where NNCF quantises), ONNX otherwise; made by :func:`fastsal.export.export`
+    when missing. int8 is calibrated on ``calibration`` at the shipped calibration images' size,
+    whatever the input size (the graph's spatial dimensions are free)."""
+    if precision == "int8":
+        from fastsal.quantize import openvino_recipe
+
+        if engine == "openvino" and openvino_recipe() == "nncf":
+            return cached_int8_ir(model, name, folder, defaults.INPUT_SIZE, list(calibration or ()))
+        return cached_export(model, name, folder, defaults.INPUT_SIZE, int8=True, calibration_images=calibration)
+    if engine == "openvino":
+        return cached_openvino_ir(model, name, folder, graph)
+    return cached_export(model, name, folder, graph)
 
 
 def lock_path(path: str | Path) -> Path:
@@ -352,5 +368,5 @@ def discard_export(path: Path) -> None:
 
 
 __all__ = ["CacheError", "Entry", "artefact_folder", "cache_dir", "cached_export", "cached_int8_ir",
-           "cached_openvino_ir", "check_private", "clear", "converting", "describe", "discard_export", "entries",
+           "cached_model_file", "cached_openvino_ir", "check_private", "clear", "converting", "describe", "discard_export", "entries",
            "lock_path", "max_bytes", "prune", "touch", "writable_cache"]
