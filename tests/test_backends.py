@@ -150,6 +150,22 @@ def test_device_errors_are_one_line():
         fastsal.load(device="tpu:x")
 
 
+def test_engine_errors_name_the_keyword_and_the_command_line_names_the_flag(monkeypatch):
+    """The runtime's errors carry their parameter (option=): Python callers read the keyword, the
+    command line the flag it renders (fastsal.cli.cli_message)."""
+    from fastsal.cli import cli_message
+
+    with pytest.raises(EngineError) as info:
+        candidates("openvino", "int8", "cuda:0" if not torch.cuda.is_available() else "mps")
+    assert info.value.option in ("device", "backend")
+    assert f"use {info.value.option} " in str(info.value) and f"use --{info.value.option} " in cli_message(info.value)
+    monkeypatch.setattr(runtime_engines, "supports_bf16", lambda: True)  # past the CPU check, to the engine's
+    with pytest.raises(EngineError) as info:
+        candidates("onnxruntime", "bf16")
+    assert "use backend openvino or torch for bf16" in str(info.value)
+    assert "use --backend openvino or torch for bf16" in cli_message(info.value)
+
+
 @pytest.mark.skipif(not RUNTIMES, reason="no graph runtime installed")
 def test_cache_is_reused_and_keyed_by_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTSAL_CACHE_DIR", str(tmp_path / "cache"))
