@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from fastsal import cpu
-from fastsal.backends import installed
-from fastsal.cost import EAGER, make_runner, parse_label, runner_labels, time_runner
+from fastsal.runtime import installed
+from fastsal.cost import EAGER, label_runner, parse_label, runner_labels, time_runner
 from fastsal.errors import FastSalError
 from fastsal.files import write_json
 from fastsal.models import build
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"model": name, "backend": backend, "skipped": why})
                 continue
             try:
-                run, info = make_runner(model, name, backend, args.size, threads=args.threads,
+                run, info = label_runner(model, name, backend, args.size, threads=args.threads,
                                         workdir=workdir, calibration_images=calib)
             except FastSalError as exc:
                 print(f"{name:<12} {backend:<17} skipped: {exc}", file=sys.stderr, flush=True)

@@ -60,9 +60,9 @@ import torch
 
 import fastsal
 from fastsal import cpu, defaults, quantize
-from fastsal.backends import installed
+from fastsal.runtime import installed
 from fastsal.cli import main as fastsal_cli
-from fastsal.cost import EAGER, count_macs, make_runner, parse_label, runner_labels
+from fastsal.cost import EAGER, count_macs, label_runner, parse_label, runner_labels
 from fastsal.files import write_json
 from fastsal.models import load_model, shipped_weights, weights_for
 from fastsal.models.fuse import fuse
@@ -129,7 +129,7 @@ def prepare(labels: Sequence[str], threads: int) -> list[Config]:
         engine, precision = parse_label(lab) if lab not in RECIPE_ROWS else RECIPE_ROWS[lab][:2]
         cfg = Config(lab, engine, precision, recipe=RECIPE_ROWS[lab][2] if lab in RECIPE_ROWS else None)
         if engine == EAGER:
-            cfg.run, _ = make_runner(model, defaults.MODEL, EAGER, INPUT_SIZE, threads=threads)
+            cfg.run, _ = label_runner(model, defaults.MODEL, EAGER, INPUT_SIZE, threads=threads)
             cfg.settings = {"backend": EAGER, "precision": "fp32", "input_size": list(INPUT_SIZE)}
         else:
             with recipe_env(cfg.recipe):

@@ -88,6 +88,11 @@ class FakePredictor:
     def input_size_for(self, shape) -> tuple[int, int]:
         return self.input_size
 
+    def read(self, image, *, max_pixels=None):
+        from fastsal.predict import Predictor
+
+        return Predictor.read(self, image, max_pixels=max_pixels)  # the real decoding step
+
     def preprocess(self, rgb: np.ndarray, shape=None) -> np.ndarray:
         from fastsal.images import resize_rgb
 

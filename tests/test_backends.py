@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import fastsal
-from fastsal import backends, defaults, quantize
-from fastsal.backends import BackendError, BackendNotice, Runner, cache_dir, candidates, load_runner
+from fastsal import defaults, quantize
+from fastsal.runtime import build as runtime_build, engines as runtime_engines
+from fastsal.runtime import EngineError, EngineNotice, Runner, cache_dir, candidates, load_runner
 from fastsal.cpu import isa_level, supports_bf16
 from fastsal.export import ExportError, export, read_sidecar
 from fastsal.models import build, save_checkpoint
@@ -21,7 +22,7 @@ from fastsal.predict import example_image
 
 from helpers import randomise
 
-RUNTIMES = [b for b in ("onnxruntime", "openvino") if backends.installed(b)]
+RUNTIMES = [b for b in ("onnxruntime", "openvino") if runtime_engines.installed(b)]
 # fp32 maps from every engine equal PyTorch's to float32 rounding: the largest difference measured,
 # relative to the map's peak, is ~2e-6 (fp32 arithmetic in another order), on AVX2 and AVX-512-BF16
 # CPUs alike. bf16 (OpenVINO's default on BF16 CPUs) moved them by 2e-2: 200x the tolerance.
@@ -49,7 +50,7 @@ def test_runtime_maps_match_torch(backend, size, torch_predictor):
         assert np.abs(got - ref).max() < MAP_RTOL * ref.max(), f"{backend} on a {isa_level()} CPU"
 
 
-@pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
+@pytest.mark.skipif(not runtime_engines.installed("openvino"), reason="openvino not installed")
 def test_openvino_is_compiled_in_f32_whatever_the_cpu():
     """OpenVINO's CPU plugin defaults to bf16 on BF16/AMX CPUs; fp32 must be asked for and kept."""
     p = fastsal.load(backend="openvino", threads=1)
@@ -59,25 +60,25 @@ def test_openvino_is_compiled_in_f32_whatever_the_cpu():
 
 
 def test_candidates_and_fallback_order(monkeypatch):
-    assert candidates("auto")[0] == [b for b in defaults.ENGINES if backends.installed(b)]
+    assert candidates("auto")[0] == [b for b in defaults.ENGINES if runtime_engines.installed(b)]
     assert candidates("torch") == (["torch"], [])
-    with pytest.raises(BackendError, match="unknown backend 'tensorrt'"):
+    with pytest.raises(EngineError, match="unknown backend 'tensorrt'"):
         candidates("tensorrt")
-    with pytest.raises(BackendError, match="no bf16 mode"):
+    with pytest.raises(EngineError, match="no bf16 mode"):
         candidates("onnxruntime", "bf16")
-    with pytest.raises(BackendError, match="unknown precision"):
+    with pytest.raises(EngineError, match="unknown precision"):
         candidates("auto", "fp8")
-    monkeypatch.setattr(backends, "installed", lambda b: b == "torch")
+    monkeypatch.setattr(runtime_engines, "installed", lambda b: b == "torch")
     assert candidates("auto") == (["torch"], [])
     engines, notes = candidates("openvino")
     assert engines == ["torch"] and "pip install 'fastsal[openvino]'" in notes[0] and "\n" not in notes[0]
-    with pytest.raises(BackendError, match="no other engine runs int8"):
+    with pytest.raises(EngineError, match="no other engine runs int8"):
         candidates("openvino", "int8")
 
 
 def test_missing_backend_falls_back_with_notice(monkeypatch):
-    monkeypatch.setattr(backends, "installed", lambda b: b == "torch")
-    with pytest.warns(BackendNotice, match="'onnxruntime' is not installed; using 'torch'"):
+    monkeypatch.setattr(runtime_engines, "installed", lambda b: b == "torch")
+    with pytest.warns(EngineNotice, match="'onnxruntime' is not installed; using 'torch'"):
         p = fastsal.load(backend="onnxruntime", threads=1)
     assert p.backend == "torch"
 
@@ -85,15 +86,15 @@ def test_missing_backend_falls_back_with_notice(monkeypatch):
 @pytest.mark.skipif(not RUNTIMES, reason="no graph runtime installed")
 def test_auto_moves_on_when_an_engine_cannot_prepare_the_model(monkeypatch):
     first = candidates("auto")[0][0]
-    real = backends.make_runner
+    real = runtime_build.make_runner
 
     def broken(model, engine, *a, **k):
         if engine == first:
             raise RuntimeError(f"{engine} exploded\nsecond line")
         return real(model, engine, *a, **k)
 
-    monkeypatch.setattr(backends, "make_runner", broken)
-    with pytest.warns(BackendNotice) as caught:
+    monkeypatch.setattr(runtime_build, "make_runner", broken)
+    with pytest.warns(EngineNotice) as caught:
         p = fastsal.load(threads=1)
     assert p.backend != first
     note = str(caught[0].message)
@@ -105,18 +106,18 @@ def test_auto_moves_on_when_an_engine_cannot_prepare_the_model(monkeypatch):
 
 @pytest.mark.skipif(supports_bf16(), reason="this CPU has bf16: the refusal is tested by monkeypatching below")
 def test_bf16_is_refused_on_cpus_without_it():
-    with pytest.raises(BackendError, match="AVX512_BF16 or AMX"):
+    with pytest.raises(EngineError, match="AVX512_BF16 or AMX"):
         fastsal.load(precision="bf16")
 
 
 def test_bf16_refusal_names_the_cpu(monkeypatch):
-    monkeypatch.setattr(backends, "supports_bf16", lambda: False)
-    with pytest.raises(BackendError, match=r"precision 'bf16' needs a CPU with AVX512_BF16 or AMX \(this one has"):
+    monkeypatch.setattr(runtime_engines, "supports_bf16", lambda: False)
+    with pytest.raises(EngineError, match=r"precision 'bf16' needs a CPU with AVX512_BF16 or AMX \(this one has"):
         fastsal.load(precision="bf16", backend="torch")
 
 
 @pytest.mark.skipif(not supports_bf16(), reason="needs a CPU with AVX512_BF16 or AMX")
-@pytest.mark.parametrize("backend", ["torch", *(["openvino"] if backends.installed("openvino") else [])])
+@pytest.mark.parametrize("backend", ["torch", *(["openvino"] if runtime_engines.installed("openvino") else [])])
 def test_bf16_is_close_but_not_exact(backend, torch_predictor):
     p = fastsal.load(backend=backend, precision="bf16", threads=1)
     torch_predictor.input_size = p.input_size
@@ -128,7 +129,7 @@ def test_bf16_is_close_but_not_exact(backend, torch_predictor):
 
 @pytest.mark.parametrize("backend", RUNTIMES)
 def test_int8_uses_the_shipped_calibration(backend, torch_predictor):
-    if not (backends.installed("onnxruntime") and importlib.util.find_spec("onnx")) \
+    if not (runtime_engines.installed("onnxruntime") and importlib.util.find_spec("onnx")) \
             and not (backend == "openvino" and quantize.installed("nncf")):
         pytest.skip("int8 needs NNCF (OpenVINO) or onnxruntime's quantiser")
     p = fastsal.load(backend=backend, precision="int8", threads=1)
@@ -136,17 +137,33 @@ def test_int8_uses_the_shipped_calibration(backend, torch_predictor):
     assert p.precision == "int8" and p.settings()["precision"] == "int8"
     ref, got = torch_predictor.predict(example_image()), p.predict(example_image())
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.98
-    with pytest.raises(BackendError, match="no int8 mode"):
+    with pytest.raises(EngineError, match="no int8 mode"):
         fastsal.load(backend="torch", precision="int8")
 
 
 def test_device_errors_are_one_line():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(BackendError, match="no CUDA GPU is available"):
+    with pytest.raises(EngineError, match="no CUDA GPU is available"):
         fastsal.load(device="cuda")
-    with pytest.raises(BackendError, match="unknown device"):
+    with pytest.raises(EngineError, match="unknown device"):
         fastsal.load(device="tpu:x")
+
+
+def test_engine_errors_name_the_keyword_and_the_command_line_names_the_flag(monkeypatch):
+    """The runtime's errors carry their parameter (option=): Python callers read the keyword, the
+    command line the flag it renders (fastsal.cli.cli_message)."""
+    from fastsal.cli import cli_message
+
+    with pytest.raises(EngineError) as info:
+        candidates("openvino", "int8", "cuda:0" if not torch.cuda.is_available() else "mps")
+    assert info.value.option in ("device", "backend")
+    assert f"use {info.value.option} " in str(info.value) and f"use --{info.value.option} " in cli_message(info.value)
+    monkeypatch.setattr(runtime_engines, "supports_bf16", lambda: True)  # past the CPU check, to the engine's
+    with pytest.raises(EngineError) as info:
+        candidates("onnxruntime", "bf16")
+    assert "use backend openvino or torch for bf16" in str(info.value)
+    assert "use --backend openvino or torch for bf16" in cli_message(info.value)
 
 
 @pytest.mark.skipif(not RUNTIMES, reason="no graph runtime installed")
@@ -177,12 +194,12 @@ def test_unwritable_cache_still_works(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("FASTSAL_CACHE_DIR", str(blocker / "cache"))
-    with pytest.warns(BackendNotice, match="not writable"):
+    with pytest.warns(EngineNotice, match="not writable"):
         p = fastsal.load(backend=RUNTIMES[0], threads=1)
     assert p.predict(example_image()).shape == (600, 800)
 
 
-@pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
+@pytest.mark.skipif(not runtime_engines.installed("openvino"), reason="openvino not installed")
 def test_openvino_ir_export_round_trip(tmp_path):
     model = randomise(build("fastsal_c"), seed=2)
     path = export(model, "fastsal_c", tmp_path / "c.xml", format="openvino", input_size=(64, 96))
@@ -195,7 +212,7 @@ def test_openvino_ir_export_round_trip(tmp_path):
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(run(x) - ref).max() < 1e-4 * np.abs(ref).max()
-    with pytest.raises(BackendError, match=r"runs on openvino, not 'onnxruntime'"):
+    with pytest.raises(EngineError, match=r"runs on openvino, not 'onnxruntime'"):
         load_runner(path, backend="onnxruntime")
     with open(tmp_path / "c.bin", "ab") as fh:  # the weights file is covered by the sidecar too
         fh.write(b"\0")
@@ -205,7 +222,7 @@ def test_openvino_ir_export_round_trip(tmp_path):
         export(model, "fastsal_c", tmp_path / "c.onnx", format="openvino", input_size=(64, 96))
 
 
-@pytest.mark.skipif(not (backends.installed("openvino") and backends.installed("onnxruntime")), reason="needs both")
+@pytest.mark.skipif(not (runtime_engines.installed("openvino") and runtime_engines.installed("onnxruntime")), reason="needs both")
 def test_onnx_file_runs_on_openvino(tmp_path):
     model = randomise(build("fastsal_a"), seed=3)
     path = export(model, "fastsal_a", tmp_path / "a.onnx", input_size=(64, 96), dynamic_batch=True)
@@ -218,7 +235,7 @@ def test_onnx_file_runs_on_openvino(tmp_path):
 @pytest.mark.skipif(not RUNTIMES, reason="no graph runtime installed")
 @pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("openvino", ".xml")])
 def test_exported_file_loads_like_a_checkpoint(tmp_path, fmt, suffix, torch_predictor):
-    if fmt == "onnx" and not backends.installed("onnxruntime") or fmt == "openvino" and not backends.installed("openvino"):
+    if fmt == "onnx" and not runtime_engines.installed("onnxruntime") or fmt == "openvino" and not runtime_engines.installed("openvino"):
         pytest.skip(f"{fmt} runtime not installed")
     from fastsal.models import load_model, shipped_weights
 
@@ -236,7 +253,7 @@ def test_predictor_repr_and_threads_validation():
     with pytest.raises(ValueError, match="threads"):
         fastsal.load(threads=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", BackendNotice)  # auto never warns when the first engine works
+        warnings.simplefilter("error", EngineNotice)  # auto never warns when the first engine works
         p = fastsal.load(threads=1)
     assert f"backend={p.backend!r}" in repr(p) and "precision='fp32'" in repr(p)
     assert Path(os.environ["FASTSAL_CACHE_DIR"]).is_dir() or p.backend == "torch"

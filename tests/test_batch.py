@@ -158,13 +158,15 @@ def test_ctrl_c_records_every_map_computed_when_writes_queue_behind_slow_decodes
 
     make_tree(tmp_path / "in", n=6)
     jobs = batch.collect([tmp_path / "in"])
-    real_decode = batch.load_resized
+    import fastsal.predict
+
+    real_decode = fastsal.predict.load_resized  # what Predictor.read, the one decode step, calls
 
     def slow_decode(*a, **k):
         time.sleep(0.3)
         return real_decode(*a, **k)
 
-    monkeypatch.setattr(batch, "load_resized", slow_decode)
+    monkeypatch.setattr(fastsal.predict, "load_resized", slow_decode)
     _ctrl_c_at_second_batch(predictor, monkeypatch)
     manifest = tmp_path / "out" / "manifest.json"
     with pytest.raises(KeyboardInterrupt):

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 
 import fastsal
-from fastsal import backends
-from fastsal.backends import BackendNotice
+from fastsal.runtime import EngineNotice, engines
 from fastsal.files import file_sha256
 from fastsal.predict import example_image
 
-pytestmark = pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
+pytestmark = pytest.mark.skipif(not engines.installed("openvino"), reason="openvino not installed")
 
 # Each race starts from a fresh empty cache. Collisions are random: before the fix, three
 # processes released together rarely collided, while starts ~0.7 s apart (a later process meeting
@@ -50,7 +49,7 @@ def _start_together(scripts: list[str], env: dict[str, str], cwd: Path,
     procs = []
     for i, script in enumerate(scripts):
         wrapper = (f"import pathlib, sys, time\n"
-                   f"import fastsal, fastsal.backends, fastsal.cli, fastsal.export, openvino\n"
+                   f"import fastsal, fastsal.runtime.build, fastsal.cli, fastsal.export, openvino\n"
                    f"{_COUNT_EXPORTS}"
                    f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.002)\n"
                    f"time.sleep({i * stagger})\n"
@@ -172,7 +171,7 @@ def test_a_blob_damaged_in_the_middle_is_rebuilt(cache, reference):
     data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
     blob.write_bytes(bytes(data))
     assert not _blob_is_valid(blob)
-    with pytest.warns(BackendNotice, match=r"cached compiled model .*\.blob was damaged; rebuilt it"):
+    with pytest.warns(EngineNotice, match=r"cached compiled model .*\.blob was damaged; rebuilt it"):
         p = fastsal.load(backend="openvino", threads=1)
     got = p.predict(example_image())
     assert np.abs(got - reference).max() < 1e-4 * reference.max()
@@ -192,7 +191,7 @@ def test_a_blob_without_a_valid_sidecar_is_rebuilt(cache, reference, damage):
         side.write_text(json.dumps({"sha256": 5, "size": "x"}))
     blob.write_bytes(b"not a compiled model")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BackendNotice)
+        warnings.simplefilter("ignore", EngineNotice)
         p = fastsal.load(backend="openvino", threads=1)
     got = p.predict(example_image())
     assert np.abs(got - reference).max() < 1e-4 * reference.max()

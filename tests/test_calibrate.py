@@ -11,6 +11,7 @@ from scipy import ndimage
 import fastsal
 from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 from fastsal import calibration as C
+from fastsal.calibration import log_prior
 from fastsal.cli import main
 from fastsal.models.registry import CHECKSUM_KEY, atomic_save, postprocess_settings, read_checkpoint
 from test_scene import write_scene
@@ -66,7 +67,7 @@ def test_prior_is_size_and_aspect_independent():
     prior = (0.4, 0.6, 0.1, 0.15)
     for shape in [(48, 64), (64, 48), (256, 256), (33, 190)]:
         h, w = shape
-        p = np.exp(C._log_normalise(C.log_prior(shape, prior)))
+        p = np.exp(C._log_normalise(log_prior(shape, prior)))
         u, v = (np.arange(w) + 0.5) / w, (np.arange(h) + 0.5) / h
         mx, my = (p.sum(0) * u).sum(), (p.sum(1) * v).sum()
         sx, sy = np.sqrt((p.sum(0) * (u - mx) ** 2).sum()), np.sqrt((p.sum(1) * (v - my) ** 2).sum())

@@ -10,14 +10,14 @@ from torch import nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from fastsal.backends import BackendError, load_runner  # noqa: E402
+from fastsal.runtime import EngineError, load_runner  # noqa: E402
 from fastsal.export import (  # noqa: E402
     ExportError,
     export,
-    preprocess_image,
     read_sidecar,
     sidecar_path,
 )
+from fastsal.images import load_input as preprocess_image  # noqa: E402
 from fastsal.models import build, read_checkpoint  # noqa: E402
 from fastsal.models.registry import shipped_weights  # noqa: E402
 
@@ -126,7 +126,7 @@ def test_static_batch_export_runs_any_batch_and_checks_size(tmp_path):
     run = load_runner(export(model, "fastsal_bare", tmp_path / "b.onnx", input_size=(64, 96)), threads=1)
     x = np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32)
     assert np.abs(run(x) - eager(model, x)).max() < LOGIT_TOL
-    with pytest.raises(BackendError, match="expects"):
+    with pytest.raises(EngineError, match="expects"):
         run(np.zeros((1, 3, 64, 64), np.float32))
 
 
@@ -207,6 +207,20 @@ def test_sidecar_postprocess_text_is_what_predict_does(tmp_path):
     d /= d.sum()                                                           # 1. softmax
     d = ndimage.gaussian_filter(d, sigma, mode="nearest")                  # 2. blur, renormalise
     d /= d.sum()
+    calib = side["meta"].get("calibration")
+    if calib:                                                              # 2b. the shipped default's calibration
+        hh, ww = d.shape
+        u = ((np.arange(ww) + 0.5) / ww)[None, :]
+        v = ((np.arange(hh) + 0.5) / hh)[:, None]
+        p = calib["prior"]
+        log_prior = -((u - p["x"]) / p["sx"]) ** 2 / 2 - ((v - p["y"]) / p["sy"]) ** 2 / 2
+        t, w = calib["temperature"], calib["prior_weight"]
+        if calib["form"] == "power":
+            d = d ** (1 / t) * np.exp(w * log_prior)
+            d /= d.sum()
+        else:
+            sharp, prior = d ** (1 / t), np.exp(log_prior)
+            d = (1 - w) * sharp / sharp.sum() + w * prior / prior.sum()
     big = np.asarray(Image.fromarray(d.astype(np.float32)).resize((120, 90), Image.BICUBIC))
     big = np.maximum(big, 0)                                               # 3. resize, clamp, renormalise
     big = big / big.sum()

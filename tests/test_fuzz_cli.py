@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import fastsal
+import fastsal.runtime
 from fastsal.cli import main
 from fastsal.images import ImageError
 from fastsal.predict import example_image
@@ -345,9 +346,9 @@ def test_api_accepts_file_objects(predictor):
     ({"threads": 0}, fastsal.predict.PredictError),
     ({"threads": 100_000}, fastsal.predict.PredictError),
     ({"input_size": (100_000, 100_000)}, fastsal.predict.PredictError),
-    ({"precision": "fp8"}, fastsal.backends.BackendError),
-    ({"backend": "tensorrt"}, fastsal.backends.BackendError),
-    ({"device": "cuda:99"}, fastsal.backends.BackendError),
+    ({"precision": "fp8"}, fastsal.runtime.EngineError),
+    ({"backend": "tensorrt"}, fastsal.runtime.EngineError),
+    ({"device": "cuda:99"}, fastsal.runtime.EngineError),
 ])
 def test_api_bad_load_options(kwargs, error):
     with pytest.raises(error):
@@ -365,9 +366,9 @@ def test_api_bad_batch_and_size(predictor):
         predictor.predict_batch([example_image()], batch_size=0)
     with pytest.raises(fastsal.predict.PredictError):
         predictor.input_size = (0, 5)
-    with pytest.raises(fastsal.backends.BackendError, match="expects an"):
+    with pytest.raises(fastsal.runtime.EngineError, match="expects an"):
         predictor.runner(np.zeros((1, 3, 10, 10), np.float32))
-    with pytest.raises(fastsal.backends.BackendError, match="NaN or inf"):
+    with pytest.raises(fastsal.runtime.EngineError, match="NaN or inf"):
         predictor.runner(np.full((1, 3, *predictor.input_size), np.nan, np.float32))
 
 

@@ -17,7 +17,7 @@ from PIL import EpsImagePlugin, Image
 
 import fastsal
 from fastsal import batch, cpu
-from fastsal.backends import BackendError, installed
+from fastsal.runtime import EngineError, installed
 from fastsal.cli import main
 from fastsal.errors import FastSalError
 from fastsal.images import DECODE_FORMATS, ImageError, UnrecognisedImageError, as_rgb_array, find_images, load_rgb
@@ -204,7 +204,7 @@ def test_every_engine_refuses_a_non_finite_batch(engine, bad):
     batch_ = np.full((2, 3, *model.runner.input_size), 0.5, np.float32)
     assert np.isfinite(model.runner(batch_)).all()
     batch_[1, 2, 3, 4] = bad
-    with pytest.raises(BackendError, match="contains NaN or inf values"):
+    with pytest.raises(EngineError, match="contains NaN or inf values"):
         model.runner(batch_)
 
 
@@ -227,14 +227,14 @@ def test_fifo_named_like_an_image_is_refused_without_opening_it(tmp_path):
 _BLOCKED = textwrap.dedent("""
     import sys, threading
     from pathlib import Path
-    import fastsal.batch
+    import fastsal.predict
     marker = Path(sys.argv[1])
 
     def blocked(*args, **kwargs):  # a decode that never returns (a hung network mount)
         marker.write_text("blocked")
         threading.Event().wait()
 
-    fastsal.batch.load_resized = blocked
+    fastsal.predict.load_resized = blocked  # what Predictor.read, the one decode step, calls
     sys.argv = ["fastsal", *sys.argv[2:]]
     from fastsal.cli import entry
     entry()

@@ -22,8 +22,7 @@ import pytest
 import torch
 
 import fastsal
-from fastsal import backends, cache
-from fastsal.backends import BackendNotice
+from fastsal.runtime import EngineNotice, cache, engines, runners
 from fastsal.cli import main
 from fastsal.export import read_sidecar
 from fastsal.files import file_sha256, file_lock
@@ -31,7 +30,7 @@ from fastsal.models import build, save_checkpoint
 from fastsal.predict import example_image
 from helpers import randomise
 
-RUNTIMES = [e for e in ("openvino", "onnxruntime") if backends.installed(e)]
+RUNTIMES = [e for e in ("openvino", "onnxruntime") if engines.installed(e)]
 needs_runtime = pytest.mark.skipif(not RUNTIMES, reason="no graph runtime installed")
 
 
@@ -48,7 +47,7 @@ def _graph_files(folder: Path) -> list[Path]:
 
 
 # -- issue 22 item 1: an exported file runs like the checkpoint ---------------------------------------
-@pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
+@pytest.mark.skipif(not engines.installed("openvino"), reason="openvino not installed")
 def test_exported_file_scores_like_the_checkpoint_on_osie_test(tmp_path, osie_root, own_cache, capsys):
     """`fastsal export --format openvino` (defaults) and the checkpoint: the same NSS on a fixed
     subset of OSIE test (the full split is measured in the README), within 0.5 %."""
@@ -77,7 +76,7 @@ def test_fixed_size_export_is_still_available(tmp_path):
     """--static keeps the old contract (one size, stretched) for runtimes that need it."""
     model = randomise(build("fastsal_bare"), seed=3)
     ckpt = save_checkpoint(model, "fastsal_bare", tmp_path / "m.pt")
-    if not backends.installed("onnxruntime"):
+    if not engines.installed("onnxruntime"):
         pytest.skip("onnxruntime not installed")
     out = tmp_path / "m.onnx"
     assert main(["export", "--weights", str(ckpt), "--static", "--input-size", "64x96", "-o", str(out)]) == 0
@@ -220,12 +219,12 @@ def test_a_graph_changed_with_its_sidecar_is_detected(tmp_path, own_cache, engin
     fastsal.load(ckpt, backend=engine, threads=1, input_size=(64, 96))
     (graph,) = _graph_files(own_cache)
     _tamper(graph)
-    with pytest.warns(BackendNotice, match=r"did not reproduce the weights' output .* converted it again"):
+    with pytest.warns(EngineNotice, match=r"did not reproduce the weights' output .* converted it again"):
         p = fastsal.load(ckpt, backend=engine, threads=1, input_size=(64, 96))
     got = p.predict(example_image())
     assert np.abs(got - ref).max() <= 1e-4 * ref.max()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", BackendNotice)  # the rebuilt file is used as it is
+        warnings.simplefilter("error", EngineNotice)  # the rebuilt file is used as it is
         fastsal.load(ckpt, backend=engine, threads=1, input_size=(64, 96))
 
 
@@ -252,13 +251,13 @@ def test_a_new_cache_folder_is_private(own_cache):
 
 def test_the_torch_reference_of_the_probe_leaves_the_model_in_its_mode():
     model = randomise(build("fastsal_bare"), seed=7).train()
-    ref = backends._reference(model)
+    ref = runners.reference_logits(model)
     out = ref(np.zeros((1, 3, 64, 64), np.float32))
     assert model.training and out.shape == (1, 1, 64, 64)
     assert torch.is_grad_enabled()
 
 
-@pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
+@pytest.mark.skipif(not engines.installed("openvino"), reason="openvino not installed")
 def test_a_compiled_model_swapped_with_its_sidecar_is_detected(tmp_path, own_cache):
     """A valid compiled model of other weights under this one's name, its SHA-256 and size in the
     sidecar: the probe against the weights in memory catches it and the blob is rebuilt."""
@@ -275,7 +274,7 @@ def test_a_compiled_model_swapped_with_its_sidecar_is_detected(tmp_path, own_cac
     side.update(sha256=file_sha256(blob_a), size=blob_a.stat().st_size)
     side_path.write_text(json.dumps(side))
     ref = fastsal.load(a, backend="torch", threads=1, input_size=(64, 96)).predict(example_image())
-    with pytest.warns(BackendNotice, match=r"cached compiled model .*\.blob did not reproduce the weights' output"):
+    with pytest.warns(EngineNotice, match=r"cached compiled model .*\.blob did not reproduce the weights' output"):
         p = fastsal.load(a, backend="openvino", threads=1, input_size=(64, 96))
     assert 1 not in p.runner.imported
     assert np.abs(p.predict(example_image()) - ref).max() <= 1e-4 * ref.max()

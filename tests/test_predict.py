@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 import fastsal
-import fastsal.backends
+import fastsal.runtime
 from fastsal.images import ImageError
 from fastsal.models import ModelError, build, save_checkpoint
-from fastsal.backends import candidates
-from fastsal.predict import Predictor, colormap, example_image, load, overlay, to_png
+from fastsal.runtime import candidates
+from fastsal.predict import Predictor, example_image, load
+from fastsal.viewing import colormap, overlay, to_png
 
 torch.set_num_threads(1)
 
@@ -134,7 +135,7 @@ class ConstantRunner:
 
 def ConstantBackend(logits_small: np.ndarray) -> Predictor:
     runner = ConstantRunner(logits_small)
-    assert isinstance(runner, fastsal.backends.Runner)
+    assert isinstance(runner, fastsal.runtime.Runner)
     return Predictor(runner, "constant", blur_sigma=0.0)
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from fastsal import defaults, quantize
-from fastsal.backends import default_calibration_images, make_runner
+from fastsal.runtime import default_calibration_images, make_runner
 from fastsal.errors import FastSalError
-from fastsal.export import preprocess_image, read_sidecar
+from fastsal.export import read_sidecar
+from fastsal.images import load_input as preprocess_image
 from fastsal.models import load_model, shipped_weights
 
 needs_nncf = pytest.mark.skipif(not quantize.installed("nncf"), reason="the [openvino] extra (openvino, nncf) is not installed")
@@ -34,13 +35,14 @@ import numpy as np, warnings
 import fastsal
 from fastsal.export import export, read_sidecar
 from fastsal.models import load_model, shipped_weights
+from fastsal.runtime import default_calibration_images
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     p = fastsal.load(precision="int8", input_size=(64, 96), threads=1)
     density = p.predict(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
 model, meta = load_model(shipped_weights("default"))
 xml = export(model, model.name, sys.argv[1] + "/m.xml", "openvino", (64, 96), int8=True,
-             calibration_images=fastsal.backends.default_calibration_images()[:4])
+             calibration_images=default_calibration_images()[:4])
 print(json.dumps({"backend": p.backend, "precision": p.precision, "sum": float(density.sum()),
                   "notes": [str(w.message) for w in caught], "onnx_loaded": [m for m in BLOCKED if m in sys.modules],
                   "recipe": read_sidecar(xml)["quantization"]["recipe"]}))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from fastsal._lazy import lazy_exports
+from fastsal._version import __version__
 
 # OpenVINO's model converter (and NNCF) send usage data to Intel and keep an id file in ~/intel unless
 # their `openvino_telemetry` package fails to import; both then use a silent stub. fastsal imports
@@ -45,26 +46,8 @@ if TYPE_CHECKING:
     from fastsal.cropping import crop
     from fastsal.images import ImageError
     from fastsal.models import ModelError, list_models
-    from fastsal.predict import (
-        Predictor,
-        colormap,
-        example_image,
-        load,
-        overlay,
-        to_png,
-    )
+    from fastsal.predict import Predictor, example_image, load
+    from fastsal.viewing import colormap, overlay, to_png
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastsal' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

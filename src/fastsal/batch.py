@@ -6,8 +6,7 @@
 
 Collecting, sharding, resuming, failures, signals and the manifest are :mod:`fastsal.jobs`'s
 (re-exported here); this module defines what a map is: the output files of an input
-(:func:`output_paths`), and :class:`MapsTask`, which decodes (JPEGs at a reduced DCT scale,
-:func:`fastsal.images.load_resized`), runs the network and encodes every format in memory, so a
+(:func:`output_paths`), and :class:`MapsTask`, which decodes (:meth:`fastsal.predict.Predictor.read`, the one decode step), runs the network and encodes every format in memory, so a
 remote worker's bytes are the local run's.
 """
 from __future__ import annotations
@@ -24,7 +23,7 @@ from PIL import Image
 
 from fastsal import defaults
 from fastsal.files import atomic_write, atomic_write_bytes, gray_png
-from fastsal.images import ImageError, load_image, load_resized, load_rgb
+from fastsal.images import ImageError, load_image, load_rgb
 from fastsal.jobs import (
     MAP_SETTINGS,
     Item,
@@ -84,8 +83,8 @@ class MapsTask(Task):
                 "formats": list(self.formats)}
 
     def decode(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
-        # only what the network needs: overlays decode the full image again when encoded
-        return load_resized(Path(item.source), self.model.input_size_for)
+        # only what the network needs (Predictor.read): overlays decode the full image again when encoded
+        return self.model.read(Path(item.source))
 
     def infer(self, decoded: list[Any]) -> list[Any]:
         # what Predictor.predict_batch does, minus the resize; one forward pass per input size
@@ -326,7 +325,8 @@ def predict_file(predictor: Any, source: str | Path, target: str | Path, fmt: st
     if target.is_file() and not overwrite:
         return target, False
     rgb = load_rgb(source)
-    return write_map(target, fmt, predictor.predict(rgb), rgb), True
+    # the map decoded as every entry point does (Predictor.read); rgb is only for the overlay
+    return write_map(target, fmt, predictor.predict(source), rgb), True
 
 
 def log_density(prob: np.ndarray) -> np.ndarray:

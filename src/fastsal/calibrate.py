@@ -21,13 +21,12 @@ REPORT_METRICS = ("information_gain", "log_likelihood", "nss", "cc", "kld")
 def uncalibrated_logs(predictor: Any, samples: Sequence[Any], batch_size: int = 8) -> list[np.ndarray]:
     """Each sample's small log-density from ``predictor`` with its own calibration switched off
     (a calibration is always fitted afresh on the network's density), as float32 to halve memory."""
-    from fastsal.images import as_rgb_array
 
     saved, predictor.calibration = predictor.calibration, None
     try:
         out: list[np.ndarray] = []
         for start in range(0, len(samples), batch_size):
-            inputs = [predictor.preprocess(as_rgb_array(s.image_path)) for s in samples[start:start + batch_size]]
+            inputs = [predictor.preprocess(*predictor.read(s.image_path)) for s in samples[start:start + batch_size]]
             out.extend(ls.astype(np.float32) for ls in predictor.small_log_densities(inputs))
         return out
     finally:

@@ -19,7 +19,7 @@ and the reference models of :mod:`fastsal.models.reference` (``salgan``, ``deepg
   "measured"), otherwise an estimate of 1 byte per parameter ("estimate").
 - ``latency_ms``: {label: median ms per image at batch 1 over ``runs`` timed runs after
   ``warmup``}. Labels (:func:`runner_labels`): ``eager`` (PyTorch, the model as defined) and the
-  runners of :mod:`fastsal.backends`, ``ENGINE`` at fp32 and ``ENGINE-PRECISION`` otherwise
+  runners of :mod:`fastsal.runtime`, ``ENGINE`` at fp32 and ``ENGINE-PRECISION`` otherwise
   (``torch``, ``torch-bf16``, ``onnxruntime``, ``onnxruntime-int8``, ``openvino``,
   ``openvino-bf16``, ``openvino-int8``): exactly what ``fastsal predict`` runs. Only ``eager`` and
   ``torch`` apply to the reference models (None for the others).
@@ -38,19 +38,17 @@ import torch
 from torch import nn
 
 from fastsal import defaults
-from fastsal.backends import BackendError
+from fastsal.runtime.engines import ENGINE_PRECISIONS, EngineError
 from fastsal.cpu import check_threads, cpu_name
 from fastsal.errors import FastSalError
 
 # Runner labels: "eager" (PyTorch, the model as defined, unfused) and every engine at every
-# precision of fastsal.backends, spelt ENGINE for fp32 and ENGINE-PRECISION otherwise.
+# precision of fastsal.runtime, spelt ENGINE for fp32 and ENGINE-PRECISION otherwise.
 EAGER = "eager"
 
 
 def runner_labels() -> tuple[str, ...]:
-    """Every label :func:`make_runner` accepts, in the engine vocabulary of :mod:`fastsal.backends`."""
-    from fastsal.backends import ENGINE_PRECISIONS
-
+    """Every label :func:`label_runner` accepts, in the engine vocabulary of :mod:`fastsal.runtime`."""
     return (EAGER, *(label(e, p) for e, ps in ENGINE_PRECISIONS.items() for p in ps))
 
 
@@ -63,9 +61,6 @@ def parse_label(text: str) -> tuple[str, str]:
     """(engine, precision) of a label; ``eager`` -> ("eager", "fp32")."""
     engine, _, precision = text.partition("-")
     return engine, precision or "fp32"
-
-
-BACKENDS = ("eager", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")  # the CLI's default choices
 
 
 def build_any(name: str) -> nn.Module:
@@ -108,7 +103,7 @@ def state_dict_bytes(model: nn.Module, half: bool = False) -> int:
     return buf.tell()
 
 
-def make_runner(
+def label_runner(
     model: nn.Module,
     name: str,
     backend: str,
@@ -122,31 +117,40 @@ def make_runner(
     it (``file_bytes``: the converted file's size). Graph engines convert into ``workdir``
     (default: a temporary folder, removed once the engine holds the model); int8 calibrates on
     ``calibration_images`` (default: the shipped set). ``threads``: the engine's threads."""
-    from fastsal.backends import TorchRunner, make_runner as engine_runner
+    from fastsal.runtime.build import make_runner
+    from fastsal.runtime.runners import TorchRunner
 
     engine, precision = parse_label(backend)
     if backend not in runner_labels():
-        raise BackendError(f"unknown backend {backend!r}; choose from: {', '.join(runner_labels())}")
+        raise EngineError(f"unknown backend {backend!r}; choose from: {', '.join(runner_labels())}")
     if threads is not None:
         torch.set_num_threads(check_threads(threads))
     if engine == EAGER:
         return TorchRunner(model, input_size, fuse_model=False), {}
     if not is_fastsal(model):
         if engine != "torch":
-            raise BackendError(f"backend {backend!r} is only available for FastSal models")
+            raise EngineError(f"backend {backend!r} is only available for FastSal models")
         return TorchRunner(model, input_size, precision, fuse_model=False), {}
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
-            return make_runner(model, name, backend, input_size, threads=threads, workdir=tmp,
+            return label_runner(model, name, backend, input_size, threads=threads, workdir=tmp,
                                calibration_images=calibration_images)
     if not hasattr(model, "name"):
         model.name = name
-    run = engine_runner(model, engine, input_size, precision, threads=threads, folder=workdir,
-                        calibration_images=calibration_images)
-    made = [p for p in Path(workdir).glob(f"{name}-*") if p.suffix in (".onnx", ".bin")
-            and (precision == "int8") == ("int8" in p.name)]
-    info = {"file_bytes": max((p.stat().st_size for p in made), default=None)}
-    return run, info
+    run = make_runner(model, engine, input_size, precision, threads=threads, folder=workdir,
+                      calibration_images=calibration_images)
+    return run, {"file_bytes": _weights_file_bytes(run)}
+
+
+def _weights_file_bytes(run: Any) -> int | None:
+    """The size of the file holding a graph runner's weights (an IR's ``.bin``, else the ONNX file),
+    as the runner names it: the cache's file names are the cache's business."""
+    path = getattr(run, "path", None)
+    if path is None:
+        return None
+    path = Path(path)
+    weights = path.with_suffix(".bin") if path.suffix == ".xml" else path
+    return weights.stat().st_size if weights.is_file() else None
 
 
 def time_runner(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int = 1, runs: int = 5) -> list[float]:
@@ -176,7 +180,7 @@ def cost_table(
     """One row per model name; see the module docstring for the fields."""
     for b in backends:
         if b not in runner_labels():
-            raise BackendError(f"unknown backend {b!r}; choose from: {', '.join(runner_labels())}")
+            raise EngineError(f"unknown backend {b!r}; choose from: {', '.join(runner_labels())}")
     h, w = (int(v) for v in input_size)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="fastsal-cost-") as tmp:
@@ -213,7 +217,7 @@ def cost_table(
             if not (measure_latency or backend == "onnxruntime-int8"):
                 continue
             try:
-                run, info = make_runner(model, name, backend, (h, w), threads=threads, workdir=workdir,
+                run, info = label_runner(model, name, backend, (h, w), threads=threads, workdir=workdir,
                                         calibration_images=calibration_images)
             except FastSalError as exc:  # e.g. openvino not installed
                 if measure_latency:
@@ -256,6 +260,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 __all__ = [
-    "BACKENDS", "EAGER", "build_any", "cpu_name", "label", "parse_label", "runner_labels", "cost_table", "count_macs", "count_params", "format_table", "make_runner",
+    "EAGER", "build_any", "cpu_name", "label", "parse_label", "runner_labels", "cost_table", "count_macs", "count_params", "format_table", "label_runner",
     "state_dict_bytes", "time_runner",
 ]

@@ -466,13 +466,7 @@ def small_density(predictor: Any, image: Any) -> tuple[np.ndarray, tuple[int, in
     Cropping needs no full-size map: the network's own output (288x384) holds all it knows, and
     skipping the resize to the image's size saves more time than the whole search takes.
     """
-    from fastsal.images import as_rgb_array, load_resized
-
-    if isinstance(image, (str, Path)):
-        small, size = load_resized(image, predictor.input_size_for)
-    else:
-        rgb = as_rgb_array(image)
-        small, size = rgb, rgb.shape[:2]
+    small, size = predictor.read(image)
     log_small = predictor.small_log_density(predictor.preprocess(small, size)[None])[0]
     return np.exp(log_small), (int(size[0]), int(size[1]))
 
@@ -624,9 +618,7 @@ class CropTask(Task):
         return {**kept, "crops": crops, **({"show": str(paths["show"])} if self.show else {})}
 
     def decode(self, item: Item) -> tuple[Any, tuple[int, int]]:
-        from fastsal.images import load_resized
-
-        small, size = load_resized(item.source, self.model.input_size_for)
+        small, size = self.model.read(item.source)
         return small, (int(size[0]), int(size[1]))
 
     def infer(self, decoded: list[Any]) -> list[Any]:

@@ -45,7 +45,7 @@ ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = {
 #: [openvino] extra) or "onnxruntime" (the QDQ ONNX graph, [onnx] extra); $FASTSAL_OPENVINO_INT8 overrides.
 OPENVINO_INT8 = "nncf"
 DEVICE = "cpu"
-#: Size limit of the model cache (:mod:`fastsal.cache`) in megabytes; least recently used entries
+#: Size limit of the model cache (:mod:`fastsal.runtime.cache`) in megabytes; least recently used entries
 #: go first. The default model takes ~20 MB as a graph plus ~20 MB per compiled input shape and
 #: batch size; ``$FASTSAL_CACHE_MAX_MB`` overrides it.
 CACHE_MAX_MB = 1024

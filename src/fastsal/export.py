@@ -3,10 +3,11 @@
     from fastsal.export import export
     export(model, "fastsal_a", "fastsal_a.onnx")                  # + fastsal_a.onnx.json
     fastsal.load("fastsal_a.onnx")                                 # a Predictor on the exported file
-    fastsal.backends.load_runner("fastsal_a.onnx")(batch)          # (N,3,H,W) f32 -> (N,1,H,W) f32
+    fastsal.runtime.load_runner("fastsal_a.onnx")(batch)           # (N,3,H,W) f32 -> (N,1,H,W) f32
 
-This module only writes files (and reads their sidecars back); running them is
-:mod:`fastsal.backends`' job.
+This module only writes files (and reads their sidecars back): running them is
+:mod:`fastsal.runtime`'s job, and so is the cache of converted models (:mod:`fastsal.runtime.cache`
+calls :func:`export` when a model file is missing).
 
 What is exported is :func:`fastsal.models.fuse.fuse` of the model (BatchNorm folded, FastSal-C's
 head fused): same outputs, faster graph. The graph's contract, also written to the sidecar:
@@ -62,9 +63,9 @@ import torch
 from torch import nn
 
 from fastsal import defaults
-from fastsal.files import atomic_path, atomic_write, atomic_write_bytes, file_lock, file_sha256
+from fastsal.files import atomic_path, atomic_write, atomic_write_bytes, file_sha256
+from fastsal.quantize import openvino_recipe, quantize_model, sidecar_entry
 from fastsal.geometry import is_network_size
-from fastsal.quantize import NNCF_RECIPE_VERSION, openvino_recipe, quantize_model, sidecar_entry
 
 SIDECAR_FORMAT = "fastsal-export/1"
 ONNX_OPSET = 17
@@ -119,16 +120,10 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 # -- calibration ------------------------------------------------------------------------------
-def preprocess_image(path: str | Path, input_size: tuple[int, int]) -> np.ndarray:
-    """Image file -> (3, H, W) float32 RGB in [0, 1] at ``input_size``, as the predictor does."""
-    from fastsal.images import load_rgb, resize_rgb
-
-    small = resize_rgb(load_rgb(path), tuple(input_size))
-    return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
-
-
 def _calibration_reader(paths: Sequence[str | Path], input_size: tuple[int, int]):
     from onnxruntime.quantization import CalibrationDataReader
+
+    from fastsal.images import load_input
 
     class _Reader(CalibrationDataReader):
         """Feeds one preprocessed image at a time (batch 1, valid for static and dynamic graphs)."""
@@ -138,13 +133,12 @@ def _calibration_reader(paths: Sequence[str | Path], input_size: tuple[int, int]
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             p = next(self._paths, None)
-            return None if p is None else {INPUT_NAME: preprocess_image(p, input_size)[None]}
+            return None if p is None else {INPUT_NAME: load_input(p, input_size)[None]}
 
     return _Reader()
 
 
 # -- export -----------------------------------------------------------------------------------
-# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def export(
     model: nn.Module,
     name: str,
@@ -175,10 +169,42 @@ def export(
     that turns an image into an input size (recorded in the sidecar). ``int8_recipe`` (OpenVINO
     int8: ``"nncf"`` or ``"onnxruntime"``) defaults to :func:`fastsal.quantize.openvino_recipe`. Returns ``path``.
     """
-    from fastsal import __version__
     from fastsal.models.fuse import fuse
 
     path = Path(path)
+    h, w = _check_request(format, input_size, meta, dynamic_size)
+    aspect = bool(aspect and dynamic_size)  # one fixed size stretches every image
+    calibration = _check_calibration(format, calibration_images) if int8 else []
+    weights_sha = state_dict_sha256(model)
+    net = _Graph(fuse(model) if fuse_model else copy.deepcopy(model).eval())  # the caller's model is untouched
+    dummy = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    extra_files: dict[str, str] = {}
+    recipe: str | None = None
+    if format == "onnx":
+        _export_onnx(net, path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w), dynamic_size)
+    elif format == "openvino":
+        if path.suffix != ".xml":
+            raise ExportError(f"{path}: OpenVINO IR files end in .xml (the weights go to {path.stem}.bin beside it)")
+        recipe = (int8_recipe or openvino_recipe()) if int8 else None
+        _export_openvino(net, path, dummy, dynamic_batch, dynamic_size, opset, calibration if int8 else None, recipe)
+        extra_files[path.with_suffix(".bin").name] = file_sha256(path.with_suffix(".bin"))
+    else:
+        _export_torchscript(net, path, dummy)
+    sidecar = _sidecar(name, path, format, (h, w), dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
+                       aspect=aspect, weights_sha=weights_sha, fused=fuse_model, opset=opset, meta=meta,
+                       extra_files=extra_files)
+    if int8:
+        recipe = "nncf" if format == "openvino" and recipe == "nncf" else "onnxruntime"
+        sidecar["precision"] = "int8"
+        sidecar["quantization"] = sidecar_entry(recipe, len(calibration), calibration_digest(calibration))
+    with atomic_write(sidecar_path(path), "w") as fh:
+        fh.write(json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def _check_request(format: str, input_size: Sequence[int], meta: dict[str, Any] | None,
+                   dynamic_size: bool) -> tuple[int, int]:
+    """(H, W) of an export request, or :class:`ExportError` naming what cannot be exported."""
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
     h, w = (int(v) for v in input_size)
@@ -191,53 +217,56 @@ def export(
     if dynamic_size and format == "torchscript":
         raise ExportError("a TorchScript export has a fixed input size; pass dynamic_size=False (fastsal export "
                           "--static) or export to onnx / openvino")
-    aspect = bool(aspect and dynamic_size)  # one fixed size stretches every image
+    return h, w
+
+
+def _check_calibration(format: str, calibration_images: Iterable[str | Path] | None) -> list[Path]:
+    """The int8 calibration images as paths, or :class:`ExportError` (none, missing, or TorchScript)."""
     calibration = [Path(p) for p in calibration_images] if calibration_images is not None else []
-    if int8:
-        if format == "torchscript":
-            raise ExportError("int8 export is only available for format='onnx' or 'openvino'")
-        if not calibration:
-            raise ExportError("int8 export needs calibration_images (a list of image paths, e.g. OSIE train images)")
-        missing = [str(p) for p in calibration if not p.is_file()]
-        if missing:
-            raise ExportError(f"calibration images not found: {', '.join(missing[:3])}")
+    if format == "torchscript":
+        raise ExportError("int8 export is only available for format='onnx' or 'openvino'")
+    if not calibration:
+        raise ExportError("int8 export needs calibration_images (a list of image paths, e.g. OSIE train images)")
+    missing = [str(p) for p in calibration if not p.is_file()]
+    if missing:
+        raise ExportError(f"calibration images not found: {', '.join(missing[:3])}")
+    return calibration
 
-    weights_sha = state_dict_sha256(model)
-    net = _Graph(fuse(model) if fuse_model else copy.deepcopy(model).eval())  # the caller's model is untouched
-    dummy = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
-    extra_files: dict[str, str] = {}
-    recipe: str | None = None
-    if format == "onnx":
-        _export_onnx(net, path, dummy, dynamic_batch, opset, calibration if int8 else None, (h, w), dynamic_size)
-    elif format == "openvino":
-        if path.suffix != ".xml":
-            raise ExportError(f"{path}: OpenVINO IR files end in .xml (the weights go to {path.stem}.bin beside it)")
-        recipe = (int8_recipe or openvino_recipe()) if int8 else None
-        if recipe == "nncf":  # converted from the PyTorch module, then quantised by NNCF (fastsal.quantize)
-            _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
-                              transform=lambda m: quantize_model(m, calibration, (h, w)))
-        elif int8:  # the calibrated QDQ graph, converted
-            with tempfile.TemporaryDirectory() as work:
-                onnx_path = Path(work) / "model.onnx"
-                _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration, (h, w), dynamic_size)
-                _save_openvino_ir(onnx_path, path)
-        else:  # straight from the PyTorch module: needs no onnx package
-            _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size)
-        extra_files[path.with_suffix(".bin").name] = file_sha256(path.with_suffix(".bin"))
-    else:
-        _export_torchscript(net, path, dummy)
+def _export_openvino(net: nn.Module, path: Path, dummy: torch.Tensor, dynamic_batch: bool, dynamic_size: bool,
+                     opset: int, calibration: list[Path] | None, recipe: str | None) -> None:
+    """OpenVINO IR at ``path``: converted from the module, then quantised by NNCF (``recipe``
+    ``"nncf"``), or the calibrated QDQ ONNX graph converted (other int8), or straight (fp32)."""
+    size = (int(dummy.shape[2]), int(dummy.shape[3]))
+    if calibration is not None and recipe == "nncf":  # converted from the PyTorch module, then quantised by NNCF
+        _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
+                          transform=lambda m: quantize_model(m, calibration, size))
+    elif calibration is not None:  # the calibrated QDQ graph, converted
+        with tempfile.TemporaryDirectory() as work:
+            onnx_path = Path(work) / "model.onnx"
+            _export_onnx(net, onnx_path, dummy, dynamic_batch, opset, calibration, size, dynamic_size)
+            _save_openvino_ir(onnx_path, path)
+    else:  # straight from the PyTorch module: needs no onnx package
+        _save_openvino_ir(net, path, example=dummy, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size)
 
+
+def _sidecar(name: str, path: Path, format: str, size: tuple[int, int], *, dynamic_batch: bool, dynamic_size: bool,
+             aspect: bool, weights_sha: str, fused: bool, opset: int, meta: dict[str, Any] | None,
+             extra_files: dict[str, str]) -> dict[str, Any]:
+    """The sidecar of a float export just written at ``path`` (int8 adds its precision and quantisation)."""
+    from fastsal._version import __version__
+
+    h, w = size
     n = "N" if dynamic_batch else 1
     hh, ww = ("H", "W") if dynamic_size else (h, w)
-    sidecar = {
+    return {
         "format": SIDECAR_FORMAT,
         "model": name,
         "file": path.name,
         "file_sha256": file_sha256(path),
         "extra_files": extra_files,
         "export_format": format,
-        "precision": "int8" if int8 else "fp32",
+        "precision": "fp32",
         "input_size": [h, w],
         "input": {
             "name": INPUT_NAME,
@@ -261,106 +290,12 @@ def export(
         "postprocess": POSTPROCESS,
         "weights_sha256": weights_sha,
         "weights_sha256_of": "model.state_dict() before fusion (sorted keys, dtype, shape, bytes)",
-        "fused": bool(fuse_model),
+        "fused": bool(fused),
         "fastsal_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
         "opset": opset if format != "torchscript" else None,
         "meta": dict(meta or {}),
     }
-    if int8:
-        recipe = "nncf" if format == "openvino" and recipe == "nncf" else "onnxruntime"
-        sidecar["quantization"] = sidecar_entry(recipe, len(calibration), calibration_digest(calibration))
-    with atomic_write(sidecar_path(path), "w") as fh:
-        fh.write(json.dumps(sidecar, indent=2) + "\n")
-    return path
-
-
-def cached_export(
-    model: nn.Module,
-    name: str,
-    folder: str | Path,
-    input_size: tuple[int, int],
-    *,
-    int8: bool = False,
-    calibration_images: Iterable[str | Path] | None = None,
-    meta: dict[str, Any] | None = None,
-) -> Path:
-    """An ONNX export of ``model`` in ``folder`` with free batch and spatial dimensions, made only
-    if not already there: one file serves every input size (``input_size``: the size traced, and
-    int8's calibration size).
-
-    The file name carries a digest of :func:`state_dict_sha256` and the fastsal version (the
-    cache key) and the precision (for int8 also a digest of the calibration images' contents and
-    their size), and an existing file is reused only if its sidecar confirms them (and its
-    SHA-256): changed weights, fastsal or calibration can never be served a stale graph.
-    Processes filling the cache together take turns (a lock file beside the artefact): one
-    exports, the others reuse its file.
-    """
-    calibration = [Path(p) for p in calibration_images] if calibration_images is not None else None
-    h, w = (int(v) for v in input_size)
-    tag = (f"int8-{calibration_digest(calibration)[:12]}-{h}x{w}" if int8 and calibration
-           else ("int8" if int8 else "fp32"))
-    return _cached(model, name, folder, input_size, f"{tag}.onnx", "onnx", int8=int8,
-                   calibration_images=calibration, meta=meta)
-
-
-def cached_openvino_ir(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int]) -> Path:
-    """An fp32 OpenVINO IR of ``model`` in ``folder`` (``.xml`` + ``.bin``) with free batch and
-    spatial dimensions, converted from the PyTorch module only if not already there; keyed and
-    checked like :func:`cached_export`."""
-    return _cached(model, name, folder, input_size, "fp32.xml", "openvino")
-
-
-def cached_int8_ir(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int],
-                   calibration_images: Sequence[str | Path]) -> Path:
-    """A dynamic-batch int8 OpenVINO IR of ``model`` in ``folder`` quantised by NNCF
-    (:mod:`fastsal.quantize`), made only if not already there; keyed and checked like
-    :func:`cached_export` (the name also carries the NNCF recipe's version)."""
-    calibration = [Path(p) for p in calibration_images]
-    tail = f"int8-nncf{NNCF_RECIPE_VERSION}-{calibration_digest(calibration)[:12]}.xml"
-    return _cached(model, name, folder, input_size, tail, "openvino", int8=True, calibration_images=calibration,
-                   int8_recipe="nncf")
-
-
-def lock_path(path: str | Path) -> Path:
-    """``model.xml`` -> ``model.xml.lock``: the lock file that guards an artefact in the cache."""
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
-
-
-def _cached(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int], tail: str,
-            format: str, **kw: Any) -> Path:
-    """The check-then-export behind :func:`cached_export` and :func:`cached_openvino_ir`.
-
-    Held under an exclusive :func:`fastsal.files.file_lock` on ``<artefact>.lock``: processes that
-    start on an empty cache together (``--shard i/N``) would otherwise all export, and a reader
-    could meet an ``.xml`` from one export beside the ``.bin`` of another. One process exports;
-    the others wait, then find the files valid and reuse them. The sidecar check (SHA-256 of every
-    file) runs on every load, so a damaged file is exported again, never used.
-    """
-    from fastsal import __version__
-    from fastsal import cache
-
-    sha = state_dict_sha256(model)
-    h, w = (int(v) for v in input_size)
-    key = hashlib.sha256(f"{sha} {__version__}".encode()).hexdigest()
-    path = Path(folder) / f"{name}-{key[:16]}-{tail}"
-    precision = "int8" if kw.get("int8") else "fp32"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(lock_path(path)):
-        try:
-            side = read_sidecar(path)
-            if side["weights_sha256"] == sha and side["fastsal_version"] == __version__ \
-                    and side.get("dynamic_size") and side["dynamic_batch"] \
-                    and side["precision"] == precision and side["export_format"] == format \
-                    and side.get("meta", {}) == dict(kw.get("meta") or {}):
-                cache.touch(path)
-                return path
-        except ExportError:
-            pass
-        engine = "OpenVINO" if format == "openvino" else "ONNX"
-        with cache.converting(f"{name} to {engine} ({precision})"):
-            return export(model, name, path, format, (h, w), dynamic_batch=True, dynamic_size=True, **kw)
 
 
 def calibration_digest(paths: Sequence[str | Path]) -> str:
@@ -554,6 +489,6 @@ def read_sidecar(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
 
 
 __all__ = [
-    "ExportError", "FORMATS", "POSTPROCESS", "cached_export", "calibration_digest", "cached_int8_ir", "cached_openvino_ir", "export",
-    "lock_path", "preprocess_image", "read_sidecar", "sidecar_path", "state_dict_sha256",
+    "ExportError", "FORMATS", "POSTPROCESS", "calibration_digest", "export", "read_sidecar", "sidecar_path",
+    "state_dict_sha256",
 ]

@@ -428,6 +428,22 @@ def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.nda
     return np.asarray(image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR, reducing_gap=None))
 
 
+def to_input(rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, h, w) float32 RGB in [0, 1], resized to ``size`` = (h, w) when given.
+
+    The one conversion from a decoded image to the network's input (the predictor, the teachers,
+    int8 calibration and exported graphs' callers all use it), so every path feeds the same numbers.
+    """
+    small = resize_rgb(rgb, size) if size is not None else rgb
+    return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+def load_input(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file -> (3, h, w) float32 in [0, 1] at ``size``, fully decoded as for prediction
+    (:func:`load_rgb`, then :func:`to_input`): what int8 calibration feeds the graph."""
+    return to_input(load_rgb(path), (int(size[0]), int(size[1])))
+
+
 #: The most elongated network input: a panorama or a 1x10000 strip beyond 4:1 is squashed to 4:1,
 #: since a 32 x 7000 input would cost many times the budget and hold one row of features.
 MAX_INPUT_ASPECT = 4.0

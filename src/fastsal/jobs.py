@@ -644,7 +644,7 @@ def _plan(task: Task, jobs: Sequence[Any], overwrite: bool, shard_info: tuple[in
     What is done is decided first, from the files and earlier records; the model loads (for the
     settings) only if something is left to do or the request differs from the records'.
     """
-    from fastsal import __version__
+    from fastsal._version import __version__
 
     items = [task.item(job) for job in jobs]
     kept: list[tuple[Item, dict[str, Any]]] = []

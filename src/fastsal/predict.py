@@ -1,6 +1,6 @@
 """Inference: images in, fixation-density maps out.
 
-A :class:`Predictor` wraps a :class:`~fastsal.backends.Runner` (the network on OpenVINO, ONNX
+A :class:`Predictor` wraps a :class:`~fastsal.runtime.Runner` (the network on OpenVINO, ONNX
 Runtime or PyTorch, at fp32, bf16 or int8) with everything needed to use it on real images. The
 pipeline has three public steps, which :mod:`fastsal.batch` and :mod:`fastsal.video` reuse to
 overlap them with decoding and writing:
@@ -20,6 +20,7 @@ metrics expect, and unlike min-max-scaled images it can be compared across image
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -31,26 +32,20 @@ from scipy import ndimage
 
 from fastsal import defaults
 from fastsal.calibration import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
-from fastsal.backends import (
-    AUTO,
-    BackendNotice,
-    Runner,
-    build_runner,
-    load_runner,
-    make_runner,
-)
 from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
 from fastsal.cpu import check_threads
-from fastsal.images import ImageLike, as_rgb_array, fit_input_size, resize_rgb
+from fastsal.images import ImageLike, as_rgb_array, fit_input_size, load_resized, resize_rgb, to_input
 from fastsal.models import (
     ModelError,
     list_models,
     load_model,
     model_choices,
 )
-from fastsal.models.registry import WEIGHTS, architecture, resolve_name, weights_for
-from fastsal.viewing import colormap, overlay, to_png
+from fastsal.models.registry import WEIGHTS, architecture, resolve_name, tensors_sha256, weights_for
+from fastsal.runtime.build import build_runner, load_runner, make_runner
+from fastsal.runtime.engines import AUTO, EngineNotice
+from fastsal.runtime.runners import Runner, StaticBatch
 
 EXPORT_SUFFIXES = (".onnx", ".xml")
 # Maps larger than this (16 MP) are resized a band of rows at a time: a whole-image PIL resize of a
@@ -58,8 +53,7 @@ EXPORT_SUFFIXES = (".onnx", ".xml")
 # (the box arithmetic rounds differently), far below the 1e-4 engine tolerance.
 RESIZE_BAND_PIXELS = 1 << 24
 
-__all__ = ["ImageLike", "LOG_FLOOR", "RESIZE_BAND_PIXELS", "PredictError", "Predictor", "colormap", "example_image", "load", "overlay",
-           "postprocess", "to_png"]
+__all__ = ["RESIZE_BAND_PIXELS", "PredictError", "Predictor", "example_image", "load", "postprocess"]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
@@ -108,7 +102,7 @@ def postprocess(log_small: np.ndarray, size: Sequence[int]) -> np.ndarray:
 class Predictor:
     """A model ready for inference: ``predict(image)`` -> (H, W) float32 map summing to 1.
 
-    ``runner``: the network on an engine (:mod:`fastsal.backends`); ``input_size`` (H, W) is the
+    ``runner``: the network on an engine (:mod:`fastsal.runtime`); ``input_size`` (H, W) is the
     resolution it sees (the weights' training size). Every image is resized to it (or, with
     ``aspect``, to its own aspect at that many pixels), and the map back to the image's size.
     ``rebuild(size)`` makes a runner for another input size, so ``input_size`` can be changed.
@@ -230,14 +224,33 @@ class Predictor:
                 f"precision={self.precision!r}, device={str(self.device)!r})")
 
     # -- the pipeline's steps -------------------------------------------------------------------
+    def read(self, image: ImageLike, *, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """(the image at :meth:`input_size_for` it, as (h, w, 3) uint8; its own (H, W)): the one
+        decoding step of every entry point (predict, batch, crop, serve, jobs), so one file gives
+        one map whichever way it comes in.
+
+        ``image``: a path, a binary file object (an upload), a PIL image or an array, with EXIF
+        orientation, colour modes, 16-bit, alpha and CMYK handled by :mod:`fastsal.images`, and
+        ``max_pixels`` its size limit. Files and streams are decoded by
+        :func:`fastsal.images.load_resized`: a JPEG at least twice the input size on its short side
+        is decoded at a reduced DCT scale (a proper low-pass reduction, much faster on camera-sized
+        photos); smaller images (the benchmark datasets') decode in full, as before.
+        """
+        if isinstance(image, os.PathLike):
+            image = os.fspath(image)
+        if isinstance(image, str) or hasattr(image, "read"):
+            return load_resized(image, self.input_size_for, max_pixels=max_pixels)  # type: ignore[arg-type]
+        rgb = as_rgb_array(image, max_pixels=max_pixels)
+        shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+        return resize_rgb(rgb, self.input_size_for(shape)), shape
+
     def preprocess(self, rgb: np.ndarray, shape: Sequence[int] | None = None) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, h, w) float32 in [0, 1] at :meth:`input_size_for` the image.
 
         ``shape``: the original image's (H, W) when ``rgb`` was already reduced
         (:func:`fastsal.images.load_resized` with :meth:`input_size_for`), which keeps its size.
         """
-        small = resize_rgb(rgb, self.input_size_for(shape if shape is not None else rgb.shape[:2]))
-        return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+        return to_input(rgb, self.input_size_for(shape if shape is not None else rgb.shape[:2]))
 
     def small_log_density(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 in [0, 1] -> the model's log-density at the input size, (N, h, w)
@@ -316,9 +329,9 @@ class Predictor:
         chunk: list[np.ndarray] = []
         sizes: list[tuple[int, int]] = []
         for image in images:
-            rgb = as_rgb_array(image)
-            chunk.append(self.preprocess(rgb))
-            sizes.append(rgb.shape[:2])
+            small, size = self.read(image)
+            chunk.append(self.preprocess(small, size))
+            sizes.append(size)
             if len(chunk) == batch_size:
                 yield from zip(self.small_log_densities(chunk), sizes)
                 chunk, sizes = [], []
@@ -359,11 +372,11 @@ def load(
 
     ``backend``: ``"auto"`` (default: the fastest installed engine that can prepare the model,
     OpenVINO > ONNX Runtime > PyTorch, each fallback announced by a
-    :class:`~fastsal.backends.BackendNotice` warning; PyTorch on GPUs), or ``"openvino"``,
+    :class:`~fastsal.runtime.EngineNotice` warning; PyTorch on GPUs), or ``"openvino"``,
     ``"onnxruntime"``, ``"torch"``. ``precision``: ``"fp32"`` (default; every engine gives PyTorch's
     maps within 1e-4 of the peak), ``"bf16"`` (CPUs with AVX512_BF16/AMX, or GPUs) or ``"int8"``
     (calibrated on ``calibration_images``, default the shipped OSIE set). The graph engines convert
-    the model once per weights, size and precision and cache it on disk (:mod:`fastsal.backends`).
+    the model once per weights, size and precision and cache it on disk (:mod:`fastsal.runtime`).
 
     ``input_size``: (H, W) the network sees: default the size the weights were trained at (their
     :class:`~fastsal.models.registry.Weights` spec, a checkpoint's training config, else 192x256;
@@ -383,8 +396,6 @@ def load(
     path, expected = _resolve(name_or_path)
     if path.suffix.lower() in EXPORT_SUFFIXES or Path(f"{path}.json").is_file():  # exported (TorchScript too)
         return _load_exported(path, input_size, threads, blur_sigma, backend, precision, aspect)
-    from fastsal.export import state_dict_sha256
-
     model, meta = load_model(path)
     trained = training_geometry(meta, WEIGHTS.get(expected) if expected else None)
     size = tuple(input_size) if input_size is not None else trained[0]
@@ -396,7 +407,7 @@ def load(
     runner, notes = build_runner(model, backend, size, precision, threads=threads, device=device,
                                  calibration_images=calibration_images)
     for note in notes:
-        warnings.warn(note, BackendNotice, stacklevel=2)
+        warnings.warn(note, EngineNotice, stacklevel=2)
 
     def rebuild(new_size: tuple[int, int]) -> Runner:
         return make_runner(model, runner.backend, new_size, runner.precision, threads=threads, device=device,
@@ -404,12 +415,12 @@ def load(
 
     # shipped weights go by their own name (two sets of one architecture stay apart in manifests and the server)
     return Predictor(runner, expected or model.name, meta=meta, weights_path=path,
-                     weights_sha256=state_dict_sha256(model), blur_sigma=blur_sigma, rebuild=rebuild, aspect=aspect)
+                     weights_sha256=tensors_sha256(model.state_dict()), blur_sigma=blur_sigma, rebuild=rebuild, aspect=aspect)
 
 
 def _check_input_size(size: Any) -> tuple[int, int]:
     """``size`` as (H, W) with whole sides in :data:`~fastsal.defaults.INPUT_SIDE_RANGE`, as the
-    command line's --input-size: a huge size otherwise ended in a MemoryError on the first image."""
+    command line checks it: a huge size otherwise ended in a MemoryError on the first image."""
     lo, hi = defaults.INPUT_SIDE_RANGE
     try:
         h, w = size
@@ -447,11 +458,11 @@ def _load_exported(path: Path, input_size: Sequence[int] | None, threads: int | 
     from the file (a fixed-size graph: every image at that size unless ``aspect=True``)."""
     file_precision = None if precision == defaults.PRECISION else precision  # fp32 asked: take the file's own
 
-    def runner_for(size: Sequence[int] | None) -> Runner:
+    def runner_for(size: Sequence[int] | None) -> StaticBatch:
         return load_runner(path, backend, file_precision, threads=threads, input_size=size)
 
     runner = runner_for(input_size)
-    side = runner.sidecar  # type: ignore[attr-defined]
+    side = runner.sidecar
     aspect = bool(side["aspect"]) if aspect is None else bool(aspect)
     return Predictor(runner, side["model"], meta=side.get("meta") or {}, weights_path=path,
                      weights_sha256=side["weights_sha256"], blur_sigma=blur_sigma, rebuild=runner_for, aspect=aspect)
@@ -472,7 +483,7 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, str | None]:
         if name in list_models():  # an architecture without shipped weights (those returned above)
             raise ModelError(
                 f"no shipped weights for {name!r} (shipped: {', '.join(WEIGHTS) or 'none'}); "
-                f"pass a checkpoint file instead, e.g. fastsal.load('runs/x/best.pt') or --weights FILE"
+                "pass a checkpoint file as {option} instead, e.g. runs/x/best.pt", option="name_or_path"
             )
         path = Path(text)
         if not path.exists() and not _looks_like_path(text):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fastsal import defaults
+from fastsal.errors import FastSalError
 
 RECIPES: tuple[str, ...] = ("nncf", "onnxruntime")
 ENV = "FASTSAL_OPENVINO_INT8"
@@ -37,10 +38,12 @@ NNCF_SETTINGS: dict[str, Any] = {"preset": "PERFORMANCE", "fast_bias_correction"
 NNCF_RECIPE_VERSION = 1
 
 
-def _error(message: str) -> Exception:
-    from fastsal.export import ExportError
+class QuantizeError(FastSalError, ValueError):
+    """int8 on OpenVINO cannot be made here (a missing package or a bad recipe setting)."""
 
-    return ExportError(message)
+
+def _error(message: str) -> Exception:
+    return QuantizeError(message)
 
 
 def installed(recipe: str) -> bool:
@@ -51,7 +54,7 @@ def installed(recipe: str) -> bool:
 
 def openvino_recipe() -> str:
     """The int8 recipe OpenVINO runs here: ``$FASTSAL_OPENVINO_INT8``, else the default, else the
-    other one where the chosen one's packages are missing; :class:`~fastsal.export.ExportError`
+    other one where the chosen one's packages are missing; :class:`QuantizeError`
     naming what to install where neither can run."""
     wanted = os.environ.get(ENV) or defaults.OPENVINO_INT8
     if wanted not in RECIPES:
@@ -78,11 +81,11 @@ def quantize_model(model: Any, calibration: Sequence[str | Path], input_size: tu
         import nncf
     except ImportError:
         raise _error("int8 on OpenVINO needs NNCF: pip install 'fastsal[openvino]' (or pip install nncf)") from None
-    from fastsal.export import preprocess_image
+    from fastsal.images import load_input
 
     paths = [Path(p) for p in calibration]
     size = (int(input_size[0]), int(input_size[1]))
-    data = nncf.Dataset(paths, lambda p: preprocess_image(p, size)[None])
+    data = nncf.Dataset(paths, lambda p: load_input(p, size)[None])
     patterns = ignored_layers()
     scope = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
     logger = logging.getLogger("nncf")
@@ -115,4 +118,4 @@ def sidecar_entry(recipe: str, n_images: int, digest: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["ENV", "NNCF_SETTINGS", "RECIPES", "installed", "openvino_recipe", "quantize_model", "sidecar_entry"]
+__all__ = ["ENV", "NNCF_SETTINGS", "QuantizeError", "RECIPES", "installed", "openvino_recipe", "quantize_model", "sidecar_entry"]

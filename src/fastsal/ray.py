@@ -311,7 +311,7 @@ class _Model:
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         import pyarrow as pa
 
-        from fastsal.images import ImageError, load_resized
+        from fastsal.images import ImageError
 
         n = len(next(iter(batch.values()))) if batch else 0
         keep = {k: v for k, v in batch.items() if k != "bytes"}
@@ -320,7 +320,7 @@ class _Model:
         for i, row in enumerate(rows):
             try:
                 source = _source(batch, i)
-                small, size = load_resized(source, self.predictor.input_size_for)
+                small, size = self.predictor.read(source)
             except ImageError as exc:
                 row["error"] = str(exc)
                 continue

@@ -319,7 +319,9 @@ class Teacher:
 
 def _to_input(rgb: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 -> (3, h, w) float32 in [0, 1], as :meth:`Predictor.preprocess`."""
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+    from fastsal.images import to_input
+
+    return to_input(rgb)
 
 
 def _member(source: Any, backend: str, device: str | torch.device, threads: int | None) -> Member:
@@ -337,12 +339,12 @@ def _member(source: Any, backend: str, device: str | torch.device, threads: int 
         raise TeacherError(f"{{option}} {source}: a preset names a whole teacher; pass it alone", option="teacher")
     import warnings
 
-    from fastsal.backends import BackendNotice
+    from fastsal.runtime.engines import EngineNotice
     from fastsal.predict import load
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", BackendNotice)  # the engine does not change fp32 maps
+            warnings.simplefilter("ignore", EngineNotice)  # the engine does not change fp32 maps
             predictor = load(source, backend=backend, device=device, threads=threads)
     except FastSalError as exc:
         raise TeacherError(f"{{option}} {source}: " + first_line(exc), option="teacher") from None

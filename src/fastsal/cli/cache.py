@@ -8,7 +8,7 @@ from fastsal import defaults
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from fastsal import cache
+    from fastsal.runtime import cache
 
     folder = cache.cache_dir()
     if args.action == "list":

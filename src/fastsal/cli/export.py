@@ -37,7 +37,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         elif args.calibrate:
             calib = [p for p, _ in find_images(args.calibrate)]
         else:
-            from fastsal.backends import default_calibration_images
+            from fastsal.runtime.build import default_calibration_images
 
             calib = default_calibration_images()  # the shipped set: 100 OSIE train images
         if not calib:

@@ -15,7 +15,7 @@ _PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_we
 _OPTION_FLAGS: dict[str, str] = {
     "out": "-o",  # every command spells its output -o (also --out)
     "list_file": "--list", "budget_min": "--budget", "allow_short": "--allow-short-video",
-    "cors_origins": "--cors-origin",
+    "cors_origins": "--cors-origin", "name_or_path": "--weights",
 }
 
 

@@ -22,7 +22,7 @@ def load_predictor(args: argparse.Namespace, **kw):
     """``fastsal.load`` from the common options; backend notes printed as ``fastsal: note:`` lines."""
     import warnings
 
-    from fastsal.backends import BackendNotice
+    from fastsal.runtime.engines import EngineNotice as BackendNotice
     from fastsal.predict import load
 
     with warnings.catch_warnings(record=True) as caught:

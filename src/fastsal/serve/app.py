@@ -30,7 +30,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from fastsal import __version__
+from fastsal._version import __version__
 from fastsal.peaks import MAX_CANDIDATES, MAX_GRID
 from fastsal.serve.config import ServeConfig
 from fastsal.serve.upload import RequestError, check_declared_length, read_field

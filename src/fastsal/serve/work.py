@@ -33,8 +33,7 @@ import numpy as np
 
 from fastsal import defaults
 from fastsal.files import encode_jpeg, gray_png
-from fastsal.images import (ImageError, ImageTooLargeError, UnrecognisedImageError, load_image, load_resized,
-                            resize_rgb, sniff_format)
+from fastsal.images import (ImageError, ImageTooLargeError, UnrecognisedImageError, load_image, sniff_format)
 from fastsal.peaks import fixation_candidates, grid
 from fastsal.serve.config import ServeConfig
 from fastsal.serve.upload import RequestError
@@ -209,13 +208,13 @@ class Jobs:
         stream.name = "image"  # error messages say "image: ...", not "<BytesIO image stream>"
         image = None
         try:
-            if params.output == "overlay":  # the overlay needs every pixel; the others only the size
+            # the network's input as every entry point makes it (Predictor.read), so an upload gets the
+            # map `fastsal predict` gives the file; the overlay also needs every pixel, decoded after
+            small, size = predictor.read(stream, max_pixels=self.config.max_pixels)
+            x = predictor.preprocess(small, size)
+            if params.output == "overlay":
+                stream.seek(0)
                 image = load_image(stream, max_pixels=self.config.max_pixels)
-                size = (image.height, image.width)
-                x = predictor.preprocess(resize_rgb(image, predictor.input_size_for(size)), size)
-            else:
-                small, size = load_resized(stream, predictor.input_size_for, max_pixels=self.config.max_pixels)
-                x = predictor.preprocess(small, size)
         except ImageTooLargeError as exc:
             raise RequestError(413, f"{str(exc).split('; ')[0]}; downscale it") from None
         except UnrecognisedImageError:  # a supported type by its first bytes, but damaged beyond them

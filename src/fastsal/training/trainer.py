@@ -210,7 +210,7 @@ class Trainer:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         try:
-            from fastsal.backends import check_device
+            from fastsal.runtime.engines import check_device
 
             self.device = check_device(cfg.run.device)
         except FastSalError as exc:

@@ -1,6 +1,6 @@
 """The model cache: where converted and compiled models are kept, who may write it, how big it grows.
 
-Graph engines need the model as a file (:mod:`fastsal.backends`): one OpenVINO IR or ONNX file
+Graph engines need the model as a file (:mod:`fastsal.runtime`): one OpenVINO IR or ONNX file
 per weights, fastsal version and precision, with free spatial dimensions (any input size), and
 OpenVINO's compiled models (``openvino/*.blob``), one per input shape and batch size. They live
 in ``$FASTSAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastsal``, else ``~/.cache/fastsal``.
@@ -19,22 +19,35 @@ after each new file the least recently used entries go until the rest fits. An e
 another process (its lock held) is kept. ``fastsal cache list`` shows the entries, ``fastsal cache
 clear`` removes them.
 
-Imports nothing heavy: ``fastsal cache --help`` and ``list`` run without PyTorch.
+This module is the cache's one owner: the folder and its rules, the cached model files
+(:func:`cached_export`, :func:`cached_openvino_ir`, :func:`cached_int8_ir`, made by
+:func:`fastsal.export.export` when missing) and the lock beside each. OpenVINO's compiled models are
+kept by :class:`fastsal.runtime.openvino.BlobCache` in the ``openvino/`` folder it gives.
+
+Imports nothing heavy: ``fastsal cache --help`` and ``list`` run without PyTorch (the exporter is
+imported when a model file has to be made).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from fastsal import defaults
 from fastsal.errors import FastSalError
-from fastsal.files import file_lock, private_mode_problem
+from fastsal.files import file_lock, private_mode_problem, remove_stale_temporaries
+from fastsal.runtime.engines import EngineNotice
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: The suffixes of an entry's main file: an export (IR ``.xml`` + ``.bin``, ``.onnx``) or a blob.
 _MAIN_SUFFIXES = (".xml", ".onnx", ".blob")
@@ -217,5 +230,143 @@ def describe(folder: Path | None = None) -> list[str]:
     return lines
 
 
-__all__ = ["CacheError", "Entry", "cache_dir", "check_private", "clear", "converting", "describe", "entries",
-           "max_bytes", "prune", "touch", "writable_cache"]
+# -- cached model files --------------------------------------------------------------------------
+@contextlib.contextmanager
+def artefact_folder() -> Iterator[tuple[Path, Path | None]]:
+    """(folder for model files, folder for OpenVINO's compiled models or None) for one build."""
+    folder = writable_cache()
+    if folder is not None:
+        for where in (folder, folder / "openvino"):  # leftovers of killed conversions (ours, over an hour old)
+            remove_stale_temporaries(where)
+        yield folder, folder / "openvino"
+        return
+    warnings.warn(f"cache folder {cache_dir()} is not writable (set FASTSAL_CACHE_DIR); "
+                  "converting the model in a temporary folder on every load", EngineNotice, stacklevel=4)
+    # the engines hold the model in memory once built, so the folder may go
+    with tempfile.TemporaryDirectory(prefix="fastsal-") as tmp:
+        yield Path(tmp), None
+
+
+def cached_export(
+    model: nn.Module,
+    name: str,
+    folder: str | Path,
+    input_size: tuple[int, int],
+    *,
+    int8: bool = False,
+    calibration_images: Iterable[str | Path] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """An ONNX export of ``model`` in ``folder`` with free batch and spatial dimensions, made only
+    if not already there: one file serves every input size (``input_size``: the size traced, and
+    int8's calibration size).
+
+    The file name carries a digest of :func:`state_dict_sha256` and the fastsal version (the
+    cache key) and the precision (for int8 also a digest of the calibration images' contents and
+    their size), and an existing file is reused only if its sidecar confirms them (and its
+    SHA-256): changed weights, fastsal or calibration can never be served a stale graph.
+    Processes filling the cache together take turns (a lock file beside the artefact): one
+    exports, the others reuse its file.
+    """
+    from fastsal.export import calibration_digest
+
+    calibration = [Path(p) for p in calibration_images] if calibration_images is not None else None
+    h, w = (int(v) for v in input_size)
+    tag = (f"int8-{calibration_digest(calibration)[:12]}-{h}x{w}" if int8 and calibration
+           else ("int8" if int8 else "fp32"))
+    return _cached(model, name, folder, input_size, f"{tag}.onnx", "onnx", int8=int8,
+                   calibration_images=calibration, meta=meta)
+
+
+def cached_openvino_ir(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int]) -> Path:
+    """An fp32 OpenVINO IR of ``model`` in ``folder`` (``.xml`` + ``.bin``) with free batch and
+    spatial dimensions, converted from the PyTorch module only if not already there; keyed and
+    checked like :func:`cached_export`."""
+    return _cached(model, name, folder, input_size, "fp32.xml", "openvino")
+
+
+def cached_int8_ir(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int],
+                   calibration_images: Sequence[str | Path]) -> Path:
+    """A dynamic-batch int8 OpenVINO IR of ``model`` in ``folder`` quantised by NNCF
+    (:mod:`fastsal.quantize`), made only if not already there; keyed and checked like
+    :func:`cached_export` (the name also carries the NNCF recipe's version)."""
+    from fastsal.export import calibration_digest
+    from fastsal.quantize import NNCF_RECIPE_VERSION
+
+    calibration = [Path(p) for p in calibration_images]
+    tail = f"int8-nncf{NNCF_RECIPE_VERSION}-{calibration_digest(calibration)[:12]}.xml"
+    return _cached(model, name, folder, input_size, tail, "openvino", int8=True, calibration_images=calibration,
+                   int8_recipe="nncf")
+
+
+def cached_model_file(model: nn.Module, name: str, folder: str | Path, engine: str, graph: tuple[int, int],
+                      precision: str, calibration: Sequence[str | Path] | None = None) -> Path:
+    """The file ``engine`` runs ``model`` from at ``precision``: OpenVINO IR for OpenVINO's fp32 and
+    bf16 (and int8 where NNCF quantises), ONNX otherwise; made by :func:`fastsal.export.export`
+    when missing. int8 is calibrated on ``calibration`` at the shipped calibration images' size,
+    whatever the input size (the graph's spatial dimensions are free)."""
+    if precision == "int8":
+        from fastsal.quantize import openvino_recipe
+
+        if engine == "openvino" and openvino_recipe() == "nncf":
+            return cached_int8_ir(model, name, folder, defaults.INPUT_SIZE, list(calibration or ()))
+        return cached_export(model, name, folder, defaults.INPUT_SIZE, int8=True, calibration_images=calibration)
+    if engine == "openvino":
+        return cached_openvino_ir(model, name, folder, graph)
+    return cached_export(model, name, folder, graph)
+
+
+def lock_path(path: str | Path) -> Path:
+    """``model.xml`` -> ``model.xml.lock``: the lock file that guards an artefact in the cache."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def _cached(model: nn.Module, name: str, folder: str | Path, input_size: tuple[int, int], tail: str,
+            format: str, **kw: Any) -> Path:
+    """The check-then-export behind :func:`cached_export` and :func:`cached_openvino_ir`.
+
+    Held under an exclusive :func:`fastsal.files.file_lock` on ``<artefact>.lock``: processes that
+    start on an empty cache together (``--shard i/N``) would otherwise all export, and a reader
+    could meet an ``.xml`` from one export beside the ``.bin`` of another. One process exports;
+    the others wait, then find the files valid and reuse them. The sidecar check (SHA-256 of every
+    file) runs on every load, so a damaged file is exported again, never used.
+    """
+    from fastsal._version import __version__
+    from fastsal.export import ExportError, export, read_sidecar, state_dict_sha256
+
+    sha = state_dict_sha256(model)
+    h, w = (int(v) for v in input_size)
+    key = hashlib.sha256(f"{sha} {__version__}".encode()).hexdigest()
+    path = Path(folder) / f"{name}-{key[:16]}-{tail}"
+    precision = "int8" if kw.get("int8") else "fp32"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock_path(path)):
+        try:
+            side = read_sidecar(path)
+            if side["weights_sha256"] == sha and side["fastsal_version"] == __version__ \
+                    and side.get("dynamic_size") and side["dynamic_batch"] \
+                    and side["precision"] == precision and side["export_format"] == format \
+                    and side.get("meta", {}) == dict(kw.get("meta") or {}):
+                touch(path)
+                return path
+        except ExportError:
+            pass
+        engine = "OpenVINO" if format == "openvino" else "ONNX"
+        with converting(f"{name} to {engine} ({precision})"):
+            return export(model, name, path, format, (h, w), dynamic_batch=True, dynamic_size=True, **kw)
+
+
+def discard_export(path: Path) -> None:
+    """Delete a cached export (model files and sidecar) under its exclusive lock."""
+    with file_lock(lock_path(path)):
+        for f in (path.with_name(path.name + ".json"), path, path.with_suffix(".bin") if path.suffix == ".xml" else None):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+
+
+
+__all__ = ["CacheError", "Entry", "artefact_folder", "cache_dir", "cached_export", "cached_int8_ir",
+           "cached_model_file", "cached_openvino_ir", "check_private", "clear", "converting", "describe", "discard_export", "entries",
+           "lock_path", "max_bytes", "prune", "touch", "writable_cache"]
