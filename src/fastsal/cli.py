@@ -1344,10 +1344,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
 def _import_engines() -> None:
     """Import PyTorch (and OpenVINO, the default engine) with Ctrl-C and SIGTERM held back.
 
@@ -1411,12 +1407,9 @@ def _refuse_empty_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from fastsal.signals import install, raise_terminated
 
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (main() called from a worker): leave signals alone
-        previous = None
+    restore = install(raise_terminated)  # SIGTERM unwinds like Ctrl-C; main thread only
     try:
         args = build_parser().parse_args(argv)
         _refuse_empty_arguments(args)
@@ -1442,8 +1435,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore()
 
 
 def entry() -> None:

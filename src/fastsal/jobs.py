@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -42,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from fastsal.errors import FastSalError, Terminated
 from fastsal.files import atomic_write_bytes, remove_stale_temporaries, write_json
 from fastsal.images import IMAGE_SUFFIXES, check_not_empty, find_images
+from fastsal.signals import sigterm_raises
 
 MANIFEST_FORMAT = "fastsal-manifest/2"
 #: Earlier manifests, still read (:func:`read_manifest`): maps, videos, crops and pseudo-labels.
@@ -611,26 +610,6 @@ def _settings_from_records(task: Task) -> dict[str, Any] | None:
     return found
 
 
-class _SigtermHandler:
-    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) while a job runs, in the main thread
-    only; the previous handler comes back afterwards. A second SIGTERM does not break the clean-up."""
-
-    def __enter__(self) -> "_SigtermHandler":
-        self.fired = False
-        self.handled = threading.current_thread() is threading.main_thread()
-        self.previous = signal.signal(signal.SIGTERM, self._raise) if self.handled else None
-        return self
-
-    def _raise(self, signum: int, frame: Any) -> None:
-        if not self.fired:
-            self.fired = True
-            raise Terminated(signum)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handled:
-            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
-
-
 def stopped_by(exc: BaseException) -> str:
     """How a manifest names what stopped a run: ``SIGTERM``, ``Ctrl-C`` or the error's line."""
     if isinstance(exc, Terminated):
@@ -741,7 +720,7 @@ def run(
 
     first_error: BaseException | None = None
     try:
-        with _SigtermHandler():
+        with sigterm_raises():  # the first SIGTERM unwinds like Ctrl-C; a second cannot break the clean-up
             if todo:
                 (executor or local_executor)(task, todo, emit, batch_size=batch_size, workers=workers)
         report["complete"] = True

@@ -29,7 +29,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +67,7 @@ from fastsal.models.registry import (
     read_checkpoint,
     save_checkpoint,
 )
+from fastsal.signals import install
 from fastsal.tta import TTA, TTAError
 
 # Bounds the command line and TrainConfig share: wide enough for any real run, narrow enough that
@@ -699,10 +699,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
 
     # signal.signal works only in the main thread; a run started from another thread keeps Python's
     # default Ctrl-C behaviour (and no checkpoint of the unfinished epoch, as before).
-    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-    previous = {sig: signal.getsignal(sig) for sig in handled}
-    for sig in handled:
-        signal.signal(sig, _stop)
+    restore = install(_stop, (signal.SIGINT, signal.SIGTERM))
     try:
         for epoch in range(start_epoch, cfg.epochs):
             stop["epoch"] = epoch + 1
@@ -764,8 +761,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> di
                 stop["resume_at"] = epoch + 2  # also on ranks that do not write (last.pt is rank 0's)
                 raise _interrupted()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore()
         if world > 1:
             import torch.distributed as dist
 
