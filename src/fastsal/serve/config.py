@@ -34,6 +34,9 @@ UPLOAD_BUFFERS = 8
 #: Shortest API key accepted: shorter ones can be guessed by trying.
 MIN_KEY_LENGTH = 16
 LOOPBACK = "127.0.0.1"
+#: Largest request head, in bytes: the app answers 431 to a bigger one that arrives whole, and
+#: uvicorn's h11 parser gives up (400, connection closed) on a bigger one that is still incomplete.
+MAX_HEADER_BYTES = 16 * 1024
 #: Environment variable ``fastsal serve`` reads the API key from when there is no ``--api-key-file``
 #: (a Kubernetes Secret is handed to a container this way; deploy/kubernetes uses it).
 API_KEY_ENV = "FASTSAL_API_KEY"

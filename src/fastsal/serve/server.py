@@ -11,11 +11,8 @@ import socket
 import sys
 from typing import Any, Callable
 
-from fastsal.serve.config import ServeConfig, ServeError
+from fastsal.serve.config import MAX_HEADER_BYTES, ServeConfig, ServeError
 
-#: Largest incomplete request head uvicorn's h11 parser buffers (bigger ones get 400 and a closed
-#: connection); heads that arrive whole are checked by the app (431 above 16 KB).
-MAX_HEADER_BYTES = 16 * 1024
 #: Connections waiting to be accepted (uvicorn's own default).
 BACKLOG = 2048
 #: Seconds an idle keep-alive connection is kept after an answer.
