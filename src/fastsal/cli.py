@@ -199,7 +199,7 @@ def _request(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
 # Library errors name keyword parameters; where one reaches the command line, it names the flag.
 _PARAM_FLAGS = {"backbone_weights=None": "--backbone-weights none", "backbone_weights=": "--backbone-weights "}
 # Parameters whose flag is not ``--`` + the name with dashes (see :func:`flag`).
-_OPTION_FLAGS: dict[str, str] = {}
+_OPTION_FLAGS: dict[str, str] = {"allow_short": "--allow-short-video", "cors_origins": "--cors-origin"}
 
 
 def flag(option: str) -> str:
@@ -822,7 +822,7 @@ def _aspects(text: str) -> list:
 
 
 def _cmd_crop(args: argparse.Namespace) -> int:
-    from fastsal import batch, cropping
+    from fastsal import batch, crop_jobs
     from fastsal.files import check_writable_folder
     from fastsal.images import IMAGE_SUFFIXES
 
@@ -844,17 +844,17 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     ray_loader, executor = _ray_run(args)
-    rep = cropping.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
-                       strict=args.strict, batch_size=args.batch_size,
-                       progress=not args.quiet and sys.stderr.isatty(),
-                       report=cropping.report_path(out, index, count), shard_info=(index, count),
-                       on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
-                       scale=args.scale, min_scale=args.min_scale, keep=args.keep,
-                       loader=ray_loader or _predictor_loader(args), request=_request(args), executor=executor)
+    rep = crop_jobs.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
+                        strict=args.strict, batch_size=args.batch_size,
+                        progress=not args.quiet and sys.stderr.isatty(),
+                        report=crop_jobs.report_path(out, index, count), shard_info=(index, count),
+                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
+                        scale=args.scale, min_scale=args.min_scale, keep=args.keep,
+                        loader=ray_loader or _predictor_loader(args), request=_request(args), executor=executor)
     written = sum(1 for e in rep["written"] if not e.get("earlier_run"))
     return _batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=_rate(written, rep["seconds"]),
-                          tail=f"; boxes in {cropping.report_path(out, index, count)}")
+                          tail=f"; boxes in {crop_jobs.report_path(out, index, count)}")
 
 
 def _add_crop(sub: argparse._SubParsersAction) -> None:
