@@ -97,7 +97,8 @@ class ServeConfig:
                              f"make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ServeError(f"--cors-origin {origin!r}: expected an origin such as https://example.org (or *)")
+                raise ServeError(f"{{option}} {origin!r}: expected an origin such as https://example.org (or *)",
+                                 option="cors_origins")
 
     @property
     def worker_threads(self) -> int | None:
@@ -151,13 +152,15 @@ def read_api_key(path: str | Path) -> str:
         info = path.stat()
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ServeError(f"--api-key-file {path}: no such file") from None
+        raise ServeError(f"{{option}} {path}: no such file", option="api_key_file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ServeError(f"--api-key-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise ServeError(f"{{option}} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})",
+                         option="api_key_file") from None
     if private_mode_problem(info):
-        raise ServeError(f"--api-key-file {path}: other users can read or change it; run chmod 600 {path}")
+        raise ServeError(f"{{option}} {path}: other users can read or change it; run chmod 600 {path}",
+                         option="api_key_file")
     lines = text.strip().splitlines()
     key = lines[0].strip() if lines else ""
     if not key:
-        raise ServeError(f"--api-key-file {path}: the file is empty; put the key on its first line")
+        raise ServeError(f"{{option}} {path}: the file is empty; put the key on its first line", option="api_key_file")
     return key

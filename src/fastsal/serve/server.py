@@ -24,7 +24,8 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
-        raise ServeError(f"--host {host}: not an address of this machine; use 127.0.0.1 (default) or 0.0.0.0") from None
+        raise ServeError(f"{{option}} {host}: not an address of this machine; use 127.0.0.1 (default) or 0.0.0.0",
+                         option="host") from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -33,10 +34,12 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ServeError(f"port {port} on {host} is in use; pass another --port (0 picks a free one)") from None
+            raise ServeError(f"port {port} on {host} is in use; pass another {{option}} (0 picks a free one)",
+                             option="port") from None
         if exc.errno == errno.EACCES:
-            raise ServeError(f"port {port} needs more privileges; pass a --port above 1023") from None
-        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port") from None
+            raise ServeError(f"port {port} needs more privileges; pass a {{option}} above 1023", option="port") from None
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another {{option}} or port",
+                         option="host") from None
     sock.listen(BACKLOG)  # now: clients that connect as soon as the URL is printed wait instead of being refused
     sock.set_inheritable(True)
     return sock
