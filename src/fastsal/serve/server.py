@@ -11,12 +11,11 @@ import socket
 import sys
 from typing import Any, Callable
 
-from fastsal.serve.config import MAX_HEADER_BYTES, ServeConfig, ServeError
+from fastsal.serve.config import ServeConfig, ServeError
+from fastsal.serve.runner import announce, run_uvicorn
 
 #: Connections waiting to be accepted (uvicorn's own default).
 BACKLOG = 2048
-#: Seconds an idle keep-alive connection is kept after an answer.
-KEEP_ALIVE_S = 5
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -45,12 +44,6 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
-
-
 def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str], Any] | None = None) -> None:
     """Bind, load the model (once per process), print ``fastsal: serving URL ...`` and serve until
     Ctrl-C/SIGTERM; with ``config.workers`` > 1, in that many worker processes on the one socket
@@ -73,28 +66,3 @@ def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str],
         run_uvicorn(app, sock, config, access_log=access_log)
     finally:
         sock.close()
-
-
-def announce(config: ServeConfig, sock: socket.socket, model: str, settings: dict[str, Any],
-             pids: list[int] | None = None) -> None:
-    """Print the ``fastsal: serving URL`` line (scripts and tests read the URL from it)."""
-    url = url_of(sock)
-    workers = f"; {len(pids)} workers, PIDs {' '.join(map(str, pids))}" if pids else ""
-    print(f"fastsal: serving {url} (model {model}, engine {settings.get('backend')}, precision "
-          f"{settings.get('precision')}{workers}; API docs at {url}docs); Ctrl-C stops", flush=True)
-
-
-def run_uvicorn(app: Any, sock: socket.socket, config: ServeConfig, *, access_log: bool) -> None:
-    """Serve ``app`` on the bound ``sock`` under uvicorn until Ctrl-C/SIGTERM (then re-raised)."""
-    import uvicorn
-
-    from fastsal.serve.protocol import protocol_class
-
-    # No limit_concurrency: uvicorn counts open sockets there, so idle ones would turn every
-    # request away; the app limits requests in flight instead (and always answers /healthz).
-    uv = uvicorn.Config(
-        app, http=protocol_class(config.header_timeout_s), lifespan="on",
-        log_level="info" if access_log else "warning", access_log=access_log,
-        timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
-    )
-    uvicorn.Server(uv).run(sockets=[sock])

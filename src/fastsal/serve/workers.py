@@ -56,7 +56,7 @@ def run_workers(config: ServeConfig, sock: socket.socket, *, access_log: bool,
                 load: Callable[[str], Any] | None) -> None:
     """Serve on ``sock`` with ``config.workers`` processes until SIGTERM/Ctrl-C (then re-raised)."""
     from fastsal.serve.app import default_loader
-    from fastsal.serve.server import announce
+    from fastsal.serve.runner import announce
 
     load = load or default_loader(config)
     try:
@@ -148,7 +148,7 @@ def _worker_main(config: ServeConfig, sock: socket.socket, access_log: bool, loa
     """One worker: load the model, say ready, serve until SIGTERM."""
     _follow_parent(parent)
     from fastsal.serve.app import create_app
-    from fastsal.serve.server import run_uvicorn
+    from fastsal.serve.runner import run_uvicorn
 
     try:
         app = create_app(config, load=load)
