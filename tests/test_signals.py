@@ -1,7 +1,6 @@
 """fastsal.signals: the one owner of signal handlers (SIGTERM -> Terminated, handlers put back)."""
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -15,6 +14,17 @@ def _mine(signum, frame):  # a handler someone else installed
     pass
 
 
+def _sigterm() -> None:
+    """What the interpreter does when SIGTERM arrives: call the Python handler in the main thread.
+
+    Called directly rather than sent with os.kill: a real signal to the pytest process, which by
+    now hosts the engines' native thread pools, can crash it (the subprocess tests in test_jobs,
+    test_video_robustness and test_fuzz_cli send real ones)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    assert callable(handler), handler
+    handler(signal.SIGTERM, None)
+
+
 @pytest.fixture
 def own_sigterm():
     previous = signal.signal(signal.SIGTERM, _mine)
@@ -26,7 +36,7 @@ def test_sigterm_raises_terminated_and_restores_the_previous_handler(own_sigterm
     with pytest.raises(Terminated) as caught:
         with sigterm_raises() as active:
             assert active
-            os.kill(os.getpid(), signal.SIGTERM)
+            _sigterm()
     assert caught.value.exit_code == 143 and caught.value.name == "SIGTERM"
     assert isinstance(caught.value, KeyboardInterrupt)  # unwinds like Ctrl-C
     assert signal.getsignal(signal.SIGTERM) is _mine
@@ -37,9 +47,9 @@ def test_a_second_sigterm_does_not_break_the_clean_up(own_sigterm):
     with pytest.raises(Terminated):
         with sigterm_raises():
             try:
-                os.kill(os.getpid(), signal.SIGTERM)
+                _sigterm()
             finally:
-                os.kill(os.getpid(), signal.SIGTERM)  # ignored: the clean-up goes on
+                _sigterm()  # ignored: the clean-up goes on
                 cleaned = True
     assert cleaned
     assert signal.getsignal(signal.SIGTERM) is _mine
@@ -50,7 +60,7 @@ def test_every_sigterm_raises_unless_once(own_sigterm):
     with sigterm_raises(once=False):
         for _ in range(2):
             try:
-                os.kill(os.getpid(), signal.SIGTERM)
+                _sigterm()
             except Terminated:
                 raised += 1
     assert raised == 2
