@@ -3,10 +3,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from helpers import randomise
 from PIL import Image
 
 from fastsal.models.registry import build, save_checkpoint
-from helpers import randomise
 
 SIZE = (64, 96)
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import randomise
 
 import fastsal
 from fastsal import defaults, quantize
-from fastsal.runtime import build as runtime_build, engines as runtime_engines
-from fastsal.runtime import EngineError, EngineNotice, Runner, cache_dir, candidates, load_runner
 from fastsal.cpu import isa_level, supports_bf16
 from fastsal.export import ExportError, export, read_sidecar
 from fastsal.models import build, save_checkpoint
 from fastsal.predict import example_image
-
-from helpers import randomise
+from fastsal.runtime import EngineError, EngineNotice, Runner, cache_dir, candidates, load_runner
+from fastsal.runtime import build as runtime_build
+from fastsal.runtime import engines as runtime_engines
 
 RUNTIMES = [b for b in ("onnxruntime", "openvino") if runtime_engines.installed(b)]
 # fp32 maps from every engine equal PyTorch's to float32 rounding: the largest difference measured,

@@ -9,7 +9,7 @@ from PIL import Image
 import fastsal
 from fastsal import batch
 from fastsal.batch import BatchError
-from fastsal.cli import main
+from fastsal.cli import cli_message, main
 
 FAST = ["--threads", "1", "--quiet"]
 
@@ -265,8 +265,9 @@ def test_a_stopped_overwrite_run_is_not_resumed_as_done(tmp_path, predictor, mon
                   manifest=batch.manifest_path(out))
     assert calls
     monkeypatch.undo()
-    with pytest.raises(BatchError, match="--overwrite run stopped"):
+    with pytest.raises(BatchError, match="an overwrite run stopped") as info:
         batch.run(predictor, jobs, out, ("png",), progress=False, manifest=batch.manifest_path(out))
+    assert "an --overwrite run stopped" in cli_message(info.value)  # the command line names the flag
     batch.run(predictor, jobs, out, ("png",), overwrite=True, progress=False, manifest=batch.manifest_path(out))
     assert batch.run(predictor, jobs, out, ("png",), progress=False,
                      manifest=batch.manifest_path(out))["skipped_existing"] == len(jobs)

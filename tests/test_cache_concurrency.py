@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import fastsal
-from fastsal.runtime import EngineNotice, engines
 from fastsal.files import file_sha256
 from fastsal.predict import example_image
+from fastsal.runtime import EngineNotice, engines
 
 pytestmark = pytest.mark.skipif(not engines.installed("openvino"), reason="openvino not installed")
 

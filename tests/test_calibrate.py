@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 from scipy import ndimage
+from test_scene import write_scene
 
 import fastsal
-from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 from fastsal import calibration as C
 from fastsal.calibration import log_prior
 from fastsal.cli import main
 from fastsal.models.registry import CHECKSUM_KEY, atomic_save, postprocess_settings, read_checkpoint
-from test_scene import write_scene
 
 CALIB = {"form": "power", "temperature": 1.6, "prior_weight": 1.5, "prior": {"x": 0.45, "y": 0.55, "sx": 0.2, "sy": 0.3}}
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 
 import fastsal.files as files
 import fastsal.training.trainer as train_mod
-from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 from fastsal.cli import cli_message, main
 from fastsal.files import DiskFullError, atomic_path
 from fastsal.models.registry import (
     CHECKSUM_KEY,
-    ModelError,
     WEIGHTS,
+    ModelError,
     atomic_save,
     read_checkpoint,
     tensors_sha256,
@@ -291,8 +291,8 @@ def _blurred_source(tmp_path: Path, blur: float = 2.0) -> Path:
 
 def test_train_init_and_adapt_keep_the_source_blur(tmp_path, capsys):
     import fastsal
-    from fastsal.training.adapt import adapt
     from fastsal.training import TrainConfig, train
+    from fastsal.training.adapt import adapt
 
     write_images(tmp_path / "photos", 4)
     source = _blurred_source(tmp_path)
@@ -341,8 +341,8 @@ def test_adapt_plans_at_once_and_times_after_a_warm_up(tmp_path, capsys, monkeyp
 
 
 def test_adapt_and_train_init_refuse_a_damaged_checkpoint(tmp_path):
-    from fastsal.training.adapt import AdaptError, adapt
     from fastsal.training import TrainConfig, TrainError, train
+    from fastsal.training.adapt import AdaptError, adapt
 
     write_images(tmp_path / "photos", 2)
     source = teacher_checkpoint(tmp_path / "source.pt")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastsal.jobs import _unique_stems
 from fastsal.cli import main
 from fastsal.files import atomic_write
+from fastsal.jobs import _unique_stems
 
 torch.set_num_threads(1)
 

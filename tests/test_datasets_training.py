@@ -258,7 +258,6 @@ def test_shipped_specs_describe_their_files():
 # ---- aspect-preserving prediction ------------------------------------------------------------
 def test_predictor_keeps_portraits_upright():
     import fastsal
-
     from fastsal.models import WEIGHTS, weights_for
 
     assert fastsal.load(backend="torch").aspect == weights_for("default").aspect  # as the weights were trained

@@ -8,7 +8,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from serve_util import get_status, need_serve_extra, running_server
 
 need_serve_extra()
@@ -61,9 +60,9 @@ def _serve_args(container: dict):
 
 def test_port_and_probes_match_the_server(k8s, container):
     from fastapi.testclient import TestClient
+    from serve_util import FakePredictor
 
     from fastsal.serve import create_app
-    from serve_util import FakePredictor
 
     args = _serve_args(container)
     (port,) = container["ports"]

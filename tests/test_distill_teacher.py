@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from distill_util import SIZE, teacher_checkpoint, write_images
 from scipy.special import logsumexp
 
-from distill_util import SIZE, teacher_checkpoint, write_images
-from fastsal.images import load_rgb
 from fastsal.cli import cli_message
+from fastsal.images import load_rgb
 from fastsal.teacher import CallableTeacher, Teacher, TeacherError
 from fastsal.tta import TTA, TTAError
 

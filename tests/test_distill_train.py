@@ -4,16 +4,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
 
 import fastsal.training.trainer as train_mod
-from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
-from fastsal.training.distill import mixup, teacher_views
 from fastsal.cli import cli_message
 from fastsal.images import load_rgb
 from fastsal.losses import DISTILLATION_LOSSES, teacher_kl
 from fastsal.models import load_model
 from fastsal.teacher import CallableTeacher, Teacher
 from fastsal.training import TrainConfig, TrainError, train
+from fastsal.training.distill import mixup, teacher_views
 
 
 def _distill_cfg(tmp_path, teacher, **kw):
@@ -130,8 +130,8 @@ def test_distillation_options_are_checked_first(tmp_path):
 
 
 def test_adapt_writes_a_checkpoint_predict_can_use(tmp_path, capsys):
-    from fastsal.training.adapt import AdaptError, adapt
     from fastsal.cli import main
+    from fastsal.training.adapt import AdaptError, adapt
 
     photos = write_images(tmp_path / "photos", 4)
     student = teacher_checkpoint(tmp_path / "student.pt", 5)

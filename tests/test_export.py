@@ -10,7 +10,8 @@ from torch import nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from fastsal.runtime import EngineError, load_runner  # noqa: E402
+from helpers import randomise as randomise_weights  # noqa: E402
+
 from fastsal.export import (  # noqa: E402
     ExportError,
     export,
@@ -20,8 +21,7 @@ from fastsal.export import (  # noqa: E402
 from fastsal.images import load_input as preprocess_image  # noqa: E402
 from fastsal.models import build, read_checkpoint  # noqa: E402
 from fastsal.models.registry import shipped_weights  # noqa: E402
-
-from helpers import randomise as randomise_weights  # noqa: E402
+from fastsal.runtime import EngineError, load_runner  # noqa: E402
 
 SIZE = (192, 256)
 LOGIT_TOL = 1e-3      # max |logit difference| between ONNX Runtime and eager PyTorch

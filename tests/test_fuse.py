@@ -1,6 +1,7 @@
 """Exact inference rewrites: BatchNorm folding and the fused FastSal-C decoder give the same logits."""
 import pytest
 import torch
+from helpers import randomise
 from torch import nn
 
 from fastsal.models import build
@@ -12,8 +13,6 @@ from fastsal.models.fuse import (
     fuse_decoder_c,
     head_as_phase_conv,
 )
-
-from helpers import randomise
 
 TOL = 1e-4
 

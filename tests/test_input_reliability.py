@@ -17,11 +17,11 @@ from PIL import EpsImagePlugin, Image
 
 import fastsal
 from fastsal import batch, cpu
-from fastsal.runtime import EngineError, installed
 from fastsal.cli import main
 from fastsal.errors import FastSalError
 from fastsal.images import DECODE_FORMATS, ImageError, UnrecognisedImageError, as_rgb_array, find_images, load_rgb
 from fastsal.predict import PredictError, example_image
+from fastsal.runtime import EngineError, installed
 
 FAST = ["--threads", "1", "--workers", "0", "-q"]
 

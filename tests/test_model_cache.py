@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import randomise
 
 import fastsal
-from fastsal.runtime import EngineNotice, cache, engines, runners
 from fastsal.cli import main
 from fastsal.export import read_sidecar
-from fastsal.files import file_sha256, file_lock
+from fastsal.files import file_lock, file_sha256
 from fastsal.models import build, save_checkpoint
 from fastsal.predict import example_image
-from helpers import randomise
+from fastsal.runtime import EngineNotice, cache, engines, runners
 
 RUNTIMES = [e for e in ("openvino", "onnxruntime") if engines.installed(e)]
 needs_runtime = pytest.mark.skipif(not RUNTIMES, reason="no graph runtime installed")

@@ -15,8 +15,8 @@ import fastsal
 import fastsal.runtime
 from fastsal.images import ImageError
 from fastsal.models import ModelError, build, save_checkpoint
-from fastsal.runtime import candidates
 from fastsal.predict import Predictor, example_image, load
+from fastsal.runtime import candidates
 from fastsal.viewing import colormap, overlay, to_png
 
 torch.set_num_threads(1)

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from distill_util import teacher_checkpoint, write_images
 from scipy.special import logsumexp
 
-from distill_util import teacher_checkpoint, write_images
 from fastsal.cli import main
 from fastsal.data.datasets import DATASETS, DatasetError, load_dataset
 from fastsal.data.pseudo import latest_entries

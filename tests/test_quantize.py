@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from fastsal import defaults, quantize
-from fastsal.runtime import default_calibration_images, make_runner
 from fastsal.errors import FastSalError
 from fastsal.export import read_sidecar
 from fastsal.images import load_input as preprocess_image
 from fastsal.models import load_model, shipped_weights
+from fastsal.runtime import default_calibration_images, make_runner
 
 needs_nncf = pytest.mark.skipif(not quantize.installed("nncf"), reason="the [openvino] extra (openvino, nncf) is not installed")
 SRC = Path(__file__).resolve().parents[1] / "src"

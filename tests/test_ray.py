@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ray_util import in_process_cluster, need_netns, need_ray
 
 need_ray()

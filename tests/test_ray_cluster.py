@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ray_util import LoopbackCluster, need_netns, need_ray
 
 need_ray()

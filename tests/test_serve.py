@@ -11,14 +11,13 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
-
 from serve_util import FakePredictor, example_bytes, get_status, need_serve_extra, running_server
 
 need_serve_extra()
@@ -178,6 +177,19 @@ def test_read_api_key(tmp_path):
         read_api_key(tmp_path / "missing")
     with pytest.raises(ServeError, match="at least 16"):
         ServeConfig(api_key="short")
+
+
+def test_serve_errors_name_the_keyword_and_the_cli_the_flag(tmp_path):
+    from fastsal.cli import cli_message
+
+    with pytest.raises(ServeError) as info:
+        read_api_key(tmp_path / "missing")
+    assert str(info.value).startswith("api_key_file ") and "--" not in str(info.value)
+    assert cli_message(info.value).startswith("--api-key-file ")
+    with pytest.raises(ServeError) as info:
+        ServeConfig(cors_origins=("example.org",))
+    assert str(info.value).startswith("cors_origins 'example.org': expected an origin")
+    assert cli_message(info.value).startswith("--cors-origin 'example.org': expected an origin")
 
 
 # -- load: queue, timeouts, a free event loop -------------------------------------------------------

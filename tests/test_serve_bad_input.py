@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 import pytest
 from PIL import Image
-
 from serve_util import example_bytes, get_status, need_serve_extra, running_server
 
 need_serve_extra()

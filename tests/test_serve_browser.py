@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from serve_util import need_serve_extra, running_server
 
 need_serve_extra()

@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from serve_util import FakePredictor, example_bytes, need_serve_extra, stop_server
 
 need_serve_extra()
@@ -275,7 +274,6 @@ def test_uploads_still_arriving_share_a_memory_budget():
     """Uploads are read before they take a queue slot, so their bytes are bounded instead by a
     shared budget (8 x the upload limit): past it, 503 with Retry-After, and nothing stays counted."""
     import io
-
     import warnings
 
     import numpy as np

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from serve_util import example_bytes, need_serve_extra, running_server
 
 need_serve_extra()

@@ -7,7 +7,7 @@ import torch
 
 from fastsal.cli import cli_message
 from fastsal.models.registry import read_checkpoint
-from fastsal.training import Trainer, TrainConfig, TrainError, train
+from fastsal.training import TrainConfig, Trainer, TrainError, train
 from fastsal.training.config import FLAT_FIELDS, DataConfig, OptimConfig
 from fastsal.training.data import BucketBatchSampler, build_buckets, load_split
 

@@ -113,8 +113,8 @@ def test_models_json(capsys):
 
 def test_evaluate_refuses_colour_photos_as_maps(tmp_path, osie_root):
     """`evaluate --maps photos/` scored the photos themselves, converted to grey."""
-    from fastsal.data.datasets import DatasetError
     from fastsal.data import load_dataset
+    from fastsal.data.datasets import DatasetError
     from fastsal.evaluate import maps_from_folder
 
     samples = load_dataset("osie", osie_root, "test")[:2]

@@ -200,6 +200,7 @@ def test_short_video_raises_and_writes_nothing(predictor: Predictor, tmp_path: P
     with pytest.raises(ShortVideoError, match=rf"decoded only {decoded} of the {T} frames") as info:
         predict_video(predictor, clip, out / "s.mp4", npy=out / "s.npy", progress=False)
     assert (info.value.frames, info.value.expected) == (decoded, T)
+    assert info.value.option == "allow_short" and "(allow_short)" in str(info.value)  # the CLI: --allow-short-video
     assert not out.exists() or list(out.iterdir()) == []
 
     report = predict_video(predictor, clip, out / "s.mp4", npy=out / "s.npy", progress=False, allow_short=True)

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from fastsal import defaults
-from fastsal.runtime.engines import ENGINE_PRECISIONS, EngineError
 from fastsal.cpu import check_threads, cpu_name
 from fastsal.errors import FastSalError
+from fastsal.runtime.engines import ENGINE_PRECISIONS, EngineError
 
 # Runner labels: "eager" (PyTorch, the model as defined, unfused) and every engine at every
 # precision of fastsal.runtime, spelt ENGINE for fp32 and ENGINE-PRECISION otherwise.

@@ -23,8 +23,7 @@ import numpy as np
 from PIL import Image
 
 from fastsal import baselines as B
-from fastsal import defaults
-from fastsal import files
+from fastsal import defaults, files
 from fastsal import metrics as M
 from fastsal.data.base import DatasetError, Sample
 from fastsal.data.fixations import fixation_density
@@ -212,7 +211,6 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def evaluate(
     samples: Sequence[Sample],
     models: dict[str, MapSource],
@@ -238,25 +236,7 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    metrics = list(M.METRICS if metrics is None else metrics)
-    unknown = [m for m in metrics if m not in M.METRICS]
-    if unknown:
-        raise EvaluateError(f"unknown metric {unknown[0]!r}; choose from {', '.join(M.METRICS)}")
-    if not samples:
-        raise DatasetError("no images to evaluate; check the split")
-    baselines = [b for b in baselines]
-    bad = [b for b in baselines if b not in BASELINES]
-    if bad:
-        raise EvaluateError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
-    notes = []
-    if "gold_standard" in baselines and (note := gold_standard_note(samples)):
-        baselines.remove("gold_standard")
-        notes.append(note)
-    cb_params = B.fit_centre_bias(train_samples) if train_samples else None
-    if cb_params is None:
-        baselines = [b for b in baselines if b != "centre_bias"]
-        metrics = [m for m in metrics if m != "information_gain"]
-
+    metrics, baselines, notes, cb_params = _choose(samples, train_samples, baselines, metrics)
     sources: dict[str, MapSource] = dict(models)
     if "centre_bias" in baselines:
         sources["centre bias"] = lambda s: B.centre_bias_density(cb_params, s.shape)
@@ -315,6 +295,32 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(n.ljust(width) + "".join(c.rjust(cw[j]) for j, c in enumerate(row)))
     lines.append(f"({report['config']['n_images']} images; mean ± standard error; IG against the centre bias)")
     return "\n".join(lines)
+
+
+def _choose(samples: Sequence[Sample], train_samples: Sequence[Sample] | None, baselines: Iterable[str],
+            metrics: Sequence[str] | None) -> tuple[list[str], list[str], list[str], Any]:
+    """(metrics, baselines, notes, centre-bias parameters or None) that can be computed: unknown
+    names are refused before any scoring; the gold standard goes (with a note) where images lack
+    two observers, the centre bias and information gain where there is no training split."""
+    metrics = list(M.METRICS if metrics is None else metrics)
+    unknown = [m for m in metrics if m not in M.METRICS]
+    if unknown:
+        raise EvaluateError(f"unknown metric {unknown[0]!r}; choose from {', '.join(M.METRICS)}")
+    if not samples:
+        raise DatasetError("no images to evaluate; check the split")
+    baselines = [b for b in baselines]
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise EvaluateError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
+    notes = []
+    if "gold_standard" in baselines and (note := gold_standard_note(samples)):
+        baselines.remove("gold_standard")
+        notes.append(note)
+    cb_params = B.fit_centre_bias(train_samples) if train_samples else None
+    if cb_params is None:
+        baselines = [b for b in baselines if b != "centre_bias"]
+        metrics = [m for m in metrics if m != "information_gain"]
+    return metrics, baselines, notes, cb_params
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:

@@ -46,8 +46,6 @@ never leaves a half-written model or sidecar.
 """
 from __future__ import annotations
 
-from fastsal.errors import FastSalError
-
 import copy
 import hashlib
 import json
@@ -63,9 +61,10 @@ import torch
 from torch import nn
 
 from fastsal import defaults
+from fastsal.errors import FastSalError
 from fastsal.files import atomic_path, atomic_write, atomic_write_bytes, file_sha256
-from fastsal.quantize import openvino_recipe, quantize_model, sidecar_entry
 from fastsal.geometry import is_network_size
+from fastsal.quantize import openvino_recipe, quantize_model, sidecar_entry
 
 SIDECAR_FORMAT = "fastsal-export/1"
 ONNX_OPSET = 17

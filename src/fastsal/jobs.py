@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -42,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from fastsal.errors import FastSalError, Terminated
 from fastsal.files import JOB_TEMPORARY_AGE_S, atomic_write_bytes, remove_stale_temporaries, write_json
 from fastsal.images import IMAGE_SUFFIXES, check_not_empty, find_images
+from fastsal.signals import sigterm_raises
 
 MANIFEST_FORMAT = "fastsal-manifest/2"
 #: Earlier manifests, still read (:func:`read_manifest`): maps, videos, crops and pseudo-labels.
@@ -295,10 +294,11 @@ def check_settings(out: str | Path, settings: dict[str, Any], keys: Sequence[str
         diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
         if diff:
             raise JobError(f"{out}: holds {noun} made with other settings ({'; '.join(diff)}, see {record.name}); "
-                           f"pass --overwrite to recompute them, or choose another -o folder")
+                           "pass {option} to recompute them, or choose another output folder", option="overwrite")
         if data.get("overwrite") is True and data.get("complete") is False:
-            raise JobError(f"{out}: an --overwrite run stopped before it replaced all earlier {noun} (see "
-                           f"{record.name}); pass --overwrite again to finish it, or choose another -o folder")
+            raise JobError(f"{out}: an {{option}} run stopped before it replaced all earlier {noun} (see "
+                           f"{record.name}); pass {{option}} again to finish it, or choose another output folder",
+                           option="overwrite")
 
 
 def bind_settings(out: str | Path, record: str | Path | None, report: dict[str, Any], *, overwrite: bool,
@@ -319,7 +319,7 @@ def bind_settings(out: str | Path, record: str | Path | None, report: dict[str, 
     try:
         write_json(report, record)
     except OSError as exc:
-        raise JobError(f"cannot write {record}: {exc.strerror or exc}; free space or choose another -o folder") \
+        raise JobError(f"cannot write {record}: {exc.strerror or exc}; free space or choose another output folder") \
             from None
 
 
@@ -469,7 +469,7 @@ def write_result(result: Result) -> None:
         try:
             atomic_write_bytes(path, data)
         except OSError as exc:
-            raise JobError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another -o") from None
+            raise JobError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another output folder") from None
     result.files = {}
 
 
@@ -510,12 +510,7 @@ def local_executor(task: Task, items: Sequence[Item], emit: Callable[[Result], N
     be blocked in a read).
     """
     if task.writes_own_outputs:
-        for item in items:
-            try:
-                result = task.run_item(item)
-            except task.input_errors as exc:
-                result = task.failure(item, exc)
-            emit(result)
+        _run_own(task, items, emit)
         return
     readers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastsal-decode") if workers else None
     writers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastsal-write") if workers else None
@@ -571,18 +566,36 @@ def local_executor(task: Task, items: Sequence[Item], emit: Callable[[Result], N
         if readers is not None:
             readers.shutdown(wait=False, cancel_futures=True)
         if failed:
-            wait([fut for _, fut in writes])  # computed results: written and recorded, not lost
-            for item, fut in writes:
-                error = fut.exception()
-                try:  # the error in flight is what the user must see; these are only recorded
-                    if error is None:
-                        emit(fut.result())
-                    elif isinstance(error, Exception):  # a write that failed too (a full disk): listed
-                        emit(task.failure(item, error))
-                except Exception:
-                    pass
+            _record_written(task, writes, emit)
         if writers is not None:
             writers.shutdown(wait=True)
+
+
+def _run_own(task: Task, items: Sequence[Item], emit: Callable[[Result], None]) -> None:
+    """Items of a task that writes its own outputs (videos), one after another on this thread."""
+    for item in items:
+        try:
+            result = task.run_item(item)
+        except task.input_errors as exc:
+            result = task.failure(item, exc)
+        emit(result)
+
+
+def _record_written(task: Task, writes: Iterable[tuple[Item, Future]], emit: Callable[[Result], None]) -> None:
+    """After an error or Ctrl-C: results already computed are written and recorded, not lost; a
+    write that failed too (a full disk) is listed as failed. The error in flight is what the user
+    must see, so errors here are only recorded."""
+    pending = list(writes)
+    wait([fut for _, fut in pending])
+    for item, fut in pending:
+        error = fut.exception()
+        try:
+            if error is None:
+                emit(fut.result())
+            elif isinstance(error, Exception):
+                emit(task.failure(item, error))
+        except Exception:
+            pass
 
 
 # -- the runner ------------------------------------------------------------------------------------
@@ -606,26 +619,6 @@ def _settings_from_records(task: Task) -> dict[str, Any] | None:
             return None
         found = data["settings"]
     return found
-
-
-class _SigtermHandler:
-    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) while a job runs, in the main thread
-    only; the previous handler comes back afterwards. A second SIGTERM does not break the clean-up."""
-
-    def __enter__(self) -> "_SigtermHandler":
-        self.fired = False
-        self.handled = threading.current_thread() is threading.main_thread()
-        self.previous = signal.signal(signal.SIGTERM, self._raise) if self.handled else None
-        return self
-
-    def _raise(self, signum: int, frame: Any) -> None:
-        if not self.fired:
-            self.fired = True
-            raise Terminated(signum)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handled:
-            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
 
 
 def stopped_by(exc: BaseException) -> str:
@@ -668,7 +661,6 @@ def _plan(task: Task, jobs: Sequence[Any], overwrite: bool, shard_info: tuple[in
     return report, todo, kept
 
 
-# size-exception: the one job loop every command shares, read top to bottom (its emit() is its core)
 def run(
     task: Task,
     jobs: Sequence[Job],
@@ -703,42 +695,13 @@ def run(
     report, todo, kept = _plan(task, jobs, overwrite, shard_info)
     save = (lambda: None) if manifest is None else (lambda: (report.update(updated=now()),
                                                              write_json(report, manifest)))
-    # the one rule for every command: refuse other settings, record ours before the first output
-    bind_settings(task.out, manifest, report, overwrite=overwrite, keys=task.settings_keys, records=task.records,
-                  noun=task.noun)
-    for folder in sorted({p.parent for i in todo for p in i.outputs.values()}):
-        remove_stale_temporaries(folder, JOB_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
-    task.prepare(todo)
-    if on_done is not None:
-        for item, entry in kept:
-            on_done(item, entry, True)
+    _prepare(task, todo, kept, report, manifest, overwrite, on_done)
     bar = tqdm(total=len(todo), unit=task.kind[:-1] or "item", disable=not progress, dynamic_ncols=True)
-    by_key = {i.key: i for i in todo}
-    start = last_save = time.perf_counter()
-    since_save = 0
-
-    def emit(result: Result) -> None:
-        nonlocal since_save, last_save
-        write_result(result)
-        bar.update(1)
-        if result.error is not None:
-            report["failed"].append(result.entry)
-            if strict:
-                raise result.exception if result.exception is not None else JobError(result.error)
-            if on_skip is not None:
-                on_skip(result.error)
-        else:
-            report["written"].append(result.entry)
-            if on_done is not None and result.key in by_key:
-                on_done(by_key[result.key], result.entry, False)
-        since_save += 1
-        if since_save >= MANIFEST_EVERY_ITEMS or time.perf_counter() - last_save > MANIFEST_EVERY_S:
-            save()
-            since_save, last_save = 0, time.perf_counter()
-
+    emit = _Recorder(report, bar.update, save, strict=strict, on_skip=on_skip, on_done=on_done, todo=todo)
+    start = time.perf_counter()
     first_error: BaseException | None = None
     try:
-        with _SigtermHandler():
+        with sigterm_raises():  # the first SIGTERM unwinds like Ctrl-C; a second cannot break the clean-up
             if todo:
                 (executor or local_executor)(task, todo, emit, batch_size=batch_size, workers=workers)
         report["complete"] = True
@@ -754,10 +717,58 @@ def run(
             save()
         except OSError as exc:
             if first_error is None:  # the run itself went well: this is the error to report
-                raise JobError(f"cannot write {manifest}: {exc.strerror or exc}; free space or choose another -o "
-                               f"folder") from None
+                raise JobError(f"cannot write {manifest}: {exc.strerror or exc}; free space or choose another "
+                               f"output folder") from None
             # otherwise the first error (a full disk, Ctrl-C) is what the user must see
     return report
+
+
+def _prepare(task: Task, todo: list[Item], kept: list[tuple[Item, dict[str, Any]]], report: dict[str, Any],
+             manifest: str | Path | None, overwrite: bool,
+             on_done: Callable[[Item, dict[str, Any], bool], None] | None) -> None:
+    """Before the first output: the one rule for every command (refuse other settings, record
+    ours), leftovers of killed runs removed (ours only), the task's own preparation, and
+    ``on_done`` for the items kept from earlier runs."""
+    bind_settings(task.out, manifest, report, overwrite=overwrite, keys=task.settings_keys, records=task.records,
+                  noun=task.noun)
+    for folder in sorted({p.parent for i in todo for p in i.outputs.values()}):
+        remove_stale_temporaries(folder, JOB_TEMPORARY_AGE_S)  # leftovers of killed runs: ours only
+    task.prepare(todo)
+    if on_done is not None:
+        for item, entry in kept:
+            on_done(item, entry, True)
+
+
+class _Recorder:
+    """The ``emit`` a run hands its executor: each result is written, recorded in the manifest
+    (written or failed), reported (``on_skip``, ``on_done``, the progress bar) and the manifest
+    saved every :data:`MANIFEST_EVERY_ITEMS` results or :data:`MANIFEST_EVERY_S` seconds."""
+
+    def __init__(self, report: dict[str, Any], advance: Callable[[int], Any], save: Callable[[], Any], *,
+                 strict: bool, on_skip: Callable[[str], None] | None,
+                 on_done: Callable[[Item, dict[str, Any], bool], None] | None, todo: Sequence[Item]) -> None:
+        self.report, self.advance, self.save = report, advance, save
+        self.strict, self.on_skip, self.on_done = strict, on_skip, on_done
+        self.by_key = {i.key: i for i in todo}
+        self.since_save, self.last_save = 0, time.perf_counter()
+
+    def __call__(self, result: Result) -> None:
+        write_result(result)
+        self.advance(1)
+        if result.error is not None:
+            self.report["failed"].append(result.entry)
+            if self.strict:
+                raise result.exception if result.exception is not None else JobError(result.error)
+            if self.on_skip is not None:
+                self.on_skip(result.error)
+        else:
+            self.report["written"].append(result.entry)
+            if self.on_done is not None and result.key in self.by_key:
+                self.on_done(self.by_key[result.key], result.entry, False)
+        self.since_save += 1
+        if self.since_save >= MANIFEST_EVERY_ITEMS or time.perf_counter() - self.last_save > MANIFEST_EVERY_S:
+            self.save()
+            self.since_save, self.last_save = 0, time.perf_counter()
 
 
 def summary(report: dict[str, Any]) -> tuple[int, int, int]:

@@ -31,10 +31,12 @@ from PIL import Image
 from scipy import ndimage
 
 from fastsal import defaults
-from fastsal.calibration import Calibration, apply as apply_calibration, from_meta as calibration_from_meta
+from fastsal.calibration import Calibration
+from fastsal.calibration import apply as apply_calibration
+from fastsal.calibration import from_meta as calibration_from_meta
+from fastsal.cpu import check_threads
 from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
-from fastsal.cpu import check_threads
 from fastsal.images import ImageLike, as_rgb_array, fit_input_size, load_resized, resize_rgb, to_input
 from fastsal.models import (
     ModelError,

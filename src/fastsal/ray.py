@@ -55,9 +55,9 @@ class RayError(FastSalError, ValueError):
 def _ray() -> Any:
     """The ``ray`` module with Ray Data, or :class:`RayError` saying how to install it."""
     try:
+        import pyarrow  # noqa: F401
         import ray
         import ray.data  # noqa: F401
-        import pyarrow  # noqa: F401
     except ImportError as exc:
         raise RayError(f"Ray is not installed ({exc.name or exc}); pip install 'fastsal[ray]'") from None
     return ray
@@ -76,18 +76,13 @@ def connect(address: str | None = "auto") -> Any:
             raise RayError("ray address 'auto' needs RAY_ADDRESS set (HOST:PORT of the head); set it, or pass the "
                            "address, or 'local' for a cluster on this machine")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing phones home unless the user asked
-    import signal
-    import threading
+    from fastsal.signals import kept
 
-    # ray.init replaces SIGTERM/SIGINT handlers; the job layer's one handler (exit 143/130, manifest saved) stays
-    ours = ({s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-            if threading.current_thread() is threading.main_thread() else {})
     try:
-        ray.init(address=None if address == "local" else address, log_to_driver=False, logging_level=logging.WARNING,
-                 include_dashboard=False if address == "local" else None)
-        for sig, handler in ours.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+        # ray.init replaces SIGTERM/SIGINT handlers; the job layer's one handler (exit 143/130, manifest saved) stays
+        with kept():
+            ray.init(address=None if address == "local" else address, log_to_driver=False,
+                     logging_level=logging.WARNING, include_dashboard=False if address == "local" else None)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RayError(f"cannot join the Ray cluster at {address}: {reason}; start it (ray start --head) or fix "

@@ -339,8 +339,8 @@ def _member(source: Any, backend: str, device: str | torch.device, threads: int 
         raise TeacherError(f"{{option}} {source}: a preset names a whole teacher; pass it alone", option="teacher")
     import warnings
 
-    from fastsal.runtime.engines import EngineNotice
     from fastsal.predict import load
+    from fastsal.runtime.engines import EngineNotice
 
     try:
         with warnings.catch_warnings():

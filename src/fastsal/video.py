@@ -34,8 +34,6 @@ call :func:`is_video` to route its inputs.
 """
 from __future__ import annotations
 
-from fastsal.errors import FastSalError, Terminated
-
 import os
 import sys
 import time
@@ -44,6 +42,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+
+from fastsal.errors import FastSalError, Terminated
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,8 +86,8 @@ class ShortVideoError(VideoSourceError):
     """Fewer frames decoded than the container states: a damaged or truncated file whose short result
     would otherwise pass for the whole video. ``frames`` were decoded of ``expected``."""
 
-    def __init__(self, message: str, frames: int, expected: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, frames: int, expected: int, *, option: str | None = None) -> None:
+        super().__init__(message, option=option)
         self.frames, self.expected = frames, expected
 
 
@@ -384,7 +384,6 @@ def default_fourcc(out: str | Path) -> str:
     return mp4_codec()[0] if Path(out).suffix.lower() in H264_SUFFIXES else "mp4v"
 
 
-# size-exception: one job loop per command until issue 20's job layer / issue 21's split gives it a seam
 def predict_video(
     predictor: Predictor,
     source: VideoSource,
@@ -427,6 +426,41 @@ def predict_video(
     frame is decoded); nothing is left behind then, nor on Ctrl-C (or :class:`Terminated`) on a file.
     """
     _check_options(smoothing, batch_size, max_frames)
+    out, npy, fourcc = _checked_outputs(source, out, npy, alpha, fourcc)
+    from tqdm import tqdm
+
+    from fastsal.files import atomic_path, atomic_write
+
+    cv2 = _cv2()
+    capture = _Capture(source)
+    # What the container states (a camera states nothing); compared with what decodes at the end.
+    expected = None if capture.count is None else capture.count if max_frames is None else min(capture.count, max_frames)
+    start = time.perf_counter()
+    with ExitStack() as stack:
+        stack.callback(capture.release)
+        sink = _Outputs(cv2, stack, capture.fps, out, stack.enter_context(atomic_path(out)) if out is not None else None,
+                        stack.enter_context(atomic_write(npy)) if npy is not None else None,
+                        fourcc=fourcc, overlay=overlay, alpha=alpha)
+        bar = stack.enter_context(tqdm(total=expected, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                                       disable=not progress, desc=Path(capture.name).name))
+        frames, stopped_by = _stream(_maps(predictor, capture, smoothing, batch_size, max_frames), sink.steps,
+                                     capture.camera, bar.update)
+        lost = lost_frames(frames, expected)
+        if lost and not allow_short:  # raised inside the stack: atomic_path removes the short outputs
+            raise ShortVideoError(
+                f"{capture.name}: decoded only {frames} of the {expected} frames its container states "
+                f"(damaged or truncated); nothing written; repair or re-encode it, or allow short "
+                f"results ({{option}})", frames, expected, option="allow_short")
+        sink.finish()
+    seconds = time.perf_counter() - start
+    return VideoReport(frames=frames, fps_in=capture.fps, seconds=seconds, fps=frames / max(seconds, 1e-9),
+                       out=out, npy=npy, interrupted=stopped_by is not None, expected=expected, stopped_by=stopped_by)
+
+
+def _checked_outputs(source: VideoSource, out: str | Path | None, npy: str | Path | None, alpha: float,
+                     fourcc: str | None) -> tuple[Path | None, Path | None, str]:
+    """(out, npy, fourcc) checked before the first frame is decoded: a read-only disk, a parent
+    that is a file or an output that is the input fails now, naming the path, not after the video."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if fourcc is None:
@@ -445,97 +479,92 @@ def predict_video(
         raise VideoError(f"{out}: is a folder; pass an output file such as {out / 'saliency.mp4'}")
     if npy is not None and npy.is_dir():
         raise VideoError(f"{npy}: is a folder; pass a .npy file name such as {npy / 'maps.npy'}")
+    from fastsal.files import check_writable_file
 
-    import numpy as np
-    from tqdm import tqdm
-
-    from fastsal.files import atomic_path, atomic_write, check_writable_file
-
-    # Before the first frame: a read-only disk or a parent that is a file fails now, naming the path.
     for target, what in ((out, "output video"), (npy, "maps file")):
         if target is not None:
             check_writable_file(target, what)
-    from fastsal.viewing import colormap, to_png
-    from fastsal.viewing import overlay as blend
+    return out, npy, fourcc
 
-    cv2 = _cv2()
-    capture = _Capture(source)
-    total = capture.count if max_frames is None or capture.count is None else min(capture.count, max_frames)
-    interrupted = False
-    stopped_by: str | None = None
-    frames = 0
-    # What the container states (a camera states nothing); compared with what decodes at the end.
-    expected = None if capture.count is None else capture.count if max_frames is None else min(capture.count, max_frames)
-    start = time.perf_counter()
-    with ExitStack() as stack:
-        stack.callback(capture.release)
-        out_tmp = stack.enter_context(atomic_path(out)) if out is not None else None
-        npy_fh = stack.enter_context(atomic_write(npy)) if npy is not None else None
-        bar = stack.enter_context(tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
-                                       disable=not progress, desc=Path(capture.name).name))
-        writer: Any = None
-        npy_frames: _NpyFrames | None = None
-        size = (0, 0)
 
-        def write_video(item: VideoFrame) -> None:
-            nonlocal writer, size
-            h, w = item.rgb.shape[:2]
-            if writer is None:
-                size = (w, h)
-                writer = cv2.VideoWriter(str(out_tmp), cv2.VideoWriter_fourcc(*fourcc), capture.fps, size)
-                stack.callback(writer.release)  # runs before atomic_path renames the file
-                if not writer.isOpened():
-                    raise VideoError(f"{out}: OpenCV cannot write {fourcc!r} video to a "
-                                     f"'{out.suffix}' file; use .mp4 with fourcc 'mp4v' or .avi with 'MJPG'")
-            prob = item.map
-            img = blend(item.rgb, prob, alpha) if overlay else colormap(to_png(prob))
-            if (w, h) != size:  # a camera that changed resolution mid-stream
-                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+class _Outputs:
+    """Where each frame goes: the heat-map video (opened at the first frame, whose size it takes)
+    and/or the ``.npy`` stack; :attr:`steps` writes one frame to each in turn."""
 
-        def write_npy(item: VideoFrame) -> None:
-            nonlocal npy_frames
-            if npy_frames is None:
-                npy_frames = _NpyFrames(npy_fh, item.log_density.shape)
-            npy_frames.append(np.exp(item.log_density))
+    def __init__(self, cv2: Any, stack: ExitStack, fps: float, out: Path | None, out_tmp: Path | None,
+                 npy_fh: IO[bytes] | None, *, fourcc: str, overlay: bool, alpha: float) -> None:
+        self.cv2, self.stack, self.fps, self.out, self.out_tmp, self.npy_fh = cv2, stack, fps, out, out_tmp, npy_fh
+        self.fourcc, self.overlay, self.alpha = fourcc, overlay, alpha
+        self.writer: Any = None
+        self.npy_frames: _NpyFrames | None = None
+        self.size = (0, 0)
+        self.steps: list[Callable[[VideoFrame], None]] = [
+            step for step, wanted in ((self.write_video, out_tmp is not None), (self.write_npy, npy_fh is not None))
+            if wanted]
 
-        # Each frame goes to every output or to none: Ctrl-C or SIGTERM can land between the video
-        # write and the .npy append, and the part still owed is then written before stopping, so
-        # that a stopped camera session leaves outputs with equal frame counts.
-        steps = [s for s, wanted in ((write_video, out_tmp is not None), (write_npy, npy_fh is not None)) if wanted]
-        item: VideoFrame | None = None
-        done = counted = 0  # outputs that have the current frame; frames before it
-        try:
-            for item in _maps(predictor, capture, smoothing, batch_size, max_frames):
-                counted, done = frames, 0
-                for step in steps:
-                    step(item)
-                    done += 1
-                frames += 1
-                bar.update(1)
-        except KeyboardInterrupt as exc:
-            # A camera session ends with Ctrl-C (or SIGTERM, see Terminated): keep what was written
-            # (frames of the batch in flight are dropped). A file re-raises, and atomic_path removes
-            # the partial outputs.
-            if not capture.camera or frames == 0:
-                raise
-            if item is not None and frames == counted and done > 0:  # stopped inside a frame: finish it
-                for step in steps[done:]:
-                    step(item)
-                frames += 1
-            interrupted = True
-            stopped_by = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
-        lost = lost_frames(frames, expected)
-        if lost and not allow_short:  # raised inside the stack: atomic_path removes the short outputs
-            raise ShortVideoError(
-                f"{capture.name}: decoded only {frames} of the {expected} frames its container states "
-                f"(damaged or truncated); nothing written; repair or re-encode it, or allow short "
-                f"results (--allow-short-video)", frames, expected)
-        if npy_frames is not None:
-            npy_frames.finish()
-    seconds = time.perf_counter() - start
-    return VideoReport(frames=frames, fps_in=capture.fps, seconds=seconds, fps=frames / max(seconds, 1e-9),
-                       out=out, npy=npy, interrupted=interrupted, expected=expected, stopped_by=stopped_by)
+    def write_video(self, item: VideoFrame) -> None:
+        from fastsal.viewing import colormap, to_png  # imported once, then a dictionary look-up per frame
+        from fastsal.viewing import overlay as blend
+
+        cv2 = self.cv2
+        h, w = item.rgb.shape[:2]
+        if self.writer is None:
+            self.size = (w, h)
+            self.writer = cv2.VideoWriter(str(self.out_tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
+            self.stack.callback(self.writer.release)  # runs before atomic_path renames the file
+            if not self.writer.isOpened():
+                out = self.out
+                raise VideoError(f"{out}: OpenCV cannot write {self.fourcc!r} video to a "
+                                 f"'{out.suffix if out else ''}' file; use .mp4 with fourcc 'mp4v' or .avi with 'MJPG'")
+        prob = item.map
+        img = blend(item.rgb, prob, self.alpha) if self.overlay else colormap(to_png(prob))
+        if (w, h) != self.size:  # a camera that changed resolution mid-stream
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def write_npy(self, item: VideoFrame) -> None:
+        import numpy as np
+
+        if self.npy_frames is None:
+            assert self.npy_fh is not None
+            self.npy_frames = _NpyFrames(self.npy_fh, item.log_density.shape)
+        self.npy_frames.append(np.exp(item.log_density))
+
+    def finish(self) -> None:
+        """Complete the ``.npy`` header with the real frame count (the video needs nothing)."""
+        if self.npy_frames is not None:
+            self.npy_frames.finish()
+
+
+def _stream(maps: Iterator[VideoFrame], steps: Sequence[Callable[[VideoFrame], None]], camera: bool,
+            advance: Callable[[int], Any]) -> tuple[int, str | None]:
+    """(frames written, what stopped a camera session: "Ctrl-C", "SIGTERM" or None).
+
+    Each frame goes to every output or to none: Ctrl-C or SIGTERM can land between the video
+    write and the .npy append, and the part still owed is then written before stopping, so that a
+    stopped camera session leaves outputs with equal frame counts. A camera session ends with
+    Ctrl-C (or SIGTERM, see Terminated): keep what was written (frames of the batch in flight are
+    dropped). A file re-raises, and atomic_path removes the partial outputs.
+    """
+    item: VideoFrame | None = None
+    frames = done = counted = 0  # outputs that have the current frame; frames before it
+    try:
+        for item in maps:
+            counted, done = frames, 0
+            for step in steps:
+                step(item)
+                done += 1
+            frames += 1
+            advance(1)
+    except KeyboardInterrupt as exc:
+        if not camera or frames == 0:
+            raise
+        if item is not None and frames == counted and done > 0:  # stopped inside a frame: finish it
+            for step in steps[done:]:
+                step(item)
+            frames += 1
+        return frames, exc.name if isinstance(exc, Terminated) else "Ctrl-C"
+    return frames, None
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
 
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
@@ -98,12 +94,9 @@ def _refuse_empty_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from fastsal.signals import install, raise_terminated
 
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (main() called from a worker): leave signals alone
-        previous = None
+    restore = install(raise_terminated)  # SIGTERM unwinds like Ctrl-C; main thread only
     try:
         args = build_parser().parse_args(argv)
         _refuse_empty_arguments(args)
@@ -129,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore()
 
 
 def entry() -> None:

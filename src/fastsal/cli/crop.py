@@ -12,7 +12,7 @@ from fastsal.cli.types import aspects, number
 
 
 def _cmd_crop(args: argparse.Namespace) -> int:
-    from fastsal import batch, cropping
+    from fastsal import batch, crop_jobs
     from fastsal.files import check_writable_folder
     from fastsal.images import IMAGE_SUFFIXES
 
@@ -34,17 +34,17 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     ray_loader, executor = ray_run(args)
-    rep = cropping.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
+    rep = crop_jobs.run(None, jobs, out, args.aspect, args.format, show=args.show, overwrite=args.overwrite,
                        strict=args.strict, batch_size=args.batch_size,
                        progress=not args.quiet and sys.stderr.isatty(),
-                       report=cropping.report_path(out, index, count), shard_info=(index, count),
+                       report=crop_jobs.report_path(out, index, count), shard_info=(index, count),
                        on_skip=lambda msg: tqdm.write(f"fastsal: skipped {msg}", file=sys.stderr),
                        scale=args.scale, min_scale=args.min_scale, keep=args.keep,
                        loader=ray_loader or predictor_loader(args), request=requested(args), executor=executor)
     written = sum(1 for e in rep["written"] if not e.get("earlier_run"))
     return batch_summary(args, written, "image", f"cropped into {out}", len(rep["failed"]), rep["skipped_existing"],
                           shard=(index, count), rate=rate_note(written, rep["seconds"]),
-                          tail=f"; boxes in {cropping.report_path(out, index, count)}")
+                          tail=f"; boxes in {crop_jobs.report_path(out, index, count)}")
 
 
 def add_crop(sub: argparse._SubParsersAction) -> None:

@@ -29,8 +29,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             if path:
                 files.check_writable_file(path, option)
         from fastsal import evaluate as E
-        from fastsal.data import datasets as D
         from fastsal import images
+        from fastsal.data import datasets as D
 
         if args.max_pixels is not None:
             images.set_max_pixels(args.max_pixels)

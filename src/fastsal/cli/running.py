@@ -22,8 +22,8 @@ def load_predictor(args: argparse.Namespace, **kw):
     """``fastsal.load`` from the common options; backend notes printed as ``fastsal: note:`` lines."""
     import warnings
 
-    from fastsal.runtime.engines import EngineNotice as BackendNotice
     from fastsal.predict import load
+    from fastsal.runtime.engines import EngineNotice as BackendNotice
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BackendNotice)

@@ -2,7 +2,9 @@
 from fastsal.models.fastsal import FastSal
 from fastsal.models.registry import (
     DEFAULT_MODEL,
+    WEIGHTS,
     ModelError,
+    Weights,
     build,
     catalogue,
     list_models,
@@ -13,7 +15,6 @@ from fastsal.models.registry import (
     shipped_weights,
     weights_for,
 )
-from fastsal.models.registry import WEIGHTS, Weights
 
 __all__ = [
     "DEFAULT_MODEL",

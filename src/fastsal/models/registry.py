@@ -24,8 +24,6 @@ encoder once.
 """
 from __future__ import annotations
 
-from fastsal.errors import FastSalError
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +32,7 @@ import torch
 from torch import nn
 
 from fastsal import defaults
+from fastsal.errors import FastSalError
 from fastsal.files import atomic_write_bytes
 from fastsal.models.decoders import DECODERS
 from fastsal.models.efficientnet import LITE_MEAN, LITE_STD, efficientnet_lite0, efficientnet_lite2

@@ -8,8 +8,9 @@ Modules: :mod:`~fastsal.serve.config` (settings and limits; imports nothing heav
 :mod:`~fastsal.serve.work` (models loaded once, the bounded job queue and worker threads),
 :mod:`~fastsal.serve.app` (routes, access, documentation), :mod:`~fastsal.serve.protocol`
 (uvicorn's HTTP protocol with a request-head deadline and a connection cap),
-:mod:`~fastsal.serve.server` (binding and uvicorn) and :mod:`~fastsal.serve.workers` (``--workers N``
-processes on one socket). ``create_app`` and ``serve`` import FastAPI on first use, so this package
+:mod:`~fastsal.serve.server` (binding, then one process or the workers),
+:mod:`~fastsal.serve.runner` (one serving process: its URL line and uvicorn) and
+:mod:`~fastsal.serve.workers` (``--workers N`` processes on one socket). ``create_app`` and ``serve`` import FastAPI on first use, so this package
 can be imported (and its settings checked) without the extra.
 """
 from __future__ import annotations

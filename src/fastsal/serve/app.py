@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Literal
 
-from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -32,15 +32,15 @@ from pydantic import BaseModel, Field
 
 from fastsal._version import __version__
 from fastsal.peaks import MAX_CANDIDATES, MAX_GRID
-from fastsal.serve.config import ServeConfig
+from fastsal.serve.config import MAX_HEADER_BYTES, ServeConfig
 from fastsal.serve.upload import RequestError, check_declared_length, read_field
 from fastsal.serve.work import Jobs, Models, Params
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FIELD = "image"
 _CONNECTION_CLOSE = {"Connection": "close"}  # after refusing a body we did not read
-#: Request head limits (uvicorn's h11 lets a head of up to ~64 KB through when it arrives at once).
-MAX_HEADER_BYTES = 16 * 1024
+#: Headers a request may have (the bytes they may take: MAX_HEADER_BYTES; uvicorn's h11 lets a head
+#: of up to ~64 KB through when it arrives at once, so the app checks both).
 MAX_HEADERS = 100
 _log = logging.getLogger("fastsal.serve")
 
@@ -185,7 +185,6 @@ def _load_with(config: ServeConfig, source: str) -> Any:
                         threads=config.worker_threads)
 
 
-# size-exception: one linear recipe read top to bottom; issue 21 splits it on its stages
 def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] | None = None) -> FastAPI:
     """The ASGI application for ``config``; loads the served model now (once per process).
 
@@ -207,46 +206,88 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
                     "`POST /v1/predict`; see the README for limits and status codes.",
     )
     app.state.config, app.state.models, app.state.jobs = config, models, jobs
+    app.add_exception_handler(RequestError, _refused)  # type: ignore[arg-type]
+    app.include_router(_page_router())
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _mount_docs(app)
+    app.include_router(_service_router(models, jobs))
+    app.include_router(_maps_router(config, models, jobs, _key_guard(config)))
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
 
-    @app.exception_handler(RequestError)
-    async def refused(_: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+                           expose_headers=["Server-Timing", "X-Fastsal-Model", "X-Fastsal-Worker"])
+    app.add_middleware(_Guard, loopback_only=config.loopback, max_requests=config.max_requests)
+    return app
 
-    guarded: list[Any] = []
-    if config.api_key is not None:
-        key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
-        bearer = HTTPBearer(auto_error=False, description="the server's API key as a Bearer token")
-        expected = config.api_key.encode()
 
-        async def require_key(key: str | None = Security(key_header),
-                              token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-            given = key if key is not None else (token.credentials if token is not None else None)
-            if given is None or not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
-                raise RequestError(401, "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
-                                   {"WWW-Authenticate": "Bearer"})
+async def _refused(_: Request, exc: RequestError) -> JSONResponse:
+    """A refused request's answer: ``{"detail": "one line"}`` with its status and headers."""
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
-        guarded = [Depends(require_key)]
 
-    @app.get("/", include_in_schema=False)
+def _key_guard(config: ServeConfig) -> list[Any]:
+    """The dependencies of ``/v1/*`` routes: the API key check when the server has a key, else none."""
+    if config.api_key is None:
+        return []
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
+    bearer = HTTPBearer(auto_error=False, description="the server's API key as a Bearer token")
+    expected = config.api_key.encode()
+
+    async def require_key(key: str | None = Security(key_header),
+                          token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        given = key if key is not None else (token.credentials if token is not None else None)
+        if given is None or not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
+            raise RequestError(401, "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
+                               {"WWW-Authenticate": "Bearer"})
+
+    return [Depends(require_key)]
+
+
+def _page_router() -> APIRouter:
+    """``GET /``: the page (its script and style are the ``/static`` mount)."""
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    _mount_docs(app)
+    return router
 
-    @app.get("/healthz", response_model=HealthOut, tags=["service"],
-             summary="Liveness: answers while maps are being computed (no key needed)")
+
+def _service_router(models: Models, jobs: Jobs) -> APIRouter:
+    """``GET /healthz``: liveness, never behind the key (it reveals nothing and runs nothing)."""
+    router = APIRouter()
+
+    @router.get("/healthz", response_model=HealthOut, tags=["service"],
+                summary="Liveness: answers while maps are being computed (no key needed)")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "model": models.default,
                 "queue": {"pending": jobs.pending, "capacity": jobs.capacity}, "pid": os.getpid()}
 
-    @app.get("/v1/models", response_model=ModelsOut, tags=["maps"], dependencies=guarded,
-             summary="Models a request may name (those with weights); the first is the default")
+    return router
+
+
+_PREDICT_DESCRIPTION = (
+    "Multipart field `image`: a JPEG, PNG, GIF (first frame), WebP, BMP or TIFF file, identified by its "
+    "content. `output=json` (default): size, top-k fixation candidates (local maxima of the density "
+    "with non-maximum suppression; `probability` is the map's mass within 5 % of the diagonal) and the "
+    "map as a coarse grid (`map=grid`, default) or as base64 `.npy` float32 summing to 1 (`map=npy`). "
+    "`output=png`: the map as an 8-bit greyscale PNG at the image's size (min-max scaled, as "
+    "`fastsal predict` writes it). `output=overlay`: a JPEG of the image blended with the colour map.")
+
+
+def _maps_router(config: ServeConfig, models: Models, jobs: Jobs, guarded: list[Any]) -> APIRouter:
+    """``/v1/models``, ``/v1/colormap`` and ``POST /v1/predict``, each behind ``guarded`` (the key)."""
+    router = APIRouter(tags=["maps"], dependencies=guarded)
+
+    @router.get("/v1/models", response_model=ModelsOut,
+                summary="Models a request may name (those with weights); the first is the default")
     async def list_models() -> dict[str, Any]:
         return {"default": models.default, "models": models.describe()}
 
-    @app.get("/v1/colormap", tags=["maps"], dependencies=guarded,
-             summary="The 256 colours (inferno) maps and overlays are drawn with, low to high")
+    @router.get("/v1/colormap", summary="The 256 colours (inferno) maps and overlays are drawn with, low to high")
     async def colormap() -> dict[str, Any]:
         import numpy as np
 
@@ -254,16 +295,8 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
 
         return {"name": "inferno", "colors": lut(np.arange(256, dtype=np.uint8)).tolist()}
 
-    @app.post(
-        "/v1/predict", tags=["maps"], dependencies=guarded,
-        summary="Saliency map of one uploaded image",
-        description=(
-            "Multipart field `image`: a JPEG, PNG, GIF (first frame), WebP, BMP or TIFF file, identified by its "
-            "content. `output=json` (default): size, top-k fixation candidates (local maxima of the density "
-            "with non-maximum suppression; `probability` is the map's mass within 5 % of the diagonal) and the "
-            "map as a coarse grid (`map=grid`, default) or as base64 `.npy` float32 summing to 1 (`map=npy`). "
-            "`output=png`: the map as an 8-bit greyscale PNG at the image's size (min-max scaled, as "
-            "`fastsal predict` writes it). `output=overlay`: a JPEG of the image blended with the colour map."),
+    @router.post(
+        "/v1/predict", summary="Saliency map of one uploaded image", description=_PREDICT_DESCRIPTION,
         responses={200: {"model": PredictOut, "content": {"image/png": {}, "image/jpeg": {}}}, **_ERRORS},
         openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": [FIELD],
@@ -278,42 +311,42 @@ def create_app(config: ServeConfig | None = None, *, load: Callable[[str], Any] 
         alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay: weight of the colour map"),
         model: str | None = Query(None, description="a name from /v1/models (default: the served model)"),
     ) -> Response:
-        start = time.monotonic()
-        deadline = start + config.timeout_s
         name = model or models.default
-        if name not in models.names():
-            raise RequestError(422, f"unknown model {name[:60]!r}; choose one of: {', '.join(models.names())}")
-        try:
-            check_declared_length(request.headers.get("content-length"), config.max_upload_bytes)
-        except RequestError as exc:
-            exc.headers.update(_CONNECTION_CLOSE)
-            raise
-        jobs.check_room()  # a full queue answers 503 before the upload is read, as before
-        data = await _read_upload(request, jobs, config)
-        if data is None:
-            return Response(status_code=400)  # the client is gone: nobody reads this
-        jobs.admit()  # a slot only once the whole body is here: slow uploads hold none
-        uploaded = time.monotonic()
         params = Params(model=name, output=output, map=map_format, grid=grid, top_k=top_k, alpha=alpha)
-        answer = await jobs.run(data, params, deadline)
-        done = time.monotonic()
-        work = sum(answer.timing.values())
-        ms = {"upload": uploaded - start, "queue": max(0.0, done - uploaded - work), **answer.timing,
-              "total": done - start}
-        ms = {k: round(v * 1000.0, 2) for k, v in ms.items()}
-        headers = {"Server-Timing": ", ".join(f"{k};dur={v}" for k, v in ms.items()), "X-Fastsal-Model": name}
-        if isinstance(answer.body, dict):
-            return JSONResponse({**answer.body, "timing_ms": ms}, headers=headers)
-        return Response(answer.body, media_type=answer.media_type, headers=headers)
+        return await _predict(request, params, config, models, jobs)
 
-    if config.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
+    return router
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["X-API-Key", "Authorization", "Content-Type"],
-                           expose_headers=["Server-Timing", "X-Fastsal-Model", "X-Fastsal-Worker"])
-    app.add_middleware(_Guard, loopback_only=config.loopback, max_requests=config.max_requests)
-    return app
+
+async def _predict(request: Request, params: Params, config: ServeConfig, models: Models, jobs: Jobs) -> Response:
+    """One ``POST /v1/predict``: checks before the upload is read, the upload, a queue slot, the
+    map; the answer carries ``Server-Timing`` (upload, queue and each stage) and the model's name."""
+    start = time.monotonic()
+    deadline = start + config.timeout_s
+    name = params.model
+    if name not in models.names():
+        raise RequestError(422, f"unknown model {name[:60]!r}; choose one of: {', '.join(models.names())}")
+    try:
+        check_declared_length(request.headers.get("content-length"), config.max_upload_bytes)
+    except RequestError as exc:
+        exc.headers.update(_CONNECTION_CLOSE)
+        raise
+    jobs.check_room()  # a full queue answers 503 before the upload is read, as before
+    data = await _read_upload(request, jobs, config)
+    if data is None:
+        return Response(status_code=400)  # the client is gone: nobody reads this
+    jobs.admit()  # a slot only once the whole body is here: slow uploads hold none
+    uploaded = time.monotonic()
+    answer = await jobs.run(data, params, deadline)
+    done = time.monotonic()
+    work = sum(answer.timing.values())
+    ms = {"upload": uploaded - start, "queue": max(0.0, done - uploaded - work), **answer.timing,
+          "total": done - start}
+    ms = {k: round(v * 1000.0, 2) for k, v in ms.items()}
+    headers = {"Server-Timing": ", ".join(f"{k};dur={v}" for k, v in ms.items()), "X-Fastsal-Model": name}
+    if isinstance(answer.body, dict):
+        return JSONResponse({**answer.body, "timing_ms": ms}, headers=headers)
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
 
 
 class _HungUp(Exception):

@@ -34,6 +34,9 @@ UPLOAD_BUFFERS = 8
 #: Shortest API key accepted: shorter ones can be guessed by trying.
 MIN_KEY_LENGTH = 16
 LOOPBACK = "127.0.0.1"
+#: Largest request head, in bytes: the app answers 431 to a bigger one that arrives whole, and
+#: uvicorn's h11 parser gives up (400, connection closed) on a bigger one that is still incomplete.
+MAX_HEADER_BYTES = 16 * 1024
 #: Environment variable ``fastsal serve`` reads the API key from when there is no ``--api-key-file``
 #: (a Kubernetes Secret is handed to a container this way; deploy/kubernetes uses it).
 API_KEY_ENV = "FASTSAL_API_KEY"
@@ -94,7 +97,8 @@ class ServeConfig:
                              f"make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ServeError(f"--cors-origin {origin!r}: expected an origin such as https://example.org (or *)")
+                raise ServeError(f"{{option}} {origin!r}: expected an origin such as https://example.org (or *)",
+                                 option="cors_origins")
 
     @property
     def worker_threads(self) -> int | None:
@@ -148,13 +152,15 @@ def read_api_key(path: str | Path) -> str:
         info = path.stat()
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ServeError(f"--api-key-file {path}: no such file") from None
+        raise ServeError(f"{{option}} {path}: no such file", option="api_key_file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ServeError(f"--api-key-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise ServeError(f"{{option}} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})",
+                         option="api_key_file") from None
     if private_mode_problem(info):
-        raise ServeError(f"--api-key-file {path}: other users can read or change it; run chmod 600 {path}")
+        raise ServeError(f"{{option}} {path}: other users can read or change it; run chmod 600 {path}",
+                         option="api_key_file")
     lines = text.strip().splitlines()
     key = lines[0].strip() if lines else ""
     if not key:
-        raise ServeError(f"--api-key-file {path}: the file is empty; put the key on its first line")
+        raise ServeError(f"{{option}} {path}: the file is empty; put the key on its first line", option="api_key_file")
     return key

@@ -11,7 +11,7 @@ sockets; and past :data:`MAX_CONNECTIONS` the connection that has waited longest
 closed to make room, so idle sockets cannot lock real clients out. The body is the
 application's business: it reads it under the request's own deadline (``--timeout``).
 
-Imports uvicorn (and its h11, through it): loaded only by :func:`fastsal.serve.server.serve`.
+Imports uvicorn (and its h11, through it): loaded only by :func:`fastsal.serve.runner.run_uvicorn`.
 """
 from __future__ import annotations
 

@@ -12,14 +12,10 @@ import sys
 from typing import Any, Callable
 
 from fastsal.serve.config import ServeConfig, ServeError
+from fastsal.serve.runner import announce, run_uvicorn
 
-#: Largest incomplete request head uvicorn's h11 parser buffers (bigger ones get 400 and a closed
-#: connection); heads that arrive whole are checked by the app (431 above 16 KB).
-MAX_HEADER_BYTES = 16 * 1024
 #: Connections waiting to be accepted (uvicorn's own default).
 BACKLOG = 2048
-#: Seconds an idle keep-alive connection is kept after an answer.
-KEEP_ALIVE_S = 5
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -27,7 +23,8 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
-        raise ServeError(f"--host {host}: not an address of this machine; use 127.0.0.1 (default) or 0.0.0.0") from None
+        raise ServeError(f"{{option}} {host}: not an address of this machine; use 127.0.0.1 (default) or 0.0.0.0",
+                         option="host") from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,19 +33,15 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ServeError(f"port {port} on {host} is in use; pass another --port (0 picks a free one)") from None
+            raise ServeError(f"port {port} on {host} is in use; pass another {{option}} (0 picks a free one)",
+                             option="port") from None
         if exc.errno == errno.EACCES:
-            raise ServeError(f"port {port} needs more privileges; pass a --port above 1023") from None
-        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port") from None
+            raise ServeError(f"port {port} needs more privileges; pass a {{option}} above 1023", option="port") from None
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another {{option}} or port",
+                         option="host") from None
     sock.listen(BACKLOG)  # now: clients that connect as soon as the URL is printed wait instead of being refused
     sock.set_inheritable(True)
     return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
 
 
 def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str], Any] | None = None) -> None:
@@ -73,28 +66,3 @@ def serve(config: ServeConfig, *, access_log: bool = True, load: Callable[[str],
         run_uvicorn(app, sock, config, access_log=access_log)
     finally:
         sock.close()
-
-
-def announce(config: ServeConfig, sock: socket.socket, model: str, settings: dict[str, Any],
-             pids: list[int] | None = None) -> None:
-    """Print the ``fastsal: serving URL`` line (scripts and tests read the URL from it)."""
-    url = url_of(sock)
-    workers = f"; {len(pids)} workers, PIDs {' '.join(map(str, pids))}" if pids else ""
-    print(f"fastsal: serving {url} (model {model}, engine {settings.get('backend')}, precision "
-          f"{settings.get('precision')}{workers}; API docs at {url}docs); Ctrl-C stops", flush=True)
-
-
-def run_uvicorn(app: Any, sock: socket.socket, config: ServeConfig, *, access_log: bool) -> None:
-    """Serve ``app`` on the bound ``sock`` under uvicorn until Ctrl-C/SIGTERM (then re-raised)."""
-    import uvicorn
-
-    from fastsal.serve.protocol import protocol_class
-
-    # No limit_concurrency: uvicorn counts open sockets there, so idle ones would turn every
-    # request away; the app limits requests in flight instead (and always answers /healthz).
-    uv = uvicorn.Config(
-        app, http=protocol_class(config.header_timeout_s), lifespan="on",
-        log_level="info" if access_log else "warning", access_log=access_log,
-        timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
-    )
-    uvicorn.Server(uv).run(sockets=[sock])

@@ -7,7 +7,7 @@ limit is refused at the first byte too many (or from its ``Content-Length`` befo
 """
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -57,52 +57,8 @@ async def read_field(chunks: AsyncIterator[bytes], content_type: str | None, fie
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 200:
         raise RequestError(400, "the multipart Content-Type has no usable boundary")
-
-    wanted = field.encode()
-    state: dict = {"parts": 0, "names": [], "name": None, "headers": {}, "field": b"", "value": b"",
-                   "found": 0, "ended": False}
-    image = bytearray()
-
-    def on_part_begin() -> None:
-        state["parts"] += 1
-        if state["parts"] > MAX_PARTS:
-            raise RequestError(400, f"more than {MAX_PARTS} form fields; send the image alone")
-        state["headers"], state["name"] = {}, None
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["field"].lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_headers_finished() -> None:
-        _, opts = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        name = opts.get(b"name")
-        state["name"] = name
-        state["names"].append((name or b"").decode("latin-1")[:40])
-        if name == wanted:
-            state["found"] += 1
-            if state["found"] > 1:
-                raise RequestError(422, f"the field {field!r} appears twice; send one image per request")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["name"] == wanted:
-            image.extend(data[start:end])
-            if len(image) > max_bytes:
-                raise RequestError(413, f"the image is larger than this server's limit of {max_bytes} bytes")
-
-    def on_end() -> None:
-        state["ended"] = True
-
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_end": on_end,
-    })
+    reader = _FieldReader(field, max_bytes)
+    parser = MultipartParser(boundary, reader.callbacks())
     total = 0
     try:
         async for chunk in chunks:
@@ -114,12 +70,74 @@ async def read_field(chunks: AsyncIterator[bytes], content_type: str | None, fie
         parser.finalize()
     except MultipartParseError as exc:
         raise RequestError(400, f"malformed multipart body ({str(exc)[:80]})") from None
-    if not state["ended"]:
-        raise RequestError(400, "the multipart body ended before its closing boundary (upload cut short?)")
-    if not state["found"]:
-        seen = ", ".join(repr(n) for n in state["names"]) or "none"
-        raise RequestError(422, f"no field {field!r} in the form (fields sent: {seen}); "
-                                f"send the image as multipart field {field!r}")
-    if not image:
-        raise RequestError(422, f"the field {field!r} is empty (0 bytes); pick an image file")
-    return bytes(image)
+    return reader.result()
+
+
+class _FieldReader:
+    """The parser's callbacks for one body: keeps the wanted field's bytes (refusing a second copy,
+    too many parts, an image past the limit as the bytes arrive) and the other fields' names, for
+    the message when the wanted one is missing."""
+
+    def __init__(self, field: str, max_bytes: int) -> None:
+        self.field, self.wanted, self.max_bytes = field, field.encode(), max_bytes
+        self.parts = self.found = 0
+        self.names: list[str] = []
+        self.name: bytes | None = None
+        self.headers: dict[bytes, bytes] = {}
+        self.header_field = self.header_value = b""
+        self.ended = False
+        self.image = bytearray()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
+                "on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
+                "on_header_end": self.on_header_end, "on_headers_finished": self.on_headers_finished,
+                "on_end": self.on_end}
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise RequestError(400, f"more than {MAX_PARTS} form fields; send the image alone")
+        self.headers, self.name = {}, None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_field.lower()] = self.header_value
+        self.header_field, self.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, opts = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = opts.get(b"name")
+        self.name = name
+        self.names.append((name or b"").decode("latin-1")[:40])
+        if name == self.wanted:
+            self.found += 1
+            if self.found > 1:
+                raise RequestError(422, f"the field {self.field!r} appears twice; send one image per request")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.name == self.wanted:
+            self.image.extend(data[start:end])
+            if len(self.image) > self.max_bytes:
+                raise RequestError(413, f"the image is larger than this server's limit of {self.max_bytes} bytes")
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def result(self) -> bytes:
+        """The field's bytes once the body has ended, or the 400/422 saying what is wrong."""
+        field = self.field
+        if not self.ended:
+            raise RequestError(400, "the multipart body ended before its closing boundary (upload cut short?)")
+        if not self.found:
+            seen = ", ".join(repr(n) for n in self.names) or "none"
+            raise RequestError(422, f"no field {field!r} in the form (fields sent: {seen}); "
+                                    f"send the image as multipart field {field!r}")
+        if not self.image:
+            raise RequestError(422, f"the field {field!r} is empty (0 bytes); pick an image file")
+        return bytes(self.image)

@@ -33,7 +33,7 @@ import numpy as np
 
 from fastsal import defaults
 from fastsal.files import encode_jpeg, gray_png
-from fastsal.images import (ImageError, ImageTooLargeError, UnrecognisedImageError, load_image, sniff_format)
+from fastsal.images import ImageError, ImageTooLargeError, UnrecognisedImageError, load_image, sniff_format
 from fastsal.peaks import fixation_candidates, grid
 from fastsal.serve.config import ServeConfig
 from fastsal.serve.upload import RequestError
@@ -41,8 +41,6 @@ from fastsal.viewing import blend, to_png
 
 #: Threads decoding, predicting and encoding (the network one at a time among them).
 WORKERS = defaults.WORKERS
-OUTPUTS = ("json", "png", "overlay")
-MAP_FORMATS = ("grid", "npy", "none")
 RETRY_AFTER = {"Retry-After": "1"}
 _log = logging.getLogger("fastsal.serve")
 
@@ -132,14 +130,11 @@ class Jobs:
         self.pending = 0  # admitted and not yet released; touched only on the event loop's thread
         self.buffered = 0  # bytes of uploads being read (not admitted yet); event loop's thread only
         self.network_lock = threading.Lock()
-        self.answered = 0
-        self.refused_busy = 0
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="fastsal-serve")
 
     def check_room(self) -> None:
         """Raise 503 if the queue is full now (before reading an upload that could not be admitted)."""
         if self.pending >= self.capacity:
-            self.refused_busy += 1
             raise RequestError(503, f"busy: {self.capacity} requests already queued; retry in a second",
                                RETRY_AFTER)
 
@@ -153,7 +148,6 @@ class Jobs:
         """Count ``n`` more bytes held by uploads still being read; 503 past the budget
         (``ServeConfig.upload_buffer_bytes``): memory stays bounded while no slot is held."""
         if self.buffered + n > self.config.upload_buffer_bytes:
-            self.refused_busy += 1
             raise RequestError(503, "busy: too many uploads arriving at once; retry in a second", RETRY_AFTER)
         self.buffered += n
 

@@ -38,8 +38,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from fastsal.errors import FastSalError, Terminated, first_line
+from fastsal.errors import FastSalError, first_line
 from fastsal.serve.config import ServeConfig, ServeError
+from fastsal.signals import handled, install, raise_terminated
 
 #: Seconds a worker may take to load its model and say it is ready (a first engine conversion included).
 START_TIMEOUT_S = 600.0
@@ -55,7 +56,7 @@ def run_workers(config: ServeConfig, sock: socket.socket, *, access_log: bool,
                 load: Callable[[str], Any] | None) -> None:
     """Serve on ``sock`` with ``config.workers`` processes until SIGTERM/Ctrl-C (then re-raised)."""
     from fastsal.serve.app import default_loader
-    from fastsal.serve.server import announce
+    from fastsal.serve.runner import announce
 
     load = load or default_loader(config)
     try:
@@ -86,7 +87,7 @@ def run_workers(config: ServeConfig, sock: socket.socket, *, access_log: bool,
         announce(config, sock, model, settings, [p.pid for p in workers])
         _supervise(workers, lambda: _await_ready(start(1))[0][0])
     finally:
-        with _signals_held():
+        with handled(signal.SIG_IGN, (signal.SIGINT, signal.SIGTERM)):  # a second signal cannot leave them running
             _stop(started, config.timeout_s + STOP_GRACE_S)
         restore()
 
@@ -147,7 +148,7 @@ def _worker_main(config: ServeConfig, sock: socket.socket, access_log: bool, loa
     """One worker: load the model, say ready, serve until SIGTERM."""
     _follow_parent(parent)
     from fastsal.serve.app import create_app
-    from fastsal.serve.server import run_uvicorn
+    from fastsal.serve.runner import run_uvicorn
 
     try:
         app = create_app(config, load=load)
@@ -212,37 +213,9 @@ def _how(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
 def _catch_sigterm() -> Callable[[], None]:
     """Make SIGTERM unwind like Ctrl-C (so the workers are stopped) where nobody handles it yet
     (the Python API; the command line already does); returns the undo."""
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return lambda: None
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: signals are not ours to take
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return lambda: None
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-    return restore
-
-
-class _signals_held:
-    """Ignore SIGINT/SIGTERM while the workers are being stopped (bounded by the grace period),
-    so a second signal cannot leave them running."""
-
-    def __enter__(self) -> None:
-        self.previous: dict[int, Any] = {}
-        try:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.previous[s] = signal.signal(s, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            pass
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+    return install(raise_terminated)

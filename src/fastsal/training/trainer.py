@@ -28,7 +28,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from fastsal.errors import FastSalError, first_line
 from fastsal.losses import DISTILLATION_LOSSES, cc, kld, log_density, nss, saliency_loss
 from fastsal.models.mobilenetv2 import is_tflite
 from fastsal.models.registry import save_checkpoint
+from fastsal.signals import install
 from fastsal.training.augment import augment
 from fastsal.training.checkpoint import read_resume_state, write_resume_state
 from fastsal.training.config import TrainConfig, TrainError
@@ -57,7 +57,6 @@ from fastsal.training.distill import (
     teacher_views,
 )
 from fastsal.training.model import build_model, calibrate_folded_batchnorm, encoder_of, make_optimizer, to_input
-
 
 
 class TrainInterrupted(KeyboardInterrupt):
@@ -181,15 +180,11 @@ class StopSignals:
         signal.signal works only in the main thread; a run started from another thread keeps
         Python's default Ctrl-C behaviour (and no checkpoint of the unfinished epoch).
         """
-        handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-        previous = {sig: signal.getsignal(sig) for sig in handled}
-        for sig in handled:
-            signal.signal(sig, self._handle)
+        restore = install(self._handle, (signal.SIGINT, signal.SIGTERM))  # fastsal.signals: main thread only
         try:
             yield self
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            restore()
 
 
 class Trainer:

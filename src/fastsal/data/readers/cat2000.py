@@ -11,7 +11,6 @@ import numpy as np
 from fastsal.data.base import DatasetError, Sample, check_split, image_size, keep_fixated, read_mat, read_split
 from fastsal.data.fixations import points_from_map
 
-
 #: About 38 pixels per degree: an assumption, not a figure the dataset states. CAT2000's 1920x1080
 #: stimuli filled a large screen viewed from about a metre (Borji & Itti 2015), some 45-50 degrees
 #: wide; 1920 px over ~50.4 degrees is 38 px per degree. It may be off by 10 %; pass --sigma-px

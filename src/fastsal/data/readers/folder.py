@@ -13,7 +13,6 @@ from fastsal.data.base import DatasetError, Sample, check_split, image_size, ins
 from fastsal.data.fixations import points_from_map
 from fastsal.errors import first_line
 
-
 FOLDER_LAYOUT = ("images/** plus fixations.csv (header image,x,y[,observer]) or maps/**.png (binary fixation maps), "
                  "optional splits.json and dataset.json")
 _FOLDER_CONFIG_KEYS = ("pixels_per_degree", "coordinates")

@@ -7,7 +7,6 @@ import numpy as np
 
 from fastsal.data.base import DatasetError, Sample, check_split, image_size, inside, keep_fixated, read_mat, some, warn
 
-
 #: 19 pixels per degree: SALICON is mouse tracking, with no physical viewing geometry. SALICON's own
 #: API blurs fixations with a Gaussian of sigma 19 px at 640x480 (``salicon.buildFixMap``), so taking
 #: 19 px as one degree makes the default one-degree density the maps SALICON publishes and scores.
