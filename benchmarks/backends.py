@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from fastsal import cpu
-from fastsal.runtime import installed
 from fastsal.cost import EAGER, label_runner, parse_label, runner_labels, time_runner
 from fastsal.errors import FastSalError
 from fastsal.files import write_json
 from fastsal.models import build
+from fastsal.runtime import installed
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "backends.json"
 OSIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "osie"

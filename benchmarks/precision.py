@@ -60,12 +60,12 @@ import torch
 
 import fastsal
 from fastsal import cpu, defaults, quantize
-from fastsal.runtime import installed
 from fastsal.cli import main as fastsal_cli
 from fastsal.cost import EAGER, count_macs, label_runner, parse_label, runner_labels
 from fastsal.files import write_json
 from fastsal.models import load_model, shipped_weights, weights_for
 from fastsal.models.fuse import fuse
+from fastsal.runtime import installed
 
 OSIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "osie"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "precision.json"

@@ -41,11 +41,11 @@ from PIL import Image
 
 import fastsal
 from fastsal import batch, cpu, defaults
-from fastsal.runtime import AUTO, installed
 from fastsal.cost import EAGER, parse_label, runner_labels
 from fastsal.files import write_json
 from fastsal.images import load_resized, load_rgb
 from fastsal.predict import example_image
+from fastsal.runtime import AUTO, installed
 from fastsal.viewing import to_png
 
 OSIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "osie"

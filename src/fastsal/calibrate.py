@@ -53,7 +53,7 @@ def val_reports(datasets: Sequence[tuple[str, Sequence[Any], Sequence[Any]]], lo
         at += len(val)
 
         def source(calib: Calibration | None, mine: dict = mine) -> Any:
-            return lambda s: postprocess(apply(mine[s.name].astype(np.float64), calib), s.shape)
+            return lambda sample: postprocess(apply(mine[sample.name].astype(np.float64), calib), sample.shape)
 
         reports[name] = evaluate(val, {label: source(c) for label, c in calibrations.items()}, train_samples=train,
                                  baselines=("centre_bias",), metrics=list(REPORT_METRICS), progress=False)

@@ -28,7 +28,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             rows.append((label, "none (train only)", *["-"] * (3 + len(head))))
             continue
         m = spec.metrics
-        cell = lambda ds, k: f"{m[ds][k]:.2f}" if k in m.get(ds, {}) else "-"  # noqa: E731
+        cell = lambda ds, k, m=m: f"{m[ds][k]:.2f}" if k in m.get(ds, {}) else "-"  # noqa: E731
         size = f"{spec.input_size[0]}x{spec.input_size[1]}" + (" aspect" if spec.aspect else "")
         rows.append((label, spec.file, size, f"{spec.gmacs:.2f}", f"{spec.params / 1e6:.2f}M",
                      *[cell(ds, k) for ds, _ in TEST_SETS for k in ("nss", "information_gain")]))

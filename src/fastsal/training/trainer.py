@@ -75,8 +75,9 @@ class TrainInterrupted(KeyboardInterrupt):
 
 @torch.no_grad()
 def validate(model: nn.Module, buckets: list[Bucket], batch_size: int,
-             device: torch.device = torch.device("cpu")) -> dict[str, float]:
+             device: torch.device | None = None) -> dict[str, float]:
     """Mean KLD / CC / NSS at the training resolution (model selection; not the reported figures)."""
+    device = device if device is not None else torch.device("cpu")
     model.eval()
     sums = {"kld": 0.0, "cc": 0.0, "nss": 0.0}
     n = 0
