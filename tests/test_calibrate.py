@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from distill_util import SIZE, centre_teacher, teacher_checkpoint, write_images
+from PIL import Image
 from scipy import ndimage
 from test_scene import write_scene
 
@@ -209,3 +210,30 @@ def test_analytic_gradient_matches_finite_differences(form):
         step[k] = 1e-6
         fd = (C.objective(data, C._unpack(theta + step, form)) - C.objective(data, C._unpack(theta - step, form))) / 2e-6
         assert abs(grad[k] - fd) < 1e-5 * max(1.0, abs(fd)), (k, grad[k], fd)
+
+
+def test_calibrated_false_gives_the_networks_own_density(tmp_path):
+    """The shipped default carries a calibration; ``calibrated=False`` (``--uncalibrated``) leaves it
+    out: log-softmax + blur, exactly, and a different map from the calibrated one."""
+    kw = dict(backend="torch", threads=1, input_size=(64, 96), aspect=False)
+    cal, raw = fastsal.load("default", **kw), fastsal.load("default", calibrated=False, **kw)
+    assert cal.calibration is not None and raw.calibration is None and raw.settings()["calibration"] is None
+    x = raw.preprocess(_image())[None]
+    with torch.inference_mode():
+        logits = raw.runner(x).reshape(1, -1).astype(np.float64)
+    flat = logits - logits.max()
+    flat = flat - np.log(np.exp(flat).sum())
+    prob = ndimage.gaussian_filter(np.exp(flat.reshape(1, 64, 96)), sigma=(0, raw.blur_sigma, raw.blur_sigma),
+                                   mode="nearest")
+    prob /= prob.sum()
+    assert np.array_equal(raw.small_log_density(x), np.log(np.maximum(prob, np.finfo(np.float64).tiny)))
+    assert not np.allclose(cal.small_log_density(x), raw.small_log_density(x), atol=1e-3)
+    # the command line: --uncalibrated writes the same map as the Python keyword
+    img = tmp_path / "a.png"
+    Image.fromarray(_image()).save(img)
+    for flag_on, name in ((True, "raw.npy"), (False, "cal.npy")):
+        argv = ["predict", str(img), "-o", str(tmp_path / name), "--backend", "torch", "--threads", "1",
+                "--input-size", "64x96", "--squash", *(["--uncalibrated"] if flag_on else [])]
+        assert main(argv) == 0
+    assert np.allclose(np.load(tmp_path / "raw.npy"), raw.predict(_image()), atol=1e-7)
+    assert np.allclose(np.load(tmp_path / "cal.npy"), cal.predict(_image()), atol=1e-7)

@@ -363,6 +363,7 @@ def load(
     precision: str = defaults.PRECISION,
     calibration_images: Sequence[str | Path] | None = None,
     aspect: bool | None = None,
+    calibrated: bool = True,
 ) -> Predictor:
     """A ready :class:`Predictor`: ``fastsal.load().predict("photo.jpg")``.
 
@@ -387,8 +388,21 @@ def load(
     exported file by the rule its sidecar records (a fixed-size graph: at its size unless ``aspect=True``).
     ``threads``: CPU threads for the engine (torch: ``torch.set_num_threads``, process-wide).
     ``blur_sigma`` overrides the post-processing blur stored with the weights (pixels at the
-    input size; 0 turns it off).
+    input size; 0 turns it off). ``calibrated=False`` leaves out the calibration the weights carry
+    (temperature and centre-bias prior, :mod:`fastsal.calibration`): the network's own density, for
+    a metric that penalises centre bias by design (shuffled AUC) or to compare with older maps.
     """
+    predictor = _load(name_or_path, input_size=input_size, device=device, threads=threads, blur_sigma=blur_sigma,
+                      backend=backend, precision=precision, calibration_images=calibration_images, aspect=aspect)
+    if not calibrated:
+        predictor.calibration = None
+    return predictor
+
+
+def _load(name_or_path: str | Path, *, input_size: Sequence[int] | None, device: str | torch.device,
+          threads: int | None, blur_sigma: float | None, backend: str, precision: str,
+          calibration_images: Sequence[str | Path] | None, aspect: bool | None) -> Predictor:
+    """:func:`load` before the calibration choice."""
     if threads is not None:
         check_threads(threads, error=PredictError)
     if blur_sigma is not None:

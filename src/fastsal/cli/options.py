@@ -23,6 +23,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--squash", action="store_true",
                    help="resize every image to exactly the input size; by default each keeps its aspect at the "
                         "input size's pixel count (sides multiples of 32), as the models are trained")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="leave out the calibration the weights carry (temperature and centre-bias prior fitted on "
+                        "val): the network's own density, e.g. for shuffled AUC, which penalises centre bias")
     p.add_argument("-v", "--verbose", action="store_true", help="say which engine, precision and weights run")
 
 

@@ -55,7 +55,8 @@ def load_kwargs(args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
     """``fastsal.load``'s keywords from the common options."""
     source = Path(args.weights) if getattr(args, "weights", None) else args.model
     return {"name_or_path": source, "threads": args.threads, "backend": args.backend, "precision": args.precision,
-            "device": args.device, "aspect": False if getattr(args, "squash", False) else None, **kw}
+            "device": args.device, "aspect": False if getattr(args, "squash", False) else None,
+            "calibrated": not getattr(args, "uncalibrated", False), **kw}
 
 
 def ray_run(args: argparse.Namespace, made: dict[str, Any] | None = None, factory: Any = None,
