@@ -25,9 +25,21 @@ def network_size(size: Sequence[int]) -> tuple[int, int]:
     return round_to_stride(int(size[0])), round_to_stride(int(size[1]))
 
 
+def size_pair(size: object, error: type[Exception] = ValueError, what: str = "input size") -> tuple[int, int]:
+    """``size`` as a positive whole (H, W), or ``error`` naming ``what`` (each module passes its own
+    one-line error class and parameter name)."""
+    try:
+        h, w = (int(v) for v in size)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise error(f"{what} must be (H, W); got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise error(f"{what} must be positive; got {h}x{w}")
+    return h, w
+
+
 def is_network_size(size: Sequence[int]) -> bool:
     """Whether ``size`` (H, W) runs as it is: both sides positive multiples of the stride."""
     return all(int(s) > 0 for s in size) and network_size(size) == (int(size[0]), int(size[1]))
 
 
-__all__ = ["STRIDE", "is_network_size", "network_size", "round_to_stride"]
+__all__ = ["STRIDE", "is_network_size", "network_size", "round_to_stride", "size_pair"]

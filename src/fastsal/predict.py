@@ -37,6 +37,7 @@ from fastsal.calibration import from_meta as calibration_from_meta
 from fastsal.cpu import check_threads
 from fastsal.densities import LOG_FLOOR  # pixels clamped to 0 (bicubic undershoot) get ~-87.3, not -inf
 from fastsal.errors import FastSalError
+from fastsal.geometry import size_pair
 from fastsal.images import ImageLike, as_rgb_array, fit_input_size, load_resized, resize_rgb, to_input
 from fastsal.models import (
     ModelError,
@@ -167,12 +168,7 @@ class Predictor:
 
     @input_size.setter
     def input_size(self, size: Sequence[int]) -> None:
-        try:
-            h, w = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise PredictError(f"input_size must be (H, W), got {size!r}") from None
-        if h <= 0 or w <= 0:
-            raise PredictError(f"input_size must be positive, got {size!r}")
+        h, w = size_pair(size, PredictError, "input_size")
         if (h, w) == self.input_size:
             return
         if self._rebuild is None:

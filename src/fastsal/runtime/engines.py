@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Sequence
 
-from fastsal import defaults
+from fastsal import defaults, geometry
 from fastsal.cpu import cpu_features, supports_bf16
 from fastsal.errors import FastSalError
 
@@ -121,13 +121,8 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def size_pair(size: Sequence[int]) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise EngineError(f"input size must be (H, W); got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise EngineError(f"input size must be positive; got {h}x{w}")
-    return h, w
+    """``size`` as a positive (H, W), or :class:`EngineError` (:func:`fastsal.geometry.size_pair`)."""
+    return geometry.size_pair(size, EngineError)
 
 
 
