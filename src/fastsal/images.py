@@ -303,7 +303,7 @@ def _decode(source: str | Path | IO[bytes],
         raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
 
 
-def check_not_empty(path: str | Path, what: str = "image path") -> None:
+def check_not_empty(path: str | os.PathLike[str], what: str = "image path") -> None:
     """Refuse an empty path: ``Path('')`` is the current folder, so an unset shell variable
     (``fastsal predict "$IMAGES"``) would otherwise run over the whole working tree."""
     if isinstance(path, str) and not path.strip():
