@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,8 @@ class CentreBiasParams:
         missing = [n for n in names if n not in data]
         if missing:
             raise ValueError(f"centre-bias parameters lack {missing[0]!r}; expected keys {', '.join(names)}")
-        params = cls(**{n: (int(data[n]) if n == "n_fixations" else float(data[n])) for n in names})
+        values: dict[str, Any] = {n: (int(data[n]) if n == "n_fixations" else float(data[n])) for n in names}
+        params = cls(**values)
         if not (params.var_x > 0 and params.var_y > 0 and params.var_x * params.var_y > params.cov_xy**2):
             raise ValueError("centre-bias covariance is not positive definite; refit the parameters")
         if not 0 <= params.gaussian_weight <= 1:

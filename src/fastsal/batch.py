@@ -33,6 +33,7 @@ from fastsal.jobs import (
     bind_settings,
     check_settings,
     collect,
+    image_source,
     input_entry,
     manifest_path,
     read_list,
@@ -63,7 +64,7 @@ def check_formats(formats: Sequence[str]) -> None:
         raise BatchError(f"no output format given; choose from: {', '.join(FORMATS)}")
 
 
-class MapsTask(Task):
+class MapsTask(Task[Job]):
     """``fastsal predict`` on images: a map per input in ``formats`` (see :func:`output_paths`)."""
 
     kind, noun = "maps", "maps"
@@ -84,7 +85,7 @@ class MapsTask(Task):
 
     def decode(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
         # only what the network needs (Predictor.read): overlays decode the full image again when encoded
-        return self.model.read(Path(item.source))
+        return self.model.read(Path(image_source(item)))
 
     def infer(self, decoded: list[Any]) -> list[Any]:
         # what Predictor.predict_batch does, minus the resize; one forward pass per input size
@@ -103,12 +104,15 @@ class MapsTask(Task):
         values = to_png(prob) if ({"png", "overlay", "saliency_jpg"} & paths.keys()) else None
         del prob  # a 48 MP map is 192 MB: gone before the overlay decodes the photo
         if "png" in paths:
+            assert values is not None  # made above for png, overlay and saliency_jpg
             files[str(paths["png"])] = gray_png(values)
         if "saliency_jpg" in paths:
+            assert values is not None
             files[str(paths["saliency_jpg"])] = encode_jpeg_image(Image.fromarray(values), quality=95)
         if "overlay" in paths:
+            assert values is not None
             try:
-                full = load_image(Path(item.source))  # a PIL image, blended in place: no array copy
+                full = load_image(Path(image_source(item)))  # a PIL image, blended in place: no array copy
             except ImageError as exc:  # it decoded a moment ago: changed or removed since
                 raise ImageError(f"{exc}; it changed while the run was going") from None
             if full.size[::-1] != values.shape:

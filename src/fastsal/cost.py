@@ -136,7 +136,8 @@ def label_runner(
             return label_runner(model, name, backend, input_size, threads=threads, workdir=tmp,
                                calibration_images=calibration_images)
     if not hasattr(model, "name"):
-        model.name = name
+        # torch's stubs type Module.__setattr__ for Tensor / Module values; any value is stored
+        model.name = name  # type: ignore[assignment]
     run = make_runner(model, engine, input_size, precision, threads=threads, folder=workdir,
                       calibration_images=calibration_images)
     return run, {"file_bytes": _weights_file_bytes(run)}

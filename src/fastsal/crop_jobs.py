@@ -13,7 +13,7 @@ import numpy as np
 
 from fastsal.cropping import DEFAULT_MAX_SIDE, Aspect, Crop, CropError, _check_scales, crop_boxes, parse_aspects
 from fastsal.images import ImageError
-from fastsal.jobs import MAP_SETTINGS, Item, Result, Task, input_entry
+from fastsal.jobs import MAP_SETTINGS, Item, Job, Result, Task, image_source, input_entry
 
 __all__ = ["CROP_FORMATS", "CROP_SETTINGS", "CropTask", "crop_paths", "draw_crops", "report_path", "run"]
 
@@ -94,7 +94,7 @@ def draw_crops(image: Any, crops: Sequence[Crop]) -> Any:
     return image
 
 
-class CropTask(Task):
+class CropTask(Task[Job]):
     """``fastsal crop`` as a job: every aspect's crop of each image, the boxes in the manifest."""
 
     kind, noun, manifest_name, records = "crops", "crops", "crops", "crops*.json"
@@ -109,7 +109,7 @@ class CropTask(Task):
         _check_scales(scale, min_scale, keep)
         super().__init__(out, **kw)
         self.aspects, self.fmt, self.show, self.quality = parse_aspects(aspects), fmt, show, quality
-        self.options = {"scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
+        self.options: dict[str, Any] = {"scale": scale, "min_scale": min_scale, "keep": keep, "max_side": max_side}
         if self.request is not None:  # the crop options are settings too: a rerun with others is not "done"
             self.request = {**self.request, **self.options}
         self._earlier: dict[str, dict[str, Any]] | None = None
@@ -158,7 +158,7 @@ class CropTask(Task):
         files: dict[str, bytes] = {}
         if paths:
             try:
-                full = load_image(item.source)
+                full = load_image(image_source(item))
             except ImageError as exc:  # it decoded a moment ago: changed or removed since
                 raise ImageError(f"{exc}; it changed while the run was going") from None
             if full.size != (size[1], size[0]):

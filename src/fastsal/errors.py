@@ -40,7 +40,7 @@ class FastSalError(Exception):
             return str(self)  # a subclass's own __str__ (DiskFullError's) included
         return self.template.replace("{option}", spell(self.option) if spell else self.option)
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self):
         # Errors cross process boundaries (worker pools, Ray); keep the parameter, not just the text.
         if self.option is None:
             return super().__reduce__()

@@ -133,6 +133,7 @@ def maps_from_folder(folder: str | Path, samples: Sequence[Sample]) -> MapSource
 
     def read(sample: Sample) -> np.ndarray:
         path = paths[sample.name]
+        assert path is not None  # every sample has a map (missing ones raised above)
         try:
             if path.suffix.lower() == ".npy":
                 arr = np.load(path, allow_pickle=False)

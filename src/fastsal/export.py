@@ -318,7 +318,7 @@ class _Graph(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
+        m: Any = self.model  # duck-typed: __init__ checked it has these four attributes
         return m.decoder(m.encoder((x - m.mean) / m.std))
 
 

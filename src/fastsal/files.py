@@ -450,7 +450,8 @@ def gray_png(values: np.ndarray, level: int = 1) -> bytes:
             np.subtract(v[1:r1], v[:r1 - 1], out=rows[1:, 1:])  # wraps modulo 256, as PNG defines it
         else:
             np.subtract(v[r0:r1], v[r0 - 1:r1 - 1], out=rows[:, 1:])
-        parts.append(z.compress(rows))
+        # numpy's stubs declare ndarray.__buffer__ only for Python >= 3.12 (the config checks 3.11)
+        parts.append(z.compress(rows))  # type: ignore[arg-type]
     parts.append(z.flush())
 
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -22,7 +22,7 @@ import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Union, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -227,8 +227,9 @@ def load_resized(path: str | Path | IO[bytes],
     photos and far more on camera-sized ones, with maps that differ from a full decode by far
     less than the model's own error (DCT scaling is itself a proper low-pass reduction).
     """
-    img, original = _decode(path, size if callable(size) else tuple(size), max_pixels)
-    target = tuple(size(original)) if callable(size) else tuple(size)
+    # tuple(): ``size`` may arrive as a list; it is an (h, w) pair either way
+    img, original = _decode(path, size if callable(size) else cast("tuple[int, int]", tuple(size)), max_pixels)
+    target = cast("tuple[int, int]", tuple(size(original)) if callable(size) else tuple(size))
     return resize_rgb(img, target), original
 
 
@@ -283,8 +284,8 @@ def _decode(source: str | Path | IO[bytes],
             _refuse_if_too_large(img.size, label, limit)
             h, w = oriented_size(img)
             if draft is not None and img.format == "JPEG":
-                target = draft((h, w)) if callable(draft) else draft
-                side = max(target)  # either orientation must still cover the target size
+                draft_size = draft((h, w)) if callable(draft) else draft
+                side = max(draft_size)  # either orientation must still cover the target size
                 img.draft("RGB", (side, side))
             _load_unguarded(img)
             if 0 in img.size:
@@ -302,7 +303,7 @@ def _decode(source: str | Path | IO[bytes],
         raise ImageError(f"{label}: corrupt or truncated image ({exc}); re-export it") from None
 
 
-def check_not_empty(path: str | Path, what: str = "image path") -> None:
+def check_not_empty(path: str | os.PathLike[str], what: str = "image path") -> None:
     """Refuse an empty path: ``Path('')`` is the current folder, so an unset shell variable
     (``fastsal predict "$IMAGES"``) would otherwise run over the whole working tree."""
     if isinstance(path, str) and not path.strip():
@@ -425,7 +426,7 @@ def resize_rgb(image: np.ndarray | Image.Image, size: tuple[int, int]) -> np.nda
         if image.shape[:2] == (h, w):
             return image
         image = Image.fromarray(image)
-    return np.asarray(image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR, reducing_gap=None))
+    return np.asarray(image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None))
 
 
 def to_input(rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:

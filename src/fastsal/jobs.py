@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar, cast
 
 from fastsal.errors import FastSalError, Terminated
 from fastsal.files import JOB_TEMPORARY_AGE_S, atomic_write_bytes, remove_stale_temporaries, write_json
@@ -66,7 +66,7 @@ class Job:
     stem: Path
 
 
-def read_list(list_file: str | Path) -> list[Path]:
+def read_list(list_file: str | os.PathLike[str]) -> list[Path]:
     """Paths in a list file: one per line, ``#`` comments and blank lines ignored; relative paths
     are relative to the list file's folder, so a list travels with the data it names."""
     list_file = Path(list_file)
@@ -82,8 +82,8 @@ def read_list(list_file: str | Path) -> list[Path]:
 
 
 def collect(
-    paths: Iterable[str | Path], list_file: str | Path | None = None, exclude: str | Path | None = None,
-    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    paths: Iterable[str | os.PathLike[str]], list_file: str | os.PathLike[str] | None = None,
+    exclude: str | Path | None = None, suffixes: Sequence[str] = IMAGE_SUFFIXES,
 ) -> list[Job]:
     """Jobs for files and folders (searched recursively, sorted) and the entries of ``list_file``.
 
@@ -353,7 +353,17 @@ class Result:
     exception: BaseException | None = None
 
 
-class Task:
+#: What a task's :meth:`Task.item` takes: a :class:`Job` for the image tasks, a VideoJob for videos.
+JobT = TypeVar("JobT")
+
+
+def image_source(item: Item) -> Path:
+    """An image task's input: its items come from :class:`Job` s, whose source is a Path (only video
+    items carry a camera index, which ``Item.source`` allows)."""
+    return cast(Path, item.source)
+
+
+class Task(Generic[JobT]):
     """A batch command as a task definition; subclasses fill in the stages.
 
     The model comes from ``loader`` (a picklable callable, e.g. ``functools.partial(fastsal.load,
@@ -408,8 +418,11 @@ class Task:
         """The task's own top-level manifest fields, from ``settings`` (no model needed)."""
         return {}
 
-    def item(self, job: Job) -> Item:
-        return Item(input_entry(job.source)["input"], job.source, job.stem, self.outputs(job))
+    def item(self, job: JobT) -> Item:
+        # the default, for image tasks (Task[Job]); a task over other jobs overrides it
+        image_job = cast(Job, job)
+        return Item(input_entry(image_job.source)["input"], image_job.source, image_job.stem,
+                    self.outputs(image_job))
 
     def earlier(self, item: Item) -> dict[str, Any] | None:
         """The manifest entry of an earlier run if ``item`` is done, else None; decided without the
@@ -662,8 +675,8 @@ def _plan(task: Task, jobs: Sequence[Any], overwrite: bool, shard_info: tuple[in
 
 
 def run(
-    task: Task,
-    jobs: Sequence[Job],
+    task: Task[JobT],
+    jobs: Sequence[JobT],
     *,
     overwrite: bool = False,
     strict: bool = False,

@@ -498,6 +498,7 @@ def score_all(
             if "auc_borji" in wanted:
                 out["auc_borji"] = _auc_borji(s01, mask, n_splits, step, rng)
             if "auc_shuffled" in wanted:
+                assert other_fixations is not None  # "auc_shuffled" is wanted only when given (above)
                 other = _fixation_mask(other_fixations, mask.shape, mask.shape, "other-image fixations")
                 out["auc_shuffled"] = _auc_shuffled(s01, mask, other, n_splits, step, rng)
         if "nss" in wanted:
@@ -505,6 +506,7 @@ def score_all(
         if "information_gain" in wanted or "log_likelihood" in wanted:
             ll = _log_likelihood(_density(s, "saliency map"), mask)
             if "information_gain" in wanted:
+                assert baseline_density is not None  # wanted only when given (above)
                 out["information_gain"] = ll - _baseline_log_likelihood(baseline_density, mask)
             if "log_likelihood" in wanted:
                 out["log_likelihood"] = ll

@@ -92,7 +92,7 @@ def grid(prob: np.ndarray, long_side: int = 32) -> np.ndarray:
     """The map's probability mass per cell, (rows, cols) float64 summing to the map's total (1 for
     fastsal's maps); ``long_side`` cells on the long side (:func:`grid_shape`)."""
     m = _check_map(prob)
-    rows, cols = grid_shape(*m.shape, long_side)
+    rows, cols = grid_shape(m.shape[0], m.shape[1], long_side)
     return _pool(m, rows, cols)[0]
 
 

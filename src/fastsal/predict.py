@@ -85,14 +85,14 @@ def postprocess(log_small: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if small.shape == (h, w):
         prob = small
     elif h * w <= RESIZE_BAND_PIXELS:
-        prob = np.array(Image.fromarray(small).resize((w, h), Image.BICUBIC), dtype=np.float32)
+        prob = np.array(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
     else:  # camera-sized photos: resize a band of rows at a time into one float32 array
         prob = np.empty((h, w), dtype=np.float32)
         source, (sh, sw) = Image.fromarray(small), small.shape
         rows = max(1, (1 << 20) // w)  # 4 MB bands
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
-            band = source.resize((w, r1 - r0), Image.BICUBIC, box=(0.0, r0 * sh / h, float(sw), r1 * sh / h))
+            band = source.resize((w, r1 - r0), Image.Resampling.BICUBIC, box=(0.0, r0 * sh / h, float(sw), r1 * sh / h))
             prob[r0:r1] = np.asarray(band)
     np.maximum(prob, np.float32(0.0), out=prob)  # in place: this runs per image at full resolution
     total = float(prob.sum(dtype=np.float64))
@@ -455,9 +455,9 @@ def training_geometry(meta: dict[str, Any], spec: Any = None) -> tuple[tuple[int
     if calib is not None and calib.input_size is not None and calib.aspect is not None:
         return calib.input_size, calib.aspect
     config = meta.get("config") or meta.get("training_config") or {}
-    size = config.get("input_size") if isinstance(config, dict) else None
+    raw: Any = config.get("input_size") if isinstance(config, dict) else None  # anything; checked below
     try:
-        size = (int(size[0]), int(size[1]))
+        size = (int(raw[0]), int(raw[1]))
     except (TypeError, ValueError, IndexError):
         size = defaults.INPUT_SIZE
     aspect = config.get("aspect", False) if isinstance(config, dict) and "input_size" in config else defaults.ASPECT

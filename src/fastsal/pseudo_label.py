@@ -27,7 +27,7 @@ import numpy as np
 from fastsal.data.pseudo import FAILED, OK, latest_entries
 from fastsal.errors import FastSalError
 from fastsal.images import ImageError, load_rgb
-from fastsal.jobs import Item, Job, Result, Task, input_entry
+from fastsal.jobs import Item, Job, Result, Task, image_source, input_entry
 
 LABEL_DTYPE = np.float16
 
@@ -52,7 +52,7 @@ def dataset_jobs(name: str, root: str | Path, split: str) -> list[Job]:
     return [Job(s.image_path, Path(s.name).with_suffix("")) for s in samples]
 
 
-class LabelTask(Task):
+class LabelTask(Task[Job]):
     """``fastsal pseudo-label`` as a job: the teacher's float16 log-density per image.
 
     Not bound to settings like maps: a label is done only through a manifest entry made by a
@@ -88,7 +88,7 @@ class LabelTask(Task):
         return None
 
     def decode(self, item: Item) -> np.ndarray:
-        return load_rgb(Path(item.source))
+        return load_rgb(Path(image_source(item)))
 
     def infer(self, decoded: list[Any]) -> list[Any]:
         return self.model.log_densities(decoded)
@@ -98,7 +98,7 @@ class LabelTask(Task):
 
         name, buf = label_name(item.stem), io.BytesIO()
         np.save(buf, np.asarray(logp, dtype=np.float64).astype(LABEL_DTYPE))
-        entry = {**input_entry(Path(item.source).absolute()), "label": name, "status": OK,
+        entry = {**input_entry(Path(image_source(item)).absolute()), "label": name, "status": OK,
                  "shape": list(rgb.shape[:2]), "label_shape": list(logp.shape), "teacher_sha256": self.model.sha256}
         return Result(item.key, entry, {str(item.outputs["label"]): buf.getvalue()})
 

@@ -27,7 +27,7 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from fastsal.errors import FastSalError
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
+    from ray.data import Dataset  # the name inside predict_dataset, where a local `ray` shadows the module
 
 #: What :func:`predict_dataset` can put in each row beside the input's own columns.
 ROW_OUTPUTS: tuple[str, ...] = ("peaks", "grid", "crops", "map")
@@ -459,6 +460,8 @@ def predict_dataset(
         if not paths:
             raise RayError("ds must be a Ray dataset with a 'path' or 'bytes' column, or a non-empty list of paths")
         ds = ray.data.from_items([{"path": p} for p in paths])
+    # a Dataset now; isinstance against connect()'s module (typed Any) does not narrow for mypy
+    ds = cast("Dataset", ds)
     columns = set(ds.schema().names) if ds.schema() is not None else set()
     if not {"path", "bytes"} & columns:
         raise RayError(f"ds has no 'path' or 'bytes' column (it has: {', '.join(sorted(columns)) or 'none'}); "

@@ -71,7 +71,11 @@ class Member(Protocol):
     """One source of a teacher, as the teacher drives it."""
 
     label: str
-    native_size: tuple[int, int] | None  # the budget it runs at without TTA scales (None: the image's own)
+
+    @property
+    def native_size(self) -> tuple[int, int] | None:
+        """The budget it runs at without TTA scales (None: the image's own); read-only here, so a
+        member may hold a narrower type (a Predictor's is always a size)."""
 
     def size_for(self, shape: Sequence[int], budget: tuple[int, int] | None) -> tuple[int, int]:
         """(h, w) the source sees for an image or view of ``shape`` at pixel budget ``budget``."""
@@ -94,7 +98,7 @@ class PredictorMember:
     def __init__(self, predictor: Any, label: str | None = None) -> None:
         self.predictor = predictor
         self.label = label or predictor.name
-        self.native_size = tuple(predictor.input_size)
+        self.native_size: tuple[int, int] = tuple(predictor.input_size)
         settings = predictor.settings()  # its maps' settings as loaded (its own input size)
         # An uncalibrated source leaves "calibration" out: teacher hashes (and labels) made before it existed stay valid.
         self.settings = {k: settings.get(k) for k in MAP_SETTINGS if k != "calibration" or settings.get(k) is not None}

@@ -171,7 +171,7 @@ class _Capture:
             raise TypeError(f"source must be a video path or a camera index (int), got {source!r}")
         cv2 = _cv2()
         self.camera = isinstance(source, int)
-        if self.camera:
+        if isinstance(source, int):  # self.camera
             if source < 0:
                 raise VideoSourceError(f"camera {source}: camera indices start at 0")
             self.name = f"camera {source}"
@@ -446,7 +446,8 @@ def predict_video(
         frames, stopped_by = _stream(_maps(predictor, capture, smoothing, batch_size, max_frames), sink.steps,
                                      capture.camera, bar.update)
         lost = lost_frames(frames, expected)
-        if lost and not allow_short:  # raised inside the stack: atomic_path removes the short outputs
+        # lost > 0 implies a known count; raised inside the stack: atomic_path removes the short outputs
+        if lost and expected is not None and not allow_short:
             raise ShortVideoError(
                 f"{capture.name}: decoded only {frames} of the {expected} frames its container states "
                 f"(damaged or truncated); nothing written; repair or re-encode it, or allow short "
@@ -597,7 +598,7 @@ def _video_task_class() -> type:
     (the command line calls :func:`is_video` to route its inputs)."""
     from fastsal.jobs import Item, Result, Task, input_entry
 
-    class _VideoTask(Task):
+    class _VideoTask(Task[VideoJob]):
         """Videos on the job layer: each writes its own outputs, streaming frames (local only)."""
 
         kind, noun, manifest_name = "videos", "maps and videos", "manifest-videos"

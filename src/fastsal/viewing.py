@@ -5,6 +5,8 @@ writer threads can draw maps without loading the network stack.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
@@ -55,7 +57,7 @@ def to_png(prob_map: np.ndarray) -> np.ndarray:
     m = np.asarray(prob_map)
     if m.ndim != 2:
         raise ViewError(f"expected an (H, W) map, got shape {m.shape}")
-    kind = np.float32 if m.dtype == np.float32 else np.float64
+    kind: type[np.floating[Any]] = np.float32 if m.dtype == np.float32 else np.float64
     out = np.zeros(m.shape, dtype=np.uint8)
     if m.size == 0:
         return out
@@ -84,16 +86,18 @@ def blend(image: np.ndarray | Image.Image, values: np.ndarray, alpha: float = 0.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ViewError(f"alpha must be in [0, 1], got {alpha}")
-    in_place = isinstance(image, Image.Image)
-    if in_place and image.mode != "RGB":
-        raise ViewError(f"expected an RGB image, got mode {image.mode!r}")
-    w, h = image.size if in_place else (image.shape[1], image.shape[0])
+    if isinstance(image, Image.Image):  # blended in place
+        if image.mode != "RGB":
+            raise ViewError(f"expected an RGB image, got mode {image.mode!r}")
+        w, h = image.size
+    else:
+        w, h = image.shape[1], image.shape[0]
     if values.shape != (h, w):
         raise ViewError(f"values {values.shape} do not match the image {(h, w)}")
-    out = image if in_place else Image.new("RGB", (w, h))
+    out = image if isinstance(image, Image.Image) else Image.new("RGB", (w, h))
     a, b = np.float32(1.0 - alpha), np.float32(alpha)
     for r0, r1 in _strips(h, w):
-        rows = np.asarray(image.crop((0, r0, w, r1))) if in_place else image[r0:r1]
+        rows = np.asarray(image.crop((0, r0, w, r1))) if isinstance(image, Image.Image) else image[r0:r1]
         mixed = rows.astype(np.float32) * a + colormap(values[r0:r1]).astype(np.float32) * b
         mixed += np.float32(0.5)
         np.clip(mixed, 0, 255, out=mixed)
@@ -116,5 +120,5 @@ def overlay(image_rgb: ImageLike, prob_map: np.ndarray, alpha: float = 0.5) -> n
         raise ViewError(f"expected an (H, W) map, got shape {m.shape}")
     h, w = rgb.shape[:2]
     if m.shape != (h, w):
-        m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR), dtype=np.float32)
+        m = np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     return np.asarray(blend(rgb, to_png(m), alpha))

@@ -91,6 +91,7 @@ def init_head(conv: nn.Conv2d) -> nn.Conv2d:
     """Near-zero logits at initialisation: the first density is almost uniform, so training starts
     from a finite, small KL divergence instead of a spike on one pixel."""
     nn.init.normal_(conv.weight, std=1e-3)
+    assert conv.bias is not None  # every caller builds the head with a bias (nn.Conv2d's default)
     nn.init.zeros_(conv.bias)
     return conv
 

@@ -27,6 +27,9 @@ class FastSal(nn.Module):
     logits resized back, so any input size works (the map is then slightly smoother).
     """
 
+    mean: Tensor  # buffers (register_buffer), declared for type checkers
+    std: Tensor
+
     def __init__(
         self,
         encoder: FastSalEncoder,

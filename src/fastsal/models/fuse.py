@@ -54,13 +54,14 @@ Everything after the ReLUs is linear, so it can be reordered exactly:
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from fastsal.models.decoders import DecoderC
+from fastsal.models.decoders import Adapter, DecoderC
 
 # (phase p = 2*py + px, offset oy, ox in {-1, 0, 1}) of the 16 non-zero slices, grouped by phase.
 _SLICES = tuple(
@@ -97,6 +98,9 @@ class FusedDecoderC(nn.Module):
     to 16 channels, upsampling of 16 channels, sum, fixed grouped 3x3 shift-and-sum to 4 phases,
     PixelShuffle(2)."""
 
+    shift: Tensor  # buffers (register_buffer), declared for type checkers
+    bias: Tensor
+
     def __init__(self, adapters: nn.ModuleList, projections: list[Tensor], bias: Tensor) -> None:
         super().__init__()
         self.adapters = adapters
@@ -127,7 +131,8 @@ def fuse_decoder_c(decoder: DecoderC) -> FusedDecoderC:
         raise TypeError(f"expected a DecoderC, got {type(decoder).__name__}")
     k, bias = head_as_phase_conv(decoder.head)  # (4, 1408, 3, 3)
     rows = torch.stack([k[p, :, oy + 1, ox + 1] for p, oy, ox in _SLICES])  # (16, 1408)
-    widths = [a[0].out_channels for a in decoder.adapters]
+    # an Adapter is Sequential(Conv2d, ReLU); ModuleList and Sequential are typed to yield Module
+    widths = [cast(nn.Conv2d, cast(Adapter, a)[0]).out_channels for a in decoder.adapters]
     projections = list(torch.split(rows, widths, dim=1))
     return FusedDecoderC(copy.deepcopy(decoder.adapters), projections, bias)
 
@@ -154,8 +159,9 @@ def fuse(model: nn.Module) -> nn.Module:
     """
     fused = copy.deepcopy(model).eval()
     fold_batchnorm(fused)
-    if isinstance(getattr(fused, "decoder", None), DecoderC):
-        fused.decoder = fuse_decoder_c(fused.decoder)
+    decoder = getattr(fused, "decoder", None)
+    if isinstance(decoder, DecoderC):
+        fused.decoder = fuse_decoder_c(decoder)
     return fused.eval()
 
 

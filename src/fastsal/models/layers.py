@@ -1,7 +1,7 @@
 """Small building blocks shared by the backbones and decoders (torchvision module layout)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -134,7 +134,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor], *, within
     """
     scope = model if within is None else within
     bns = [m for m in scope.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and m.track_running_stats]
-    sums: dict[nn.Module, list[Tensor]] = {}
+    # per BN: [per-channel sum, sum of squares] (0.0 until the first batch adds a Tensor), values per channel
+    sums: dict[nn.Module, list[Any]] = {}
 
     def collect(module: nn.Module, args: tuple[Tensor, ...]) -> None:
         y = args[0].detach().double()
@@ -157,6 +158,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor], *, within
         if bn not in sums:  # not reached by the forward pass
             continue
         total, squares, count = sums[bn]
+        # affine and tracking running stats (how bns was chosen): both buffers exist
+        assert bn.running_mean is not None and bn.running_var is not None
         mu = total / count
         s2 = (squares / count - mu * mu).clamp_(min=0.0)
         a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)

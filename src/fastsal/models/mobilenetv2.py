@@ -11,7 +11,7 @@ trained in TensorFlow and keeps its conventions: inputs in [-1, 1] (:data:`TF_ME
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -212,7 +212,9 @@ def _convert(tflite: Any, model: Any) -> dict[str, Tensor]:
 
     state: dict[str, Tensor] = {}
     for (op, code), (conv_key, bn_key, relu6) in zip(convs, layers):
-        conv, bn = ref.get_submodule(conv_key), ref.get_submodule(bn_key)
+        # get_submodule is typed Module; _conv_bn_layers names a Conv2d and its BatchNorm2d
+        conv = cast(nn.Conv2d, ref.get_submodule(conv_key))
+        bn = cast(nn.BatchNorm2d, ref.get_submodule(bn_key))
         depthwise = code == _DEPTHWISE_CONV_2D
         if depthwise != (conv.groups > 1):
             raise TFLiteError(f"layer {conv_key}: {'a' if depthwise else 'no'} depthwise convolution where MobileNetV2 "
@@ -252,7 +254,7 @@ def _conv_bn_layers(model: MobileNetV2) -> list[tuple[str, str, bool]]:
         if isinstance(block, ConvBNReLU):
             out.append((f"features.{i}.0", f"features.{i}.1", True))
             continue
-        for j, module in enumerate(block.conv):
+        for j, module in enumerate(cast(InvertedResidual, block).conv):  # features holds only these two kinds
             if isinstance(module, ConvBNReLU):  # 1x1 expansion, 3x3 depthwise
                 out.append((f"features.{i}.conv.{j}.0", f"features.{i}.conv.{j}.1", True))
             elif isinstance(module, nn.Conv2d):  # the linear bottleneck and its BN

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import torch
 from torch import nn
@@ -231,7 +231,8 @@ def build(name: str, weights: str | Path | None = None, *, pretrained: bool = Fa
     decoder_name, backbone_name = _parse(name)
     spec = BACKBONES[backbone_name]
     backbone = spec.build(backbone_weights if weights is None else None)
-    encoder = FastSalEncoder(backbone.features, backbone.feature_strides)
+    # every backbone (MobileNetV2, EfficientNetLite) sets these two; build is typed nn.Module
+    encoder = FastSalEncoder(cast(nn.Sequential, backbone.features), cast("tuple[int, ...]", backbone.feature_strides))
     model = FastSal(encoder, DECODERS[decoder_name](encoder.out_channels), spec.mean, spec.std)
     model.name = name
     if weights is not None:

@@ -7,12 +7,15 @@ limit is refused at the first byte too many (or from its ``Content-Length`` befo
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from fastsal.errors import FastSalError
+
+if TYPE_CHECKING:  # a TypedDict python-multipart defines for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 #: Room for the multipart envelope (boundaries, part headers, small extra fields) above the
 #: image's own size limit.
@@ -88,7 +91,7 @@ class _FieldReader:
         self.ended = False
         self.image = bytearray()
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
                 "on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
                 "on_header_end": self.on_header_end, "on_headers_finished": self.on_headers_finished,
