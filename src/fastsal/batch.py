@@ -328,9 +328,9 @@ def predict_file(predictor: Any, source: str | Path, target: str | Path, fmt: st
     target = Path(target)
     if target.is_file() and not overwrite:
         return target, False
-    rgb = load_rgb(source)
-    # the map decoded as every entry point does (Predictor.read); rgb is only for the overlay
-    return write_map(target, fmt, predictor.predict(source), rgb), True
+    prob = predictor.predict(source)  # decoded as every entry point does (Predictor.read)
+    # the full-size photo is decoded a second time only where it is drawn on: the overlay
+    return write_map(target, fmt, prob, load_rgb(source) if fmt == "overlay" else None), True
 
 
 def log_density(prob: np.ndarray) -> np.ndarray:
